@@ -1,0 +1,93 @@
+"""perspt-store: DuckDB persistence for SRBN agent-orchestration sessions.
+
+A Python port of the Rust crate perspt-store 0.6.2: the same tables, row types and method
+names, with exact round-trips, insertion-ordered results, a blake3 Merkle commit log, bulk
+paths, and safe behaviour under crashes, threads and hostile input.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    DuplicateRecordError,
+    IntegrityError,
+    ReadOnlyStoreError,
+    RecordNotFoundError,
+    SchemaVersionError,
+    SessionNotFoundError,
+    StoreClosedError,
+    StoreError,
+    StoreLockedError,
+)
+from .rows import (
+    ROW_MODELS,
+    ArtifactBundleRow,
+    BranchFlushRow,
+    BranchLineageRow,
+    BudgetEnvelopeRow,
+    ContextProvenanceRecord,
+    CorrectionAttemptRow,
+    EnergyRecord,
+    EscalationReportRecord,
+    FeatureCharterRow,
+    InterfaceSealRow,
+    LlmRequestRecord,
+    NodeStateRecord,
+    PlanRevisionRow,
+    ProvisionalBranchRow,
+    RepairFootprintRow,
+    ReviewOutcomeRow,
+    RewriteRecordRow,
+    Row,
+    SessionRecord,
+    SheafValidationRow,
+    SrbnStepRecord,
+    StructuralDigestRecord,
+    TaskGraphEdgeRow,
+    VerificationResultRow,
+)
+from .schema import SCHEMA_VERSION, init_schema
+from .store import LlmSummary, SessionStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ROW_MODELS",
+    "SCHEMA_VERSION",
+    "ArtifactBundleRow",
+    "BranchFlushRow",
+    "BranchLineageRow",
+    "BudgetEnvelopeRow",
+    "ContextProvenanceRecord",
+    "CorrectionAttemptRow",
+    "DuplicateRecordError",
+    "EnergyRecord",
+    "EscalationReportRecord",
+    "FeatureCharterRow",
+    "IntegrityError",
+    "InterfaceSealRow",
+    "LlmRequestRecord",
+    "LlmSummary",
+    "NodeStateRecord",
+    "PlanRevisionRow",
+    "ProvisionalBranchRow",
+    "ReadOnlyStoreError",
+    "RecordNotFoundError",
+    "RepairFootprintRow",
+    "ReviewOutcomeRow",
+    "RewriteRecordRow",
+    "Row",
+    "SchemaVersionError",
+    "SessionNotFoundError",
+    "SessionRecord",
+    "SessionStore",
+    "SheafValidationRow",
+    "SrbnStepRecord",
+    "StoreClosedError",
+    "StoreError",
+    "StoreLockedError",
+    "StructuralDigestRecord",
+    "TaskGraphEdgeRow",
+    "VerificationResultRow",
+    "__version__",
+    "init_schema",
+]

@@ -1,0 +1,458 @@
+"""Connection, lifecycle, transactions, and the one boundary where DuckDB errors are translated.
+
+Threads: a DuckDB connection raises if two threads use it at once, so every thread gets its own
+cursor (a connection to the same database instance) and writes are serialised by one re-entrant
+lock. ``transaction()`` holds that lock from BEGIN to COMMIT, so a transaction never interleaves
+with another thread's writes; reads never take the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+from typing_extensions import Self
+
+from .._mapping import table_map
+from ..errors import (
+    DuplicateRecordError,
+    ReadOnlyStoreError,
+    SchemaVersionError,
+    SessionNotFoundError,
+    StoreClosedError,
+    StoreError,
+    StoreLockedError,
+)
+from ..rows import Row
+from ..schema import (
+    META_TABLE,
+    SCHEMA_VERSION,
+    SEQUENCED_TABLES,
+    TABLES,
+    init_schema,
+    read_schema_version,
+)
+
+R = TypeVar("R", bound=Row)
+PathLike = str | os.PathLike[str]
+
+MEMORY = ":memory:"
+_ALL_LEGACY = 2**62  # an unmigrated upstream file opened read-only: every row is upstream's
+
+
+def default_data_dir() -> Path:
+    """``<platform local data dir>/perspt`` (``$XDG_DATA_HOME/perspt`` on Linux)."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_path(roaming=False)) / "perspt"
+
+
+def translate_error(
+    exc: duckdb.Error, *, table: str | None, operation: str, session_id: str | None = None
+) -> StoreError:
+    """Map a DuckDB exception to the store's error tree (the caller chains it with ``from``)."""
+    message = str(exc)
+    where = f"{operation} on {table}" if table else operation
+    if isinstance(exc, duckdb.ConstraintException):
+        if "foreign key" in message.lower() and session_id is not None:
+            return SessionNotFoundError(session_id, table=table)
+        if "duplicate key" in message.lower() or "unique" in message.lower():
+            key = re.search(r'Duplicate key "([^"]*)"', message)
+            detail = key.group(1) if key else message
+            return DuplicateRecordError(
+                f"{where} failed: a row with {detail} already exists; nothing was written",
+                table=table,
+                operation=operation,
+            )
+    if "read-only" in message or "read only" in message:
+        return ReadOnlyStoreError(
+            f"{where} failed: the store is read-only", table=table, operation=operation
+        )
+    if "Could not set lock" in message or "Conflicting lock" in message:
+        return StoreLockedError(
+            "the database file is locked by another process (DuckDB allows one writer "
+            "process and no readers beside it); stop that process or read a published snapshot",
+            table=table,
+            operation=operation,
+        )
+    return StoreError(f"{where} failed: {message}", table=table, operation=operation)
+
+
+class StoreBase:
+    """Lifecycle, threads, transactions and the generic SQL helpers the families build on."""
+
+    def __init__(
+        self,
+        path: PathLike | duckdb.DuckDBPyConnection | None = None,
+        *,
+        read_only: bool = False,
+        sessions_dir: PathLike | None = None,
+    ) -> None:
+        """Open (or create) a store.
+
+        Args:
+            path: A database file, ``":memory:"``, an open ``duckdb`` connection (borrowed:
+                ``close()`` leaves it open), or None for :meth:`default_db_path`.
+            read_only: Open the file read-only: it must exist, nothing is ever written to it,
+                and every write raises :class:`ReadOnlyStoreError`.
+            sessions_dir: Where session artifact directories go. Defaults to ``sessions/``
+                beside the database file (the platform data dir for in-memory stores).
+
+        Raises:
+            StoreError: The file is missing (read-only), not a DuckDB database, or unreadable.
+            StoreLockedError: Another process holds the file.
+            SchemaVersionError: A migration failed (the file is left as it was).
+        """
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._closed = False
+        self._read_only = read_only
+        self._owns_conn = not isinstance(path, duckdb.DuckDBPyConnection)
+        self._write_refusal: StoreError | None = (
+            ReadOnlyStoreError("the store was opened read-only; open it read-write to write")
+            if read_only
+            else None
+        )
+        if isinstance(path, duckdb.DuckDBPyConnection):
+            self.path: Path | None = None
+            self._conn = path
+        else:
+            self.path = None if str(path) == MEMORY else Path(path or self.default_db_path())
+            self._conn = self._connect(self.path, read_only)
+        if sessions_dir is not None:
+            self._sessions_dir = Path(sessions_dir)
+        elif self.path is not None:
+            self._sessions_dir = self.path.parent / "sessions"
+        else:
+            self._sessions_dir = default_data_dir() / "sessions"
+        try:
+            self._conn.execute("SET TimeZone = 'UTC'")
+            self.schema_version = self._prepare_schema()
+            self._legacy_marks = self._load_legacy_marks()
+        except BaseException:
+            self.close()
+            raise
+
+    # --- construction -------------------------------------------------------------------
+
+    @staticmethod
+    def default_db_path() -> Path:
+        """``<platform local data dir>/perspt/perspt.db``; computes the path, creates nothing."""
+        return default_data_dir() / "perspt.db"
+
+    @staticmethod
+    def _connect(path: Path | None, read_only: bool) -> duckdb.DuckDBPyConnection:
+        if path is None:
+            return duckdb.connect(MEMORY)
+        if read_only and not path.exists():
+            raise StoreError(f"no database at {path}; nothing was created", operation="open")
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            message = str(exc)
+            if "lock" in message.lower():
+                raise translate_error(exc, table=None, operation="open") from exc
+            raise StoreError(
+                f"cannot open {path} as a DuckDB database: {message}", operation="open"
+            ) from exc
+
+    def _prepare_schema(self) -> int | None:
+        try:
+            version = read_schema_version(self._conn)
+            if version is not None and version > SCHEMA_VERSION:
+                self._write_refusal = self._write_refusal or SchemaVersionError(
+                    f"the database has schema version {version}, newer than this library's "
+                    f"{SCHEMA_VERSION}; it is open read-only: upgrade perspt-store to write",
+                    operation="open",
+                )
+                return version
+            if self._read_only:
+                return version
+            return init_schema(self._conn)
+        except duckdb.Error as exc:
+            raise translate_error(exc, table=None, operation="open") from exc
+
+    def _load_legacy_marks(self) -> dict[str, int]:
+        """Per table, the highest id (rowid for sessions) that upstream wrote."""
+        if self.schema_version == 0:  # unmigrated upstream file (read-only)
+            return dict.fromkeys(TABLES, _ALL_LEGACY)
+        if self.schema_version is None:
+            return {}
+        rows = self._conn.execute(
+            f"SELECT key, value FROM {META_TABLE} WHERE key LIKE 'legacy_max_%'"
+        ).fetchall()
+        return {key.split(":", 1)[1]: int(value) for key, value in rows}
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def read_only(self) -> bool:
+        """True when the store refuses writes (opened read-only, or a newer schema)."""
+        return self._write_refusal is not None
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def close(self) -> None:
+        """Close the store and every per-thread cursor; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for cursor in self._cursors:
+                with contextlib.suppress(duckdb.Error):
+                    cursor.close()
+            self._cursors.clear()
+            if self._owns_conn:
+                with contextlib.suppress(duckdb.Error):
+                    self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = "memory" if self.path is None else str(self.path)
+        mode = "closed" if self._closed else ("read-only" if self.read_only else "read-write")
+        return f"<{type(self).__name__} {where} ({mode})>"
+
+    # --- connection plumbing ------------------------------------------------------------
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor on the shared database instance."""
+        if self._closed:
+            raise StoreClosedError("the store is closed; open a new SessionStore to use it")
+        cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cursor is None:
+            with self._lock:
+                cursor = self._conn.cursor()
+                cursor.execute("SET TimeZone = 'UTC'")
+                self._cursors.append(cursor)
+            self._local.cursor = cursor
+        return cursor
+
+    def _check_writable(self, table: str | None) -> None:
+        if self._closed:
+            raise StoreClosedError("the store is closed; open a new SessionStore to use it")
+        if self._write_refusal is not None:
+            refusal = self._write_refusal
+            raise type(refusal)(str(refusal), table=table, operation="write")
+
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
+        """Run any SQL and return a DuckDB relation (``fetchall()``, ``df()``, ``pl()``,
+        ``arrow()``).
+
+        The relation lives on the calling thread's cursor: use it in that thread. On a
+        read-only store the engine itself refuses writes.
+        """
+        try:
+            return self._cursor().sql(query, params=params)
+        except duckdb.Error as exc:
+            raise translate_error(exc, table=None, operation="sql") from exc
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes atomically: all of them commit, or none if the block raises.
+
+        Example:
+            >>> with store.transaction():
+            ...     store.record_energy(e1)
+            ...     store.record_energy(e2)
+
+        Nesting joins the outer transaction (DuckDB has no savepoints). If an inner block
+        raises, the whole transaction is rolled back when the outermost block exits; if the
+        exception was caught in between, that exit raises :class:`StoreError` instead of
+        committing half of the work. The write lock is held throughout, so other threads'
+        writes wait and never interleave.
+
+        Raises:
+            ReadOnlyStoreError: The store is read-only.
+            StoreError: The commit failed, or a write inside the block failed and the block
+                went on (nothing was committed).
+        """
+        self._check_writable(None)
+        with self._lock:
+            cursor = self._cursor()
+            if self.in_transaction:
+                self._local.depth += 1
+                try:
+                    yield
+                except BaseException:
+                    self._local.doomed = True
+                    raise
+                finally:
+                    self._local.depth -= 1
+                return
+            self._run_control(cursor, "BEGIN TRANSACTION")
+            self._local.depth, self._local.doomed = 1, False
+            try:
+                yield
+            except BaseException:
+                # Roll back, but never let a rollback error mask the caller's exception.
+                with contextlib.suppress(duckdb.Error):
+                    cursor.execute("ROLLBACK")
+                raise
+            finally:
+                self._local.depth = 0
+            if self._local.doomed:
+                self._run_control(cursor, "ROLLBACK")
+                raise StoreError(
+                    "a write inside this transaction failed, so nothing was committed",
+                    operation="commit",
+                )
+            try:
+                cursor.execute("COMMIT")
+            except duckdb.Error as exc:
+                with contextlib.suppress(duckdb.Error):
+                    cursor.execute("ROLLBACK")
+                raise translate_error(exc, table=None, operation="commit") from exc
+
+    @staticmethod
+    def _run_control(cursor: duckdb.DuckDBPyConnection, statement: str) -> None:
+        try:
+            cursor.execute(statement)
+        except duckdb.Error as exc:
+            raise translate_error(exc, table=None, operation=statement.lower()) from exc
+
+    @property
+    def in_transaction(self) -> bool:
+        """True inside a ``transaction()`` block on this thread."""
+        return getattr(self._local, "depth", 0) > 0
+
+    # --- generic helpers used by the families -------------------------------------------
+
+    def _execute(
+        self,
+        sql: str,
+        params: Sequence[Any] | None = None,
+        *,
+        table: str | None,
+        operation: str,
+        session_id: str | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement on this thread's cursor and fetch its rows, translating errors."""
+        cursor = self._cursor()
+        try:
+            # Always fetch: DuckDB 2.0 refuses new work while a result is unfinished.
+            return cursor.execute(sql, params).fetchall()
+        except duckdb.Error as exc:
+            if self.in_transaction:
+                self._local.doomed = True
+            raise translate_error(
+                exc, table=table, operation=operation, session_id=session_id
+            ) from exc
+
+    def _write(
+        self,
+        sql: str,
+        params: Sequence[Any] | None = None,
+        *,
+        table: str,
+        operation: str = "insert",
+        session_id: str | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Run one write statement under the write lock (autocommitted unless in a
+        transaction)."""
+        self._check_writable(table)
+        with self._lock:
+            return self._execute(
+                sql, params, table=table, operation=operation, session_id=session_id
+            )
+
+    def _insert(self, row: Row) -> None:
+        """Append one row; columns come from the model's fields, by name."""
+        mapping = table_map(type(row))
+        session_id = getattr(row, "session_id", None)
+        self._write(mapping.insert_sql, mapping.encode(row), table=mapping.table,
+                    session_id=session_id)
+
+    def _select(
+        self,
+        model: type[R],
+        where: str = "",
+        params: Sequence[Any] = (),
+        *,
+        order_by: str = "",
+        latest_per: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[R]:
+        """Read rows of one table as models.
+
+        Args:
+            model: The row model (it names the table and the columns).
+            where: A SQL predicate over the table's columns, with ``?`` placeholders.
+            params: Values for the placeholders.
+            order_by: An ORDER BY list; every caller gives a total order.
+            latest_per: Keep only the last-inserted row (highest ``id``) per value of this
+                column, e.g. ``"node_id"`` for "latest per node".
+            limit: LIMIT, if any.
+            offset: OFFSET.
+        """
+        mapping = table_map(model)
+        table = mapping.table
+        mark = self._legacy_marks.get(table)
+        key = "rowid" if table == "sessions" else ("id" if table in SEQUENCED_TABLES else None)
+        extra = f", {key}" if mark is not None and key is not None else ""
+        sql = f"SELECT {mapping.select_list}{extra} FROM {table}"
+        if where:
+            sql += f" WHERE {where}"
+        if latest_per:
+            sql += f" QUALIFY row_number() OVER (PARTITION BY {latest_per} ORDER BY id DESC) = 1"
+        if order_by:
+            sql += f" ORDER BY {order_by}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
+        rows = self._execute(sql, list(params), table=table, operation="select")
+        return self._decode_rows(model, rows, mark if extra else None)
+
+    def _decode_rows(
+        self, model: type[R], rows: Sequence[Sequence[Any]], mark: int | None
+    ) -> list[R]:
+        mapping = table_map(model)
+        out: list[R] = []
+        try:
+            for values in rows:
+                if mark is None:
+                    out.append(mapping.decode(values))  # type: ignore[arg-type]
+                else:
+                    legacy = values[-1] <= mark
+                    out.append(mapping.decode(values[:-1], legacy=legacy))  # type: ignore[arg-type]
+        except ValueError as exc:  # pydantic.ValidationError is a ValueError
+            raise StoreError(
+                f"a row of {mapping.table} holds a value its model rejects: {exc}",
+                table=mapping.table,
+                operation="select",
+            ) from exc
+        return out
+
+    def _select_one(
+        self, model: type[R], where: str, params: Sequence[Any], *, order_by: str = ""
+    ) -> R | None:
+        rows = self._select(model, where, params, order_by=order_by, limit=1)
+        return rows[0] if rows else None
+
+    def _scalar(self, sql: str, params: Sequence[Any] = (), *, table: str | None) -> Any:
+        rows = self._execute(sql, list(params), table=table, operation="select")
+        return rows[0][0] if rows else None
+
+    def _session_exists(self, session_id: str) -> bool:
+        return (
+            self._scalar(
+                "SELECT 1 FROM sessions WHERE session_id = ?", [session_id], table="sessions"
+            )
+            is not None
+        )

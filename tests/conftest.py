@@ -1,0 +1,38 @@
+"""Shared fixtures: every store test runs on an in-memory store and on a file store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import perspt_store as ps
+
+
+@pytest.fixture(params=["memory", "file"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ps.SessionStore]:
+    """A fresh store, in memory and on disk (closed after the test)."""
+    if request.param == "memory":
+        s = ps.SessionStore.in_memory(sessions_dir=tmp_path / "sessions")
+    else:
+        s = ps.SessionStore.open(tmp_path / "perspt.db")
+    with s:
+        yield s
+
+
+@pytest.fixture
+def session(store: ps.SessionStore) -> str:
+    """The id of a seeded session, as upstream's test fixture: RUNNING, "test task"."""
+    store.create_session(
+        ps.SessionRecord(
+            session_id="test-session", task="test task", working_dir="/tmp/work", status="RUNNING"
+        )
+    )
+    return "test-session"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """A path for a database file under tmp_path."""
+    return tmp_path / "perspt.db"
