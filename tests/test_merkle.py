@@ -11,6 +11,7 @@ keeps the two in step.
 from __future__ import annotations
 
 import dataclasses
+import doctest
 import math
 import random
 import re
@@ -25,6 +26,7 @@ from blake3 import blake3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from perspt_store import merkle
 from perspt_store.merkle import (
     BLAKE3,
     NODE_STATE_FIELDS,
@@ -44,7 +46,7 @@ from perspt_store.merkle import (
 )
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "merkle.md"
-FAST = settings(max_examples=40, deadline=None)
+FAST = settings(max_examples=50, deadline=None)
 
 
 def hx(text: str) -> bytes:
@@ -445,28 +447,30 @@ def test_append_extend_and_one_shot_agree(n: int, salt: bytes, chunks: list[int]
 # --- proof laws: valid proofs verify; one flipped bit anywhere fails ----------
 
 
+InclusionArgs = tuple[bytes, int, int, list[bytes], bytes]
+
+
 def _inclusion_mutations(
     leaf: bytes, index: int, size: int, proof: list[bytes], root: bytes, bit: int
-) -> list[tuple[str, Callable[[], bool]]]:
-    cases: list[tuple[str, Callable[[], bool]]] = [
-        ("leaf", lambda: verify_inclusion(flip(leaf, bit), index, size, proof, root)),
-        ("root", lambda: verify_inclusion(leaf, index, size, proof, flip(root, bit))),
-        ("short leaf", lambda: verify_inclusion(leaf[:-1], index, size, proof, root)),
-        ("extra element", lambda: verify_inclusion(leaf, index, size, [*proof, root], root)),
-        ("extra first", lambda: verify_inclusion(leaf, index, size, [root, *proof], root)),
+) -> list[tuple[str, InclusionArgs]]:
+    """Corrupted argument sets for verify_inclusion, each named for the assert message."""
+    cases: list[tuple[str, InclusionArgs]] = [
+        ("leaf", (flip(leaf, bit), index, size, proof, root)),
+        ("root", (leaf, index, size, proof, flip(root, bit))),
+        ("short leaf", (leaf[:-1], index, size, proof, root)),
+        ("extra last", (leaf, index, size, [*proof, root], root)),
+        ("extra first", (leaf, index, size, [root, *proof], root)),
     ]
     for i in range(len(proof)):
         bad = [flip(p, bit) if j == i else p for j, p in enumerate(proof)]
-        cases.append((f"proof[{i}]", lambda bad=bad: verify_inclusion(leaf, index, size, bad, root)))
-        cut = proof[:i] + proof[i + 1 :]
-        cases.append((f"drop[{i}]", lambda cut=cut: verify_inclusion(leaf, index, size, cut, root)))
+        cases.append((f"proof[{i}]", (leaf, index, size, bad, root)))
+        cases.append((f"drop[{i}]", (leaf, index, size, proof[:i] + proof[i + 1 :], root)))
     for b in range((size + 1).bit_length()):
-        other = index ^ (1 << b)
-        cases.append((f"index^{b}", lambda o=other: verify_inclusion(leaf, o, size, proof, root)))
+        cases.append((f"index^{b}", (leaf, index ^ (1 << b), size, proof, root)))
     return cases
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     n=st.integers(1, 1000),
     salt=st.binary(max_size=4),
@@ -482,8 +486,8 @@ def test_inclusion_proofs_verify_and_every_bit_flip_fails(
     for index in {p % n for p in picks}:
         proof = tree.inclusion_proof(index, n)
         assert verify_inclusion(leaves[index], index, n, proof, root)
-        for name, check in _inclusion_mutations(leaves[index], index, n, proof, root, bit):
-            assert check() is False, name
+        for name, args in _inclusion_mutations(leaves[index], index, n, proof, root, bit):
+            assert verify_inclusion(*args) is False, name
         # The root is trusted for one size, but the proof alone does not pin
         # the size: a flipped size verifies exactly when RFC 9162 would give
         # that size the same path shape.
@@ -493,7 +497,7 @@ def test_inclusion_proofs_verify_and_every_bit_flip_fails(
             assert verify_inclusion(leaves[index], index, other, proof, root) is same
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     n=st.integers(2, 1000),
     salt=st.binary(max_size=4),
@@ -520,7 +524,9 @@ def test_consistency_proofs_verify_and_every_bit_flip_fails(
     assert not check(m, n, old_root, new_root, [*proof, new_root])
     assert not check(m, n, old_root, new_root, [old_root, *proof])
     for i in range(len(proof)):
-        assert not check(m, n, old_root, new_root, [*proof[:i], flip(proof[i], bit), *proof[i + 1 :]])
+        assert not check(
+            m, n, old_root, new_root, [*proof[:i], flip(proof[i], bit), *proof[i + 1 :]]
+        )
         assert not check(m, n, old_root, new_root, proof[:i] + proof[i + 1 :])
     # As for inclusion, sizes are pinned by the trusted roots, not by the
     # proof: a flipped size verifies iff the RFC proof shape is unchanged.
@@ -658,8 +664,15 @@ def test_custom_hasher_digest_size_is_enforced() -> None:
     assert len(tree.root()) == 16
     with pytest.raises(ValueError, match="16-byte"):
         tree.append(leaf_hash(b"c"))
-    assert verify_inclusion(narrow.leaf(b"b"), 1, 2, tree.inclusion_proof(1), tree.root(), hasher=narrow)
+    assert verify_inclusion(
+        narrow.leaf(b"b"), 1, 2, tree.inclusion_proof(1), tree.root(), hasher=narrow
+    )
     assert not verify_inclusion(narrow.leaf(b"b"), 1, 2, tree.inclusion_proof(1), tree.root())
+
+
+def test_docstring_examples_run() -> None:
+    failed, attempted = doctest.testmod(merkle)
+    assert attempted > 0 and failed == 0
 
 
 def test_repr_names_size_and_hasher() -> None:
@@ -729,7 +742,8 @@ def test_encode_fields_ignores_mapping_order(fields: dict[str, int]) -> None:
 
 
 def test_none_empty_and_missing_are_distinct() -> None:
-    variants = [{}, {"goal": None}, {"goal": ""}, {"goal": b""}, {"goal": []}, {"goal": 0}]
+    variants: list[dict[str, object]] = [{}, {"goal": None}, {"goal": ""}, {"goal": b""}]
+    variants += [{"goal": []}, {"goal": 0}, {"goal": False}, {"goal": 0.0}]
     assert len({encode_fields("t/v1", v) for v in variants}) == len(variants)
     assert hash_node_state(NodeState(goal=None)) != hash_node_state(NodeState(goal=""))
     with pytest.raises(ValueError, match="no attribute 'goal'"):
@@ -879,7 +893,9 @@ def test_encoding_round_trips_through_the_documented_grammar(
 @FAST
 @given(a=st.dictionaries(st.text(max_size=3, min_size=1), scalars, max_size=3), b=st.data())
 def test_distinct_records_encode_distinctly(a: dict[str, object], b: st.DataObject) -> None:
-    other = b.draw(st.dictionaries(st.text(max_size=3, min_size=1), scalars, max_size=3))
+    other: dict[str, object] = b.draw(
+        st.dictionaries(st.text(max_size=3, min_size=1), scalars, max_size=3)
+    )
     try:
         ea, eb = encode_fields("t/v1", a), encode_fields("t/v1", other)
     except ValueError:

@@ -71,6 +71,18 @@ class TableMap:
         marks = ", ".join("?" for _ in self.columns)
         return f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES ({marks})"
 
+    @property
+    def bulk_insert_sql(self) -> str:
+        """Inserts many rows in one statement: one list parameter per column, zipped by
+        ``unnest`` in list order (so ids follow the list's order)."""
+        values = ", ".join("unnest(?)" for _ in self.columns)
+        return f"INSERT INTO {self.table} ({', '.join(self.columns)}) SELECT {values}"
+
+    def encode_columns(self, rows: Sequence[Row]) -> list[list[Any]]:
+        """The rows' fields as one list per column, for :attr:`bulk_insert_sql`."""
+        return [[self.encode_value(name, row.__dict__[name]) for row in rows]
+                for name in self.columns]
+
     def encode(self, row: Row) -> list[Any]:
         """The row's fields as SQL parameters, in ``columns`` order."""
         values = row.__dict__

@@ -152,7 +152,7 @@ class MerkleTree:
 
     Leaves are numbered from 0. Every past size of the tree stays provable:
     `root`, `inclusion_proof` and `consistency_proof` accept any size up to
-    the current one.
+    the current one. Not thread-safe: serialise appends with reads.
 
     Example:
         >>> tree = MerkleTree([leaf_hash(b"a"), leaf_hash(b"b")])
@@ -291,7 +291,7 @@ class MerkleTree:
             raise ValueError(f"leaf index {index} is out of range for a tree of {size} leaves")
         path: list[bytes] = []
         start, end = 0, size
-        # Descend from the root; the RFC's recursion emits siblings bottom-up.
+        # Descend from the root; the RFC recursion lists siblings bottom-up, hence the reverse.
         while end - start > 1:
             split = start + _largest_power_of_two_below(end - start)
             if index < split:
@@ -321,7 +321,7 @@ class MerkleTree:
             return []
         proof: list[bytes] = []
         start, end, is_old_root = 0, new_size, True
-        # Iterative SUBPROOF(m, D[start:end], b); like PATH, emitted top-down.
+        # SUBPROOF(m, D[start:end], b) unrolled; collected top-down, reversed below.
         while end != old_size:
             split = start + _largest_power_of_two_below(end - start)
             if old_size <= split:
@@ -349,16 +349,19 @@ class MerkleTree:
         RFC recursion visits, so the range splits into complete cached
         subtrees, largest first."""
         levels = self._levels
-        parts: list[bytes] = []
         width = end - start
+        if width & (width - 1) == 0:  # complete: one lookup, the common case
+            height = width.bit_length() - 1
+            return levels[height][start >> height]
+        parts: list[bytes] = []
         for height in range(width.bit_length() - 1, -1, -1):
             if width >> height & 1:
                 parts.append(levels[height][start >> height])
                 start += 1 << height
-        node = self._hasher.node
+        digest = self._hasher.digest
         result = parts.pop()
         while parts:
-            result = node(parts.pop(), result)
+            result = digest(b"\x01" + parts.pop() + result)
         return result
 
 
@@ -395,19 +398,19 @@ def verify_inclusion(
     _check_bytes(leaf_hash, root, *_check_proof(proof))
     if index >= size or not _all_digests(hasher, leaf_hash, root, *proof):
         return False
-    node = hasher.node
+    digest = hasher.digest  # inlined node hash: this loop is the verifier's hot path
     fn, sn = index, size - 1
     result = leaf_hash
     for sibling in proof:
         if sn == 0:
             return False
         if fn & 1 or fn == sn:
-            result = node(sibling, result)
+            result = digest(b"\x01" + sibling + result)
             while not fn & 1 and fn:
                 fn >>= 1
                 sn >>= 1
         else:
-            result = node(result, sibling)
+            result = digest(b"\x01" + result + sibling)
         fn >>= 1
         sn >>= 1
     return sn == 0 and result == root
@@ -462,7 +465,7 @@ def verify_consistency(
         path.insert(0, old_root)
     if not path:
         return False
-    node = hasher.node
+    digest = hasher.digest
     fn, sn = old_size - 1, new_size - 1
     while fn & 1:
         fn >>= 1
@@ -472,13 +475,13 @@ def verify_consistency(
         if sn == 0:
             return False
         if fn & 1 or fn == sn:
-            old_result = node(sibling, old_result)
-            new_result = node(sibling, new_result)
+            old_result = digest(b"\x01" + sibling + old_result)
+            new_result = digest(b"\x01" + sibling + new_result)
             while not fn & 1 and fn:
                 fn >>= 1
                 sn >>= 1
         else:
-            new_result = node(new_result, sibling)
+            new_result = digest(b"\x01" + new_result + sibling)
         fn >>= 1
         sn >>= 1
     return sn == 0 and old_result == old_root and new_result == new_root

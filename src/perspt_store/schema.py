@@ -396,6 +396,35 @@ CREATE TABLE IF NOT EXISTS budget_envelopes (
 
 # --- ours ---------------------------------------------------------------------------------
 
+# One row per commit: seq is the 0-based leaf index of the session's log, node_state_id the
+# node_states row it commits, and the roots are the session's after it (perspt_store.merkle).
+MERKLE_LOG_SQL = """
+CREATE TABLE IF NOT EXISTS merkle_log (
+    session_id VARCHAR NOT NULL,
+    seq INTEGER NOT NULL,
+    node_state_id INTEGER NOT NULL,
+    node_id VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
+    leaf_hash BLOB NOT NULL,
+    state_root BLOB NOT NULL,
+    log_root BLOB NOT NULL,
+    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (session_id, seq),
+    FOREIGN KEY (session_id) REFERENCES sessions(session_id)
+)"""
+
+# sessions.merkle_root values that are not a state root: set through update_merkle_root, or
+# carried over from an upstream file. verify_session reports them as notes, not corruption.
+MERKLE_ROOT_OVERRIDES_SQL = """
+CREATE TABLE IF NOT EXISTS merkle_root_overrides (
+    id INTEGER PRIMARY KEY DEFAULT nextval('seq_merkle_root_overrides_id'),
+    session_id VARCHAR NOT NULL,
+    merkle_root BLOB,
+    source VARCHAR NOT NULL,
+    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    FOREIGN KEY (session_id) REFERENCES sessions(session_id)
+)"""
+
 META_SQL = f"""
 CREATE TABLE IF NOT EXISTS {META_TABLE} (
     key VARCHAR PRIMARY KEY,
@@ -605,9 +634,23 @@ def _migrate_2_python_port(conn: Connection, *, legacy: bool) -> None:
 # A migration gets the connection and whether the file was first written by upstream.
 Migration = Callable[..., None]
 
+
+def _migrate_3_commit_log(conn: Connection, *, legacy: bool) -> None:
+    """The Merkle commit log, backfilled from existing node states in insertion order."""
+    from ._commitlog import backfill
+
+    conn.execute(MERKLE_LOG_SQL)
+    conn.execute("CREATE SEQUENCE IF NOT EXISTS seq_merkle_root_overrides_id START 1")
+    conn.execute(MERKLE_ROOT_OVERRIDES_SQL)
+    mark = conn.execute(
+        f"SELECT value FROM {META_TABLE} WHERE key = 'legacy_max_id:node_states'"
+    ).fetchone()
+    backfill(conn, int(mark[0]) if mark else None)
+
 MIGRATIONS: tuple[Migration, ...] = (
     _migrate_1_upstream_layout,
     _migrate_2_python_port,
+    _migrate_3_commit_log,
 )
 """Append-only: the position of a migration (1-based) is the schema version it produces."""
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import duckdb
 from typing_extensions import Self
 
+from .._commitlog import SessionLog
 from .._mapping import table_map
 from ..errors import (
     DuplicateRecordError,
@@ -110,6 +111,9 @@ class StoreBase:
             SchemaVersionError: A migration failed (the file is left as it was).
         """
         self._lock = threading.RLock()
+        # Each session's commit-log trees as of its last commit (store.commits); written
+        # under the lock, dropped whenever a transaction rolls back.
+        self._commit_logs: dict[str, SessionLog] = {}
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._closed = False
@@ -302,13 +306,12 @@ class StoreBase:
                 yield
             except BaseException:
                 # Roll back, but never let a rollback error mask the caller's exception.
-                with contextlib.suppress(duckdb.Error):
-                    cursor.execute("ROLLBACK")
+                self._rolled_back(cursor)
                 raise
             finally:
                 self._local.depth = 0
             if self._local.doomed:
-                self._run_control(cursor, "ROLLBACK")
+                self._rolled_back(cursor)
                 raise StoreError(
                     "a write inside this transaction failed, so nothing was committed",
                     operation="commit",
@@ -316,9 +319,13 @@ class StoreBase:
             try:
                 cursor.execute("COMMIT")
             except duckdb.Error as exc:
-                with contextlib.suppress(duckdb.Error):
-                    cursor.execute("ROLLBACK")
+                self._rolled_back(cursor)
                 raise translate_error(exc, table=None, operation="commit") from exc
+
+    def _rolled_back(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        with contextlib.suppress(duckdb.Error):
+            cursor.execute("ROLLBACK")
+        self._commit_logs.clear()  # they may hold commits that are now undone
 
     @staticmethod
     def _run_control(cursor: duckdb.DuckDBPyConnection, statement: str) -> None:
@@ -374,10 +381,28 @@ class StoreBase:
 
     def _insert(self, row: Row) -> None:
         """Append one row; columns come from the model's fields, by name."""
-        mapping = table_map(type(row))
-        session_id = getattr(row, "session_id", None)
-        self._write(mapping.insert_sql, mapping.encode(row), table=mapping.table,
-                    session_id=session_id)
+        self._insert_rows([row])
+
+    def _insert_rows(self, rows: Sequence[Row], *, returning_ids: bool = False) -> list[int]:
+        """Append rows of one model in one statement, in order.
+
+        Returns:
+            The new rows' ids, in the rows' order, if ``returning_ids``; else ``[]``.
+        """
+        mapping = table_map(type(rows[0]))
+        if len(rows) == 1:
+            sql, params = mapping.insert_sql, mapping.encode(rows[0])
+        else:
+            sql, params = mapping.bulk_insert_sql, mapping.encode_columns(rows)
+        sessions = {getattr(row, "session_id", None) for row in rows}
+        result = self._write(
+            sql + (" RETURNING id" if returning_ids else ""),
+            params,
+            table=mapping.table,
+            session_id=sessions.pop() if len(sessions) == 1 else None,
+        )
+        # Sequence values are drawn in list order; RETURNING's order is not promised.
+        return sorted(row_id for (row_id,) in result) if returning_ids else []
 
     def _select(
         self,

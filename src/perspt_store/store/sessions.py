@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..errors import SessionNotFoundError
 from ..rows import EnergyRecord, NodeStateRecord, SessionRecord, TaskGraphEdgeRow
-from ._base import StoreBase
+from .._commitlog import REMOVED_STATE, NodeCommit
+from .commits import CommitLogMixin
 
 _PATH_SEPARATORS = ("/", "\\", "\x00")
 
@@ -28,7 +29,7 @@ def validate_session_id_for_path(session_id: str) -> str:
     return session_id
 
 
-class SessionsMixin(StoreBase):
+class SessionsMixin(CommitLogMixin):
     """Sessions, node snapshots, energy history and the task graph."""
 
     # --- sessions -------------------------------------------------------------------------
@@ -44,10 +45,23 @@ class SessionsMixin(StoreBase):
     def update_merkle_root(self, session_id: str, merkle_root: bytes) -> int:
         """Set the session's ``merkle_root`` (and ``updated_at``); returns the rows changed (1).
 
+        Commits set ``merkle_root`` to the state root themselves; a value set here is
+        recorded as an override, which ``verify_session`` reports as a note (upstream's
+        ledger stores an interface seal hash here).
+
         Raises:
             SessionNotFoundError: No such session; nothing was changed.
         """
-        return self._update_session(session_id, "merkle_root", bytes(merkle_root))
+        with self.transaction():
+            changed = self._update_session(session_id, "merkle_root", bytes(merkle_root))
+            self._write(
+                "INSERT INTO merkle_root_overrides (session_id, merkle_root, source) "
+                "VALUES (?, ?, 'update_merkle_root')",
+                [session_id, bytes(merkle_root)],
+                table="merkle_root_overrides",
+                session_id=session_id,
+            )
+        return changed
 
     def update_session_status(self, session_id: str, status: str) -> int:
         """Set the session's ``status`` (and ``updated_at``); returns the rows changed (1).
@@ -112,23 +126,30 @@ class SessionsMixin(StoreBase):
 
     # --- node_states ----------------------------------------------------------------------
 
-    def record_node_state(self, record: NodeStateRecord) -> None:
-        """Append one snapshot of a node.
+    def record_node_state(self, record: NodeStateRecord) -> NodeCommit:
+        """Append one snapshot of a node and commit it to the session's Merkle log, in one
+        transaction (``sessions.merkle_root`` becomes the new state root).
+
+        Returns:
+            The commit: its ``seq``, leaf hash, state root, log root and log size.
 
         Raises:
             SessionNotFoundError: The session does not exist; nothing was written.
         """
-        self._insert(record)
+        return self._commit_node_states([(record, "commit")])[0]
 
     def get_node_states(self, session_id: str) -> list[NodeStateRecord]:
         """Every snapshot of the session (several per node), in insertion order."""
         return self._select(NodeStateRecord, "session_id = ?", [session_id], order_by="id")
 
     def get_latest_node_states(self, session_id: str) -> list[NodeStateRecord]:
-        """The last-recorded snapshot of each node, ordered by when it was recorded."""
-        return self._select(
+        """The last-recorded snapshot of each node, ordered by when it was recorded.
+
+        Nodes removed by a rollback (latest state ``"__removed__"``) are left out."""
+        rows = self._select(
             NodeStateRecord, "session_id = ?", [session_id], latest_per="node_id", order_by="id"
         )
+        return [row for row in rows if row.state != REMOVED_STATE]
 
     # --- energy_history -------------------------------------------------------------------
 

@@ -1,0 +1,557 @@
+"""The Merkle commit log of each session: commits, roots, proofs, checkpoints, verification
+and rollback.
+
+Every node-state write appends one leaf to its session's log in the same transaction, and
+sets ``sessions.merkle_root`` to the new *state root* (the tree over the latest state of every
+node, in ``node_id`` order). ``seq`` is 0-based: commit ``seq`` is leaf ``seq`` of the log, and
+the log has ``seq + 1`` leaves after it. Nothing is ever deleted: a rollback appends commits
+that restore the target's states (and tombstones for nodes the target did not have).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from blake3 import blake3
+from pydantic import BaseModel, ConfigDict
+
+from .. import merkle
+from .._commitlog import (
+    INSERT_LOG_SQL,
+    REMOVED_STATE,
+    NodeCommit,
+    SessionLog,
+    log_rows,
+)
+from .._mapping import table_map
+from ..errors import RecordNotFoundError, SessionNotFoundError
+from ..rows import NodeStateRecord
+from ._base import StoreBase
+
+CHECKPOINT_SCHEME = "perspt-store/merkle-log/v1 (RFC 9162, blake3)"
+
+_LOG_ENTRIES_SQL = """
+SELECT seq, node_state_id, node_id, kind, leaf_hash, state_root, log_root
+FROM merkle_log WHERE session_id = ? ORDER BY seq
+"""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+
+
+class InclusionProof(_Frozen):
+    """Proof that commit ``seq`` is leaf ``seq`` of the session's log at ``log_size``."""
+
+    session_id: str
+    seq: int
+    log_size: int
+    leaf_hash: bytes
+    path: list[bytes]
+    log_root: bytes
+
+    def verify(self) -> bool:
+        """True if the path leads from ``leaf_hash`` to ``log_root`` (RFC 9162 §2.1.3.2)."""
+        return merkle.verify_inclusion(
+            self.leaf_hash, self.seq, self.log_size, self.path, self.log_root
+        )
+
+
+class ConsistencyProof(_Frozen):
+    """Proof that the log at ``new_size`` extends the log at ``old_size``."""
+
+    session_id: str
+    old_size: int
+    new_size: int
+    old_root: bytes
+    new_root: bytes
+    path: list[bytes]
+
+    def verify(self) -> bool:
+        """True if the log at ``new_size`` is an append-only extension (RFC 9162 §2.1.4.2)."""
+        return merkle.verify_consistency(
+            self.old_size, self.new_size, self.old_root, self.new_root, self.path
+        )
+
+
+class Checkpoint(_Frozen):
+    """A signed-off summary of a session's log, to keep outside the database.
+
+    Its JSON form (:meth:`to_json`) has hex hashes. With a 32-byte key, ``mac`` is the keyed
+    blake3 of the canonical JSON of the other fields; verify it with :meth:`verify_mac`.
+    """
+
+    scheme: str
+    session_id: str
+    size: int
+    log_root: bytes
+    state_root: bytes
+    time: str
+    mac: bytes | None = None
+
+    def _payload(self) -> bytes:
+        body = self.to_dict()
+        body.pop("mac")
+        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (hashes as lowercase hex)."""
+        return {
+            "scheme": self.scheme,
+            "session_id": self.session_id,
+            "size": self.size,
+            "log_root": self.log_root.hex(),
+            "state_root": self.state_root.hex(),
+            "time": self.time,
+            "mac": None if self.mac is None else self.mac.hex(),
+        }
+
+    def to_json(self) -> str:
+        """The checkpoint as JSON text."""
+        return json.dumps(self.to_dict(), sort_keys=True, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Checkpoint:
+        """Parse :meth:`to_json` output.
+
+        Raises:
+            ValueError: The text is not a checkpoint.
+        """
+        try:
+            data = json.loads(text)
+            return cls(
+                scheme=data["scheme"],
+                session_id=data["session_id"],
+                size=data["size"],
+                log_root=bytes.fromhex(data["log_root"]),
+                state_root=bytes.fromhex(data["state_root"]),
+                time=data["time"],
+                mac=None if data.get("mac") is None else bytes.fromhex(data["mac"]),
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ValueError(f"not a perspt-store checkpoint: {exc}") from exc
+
+    def sign(self, key: bytes) -> Checkpoint:
+        """A copy with ``mac`` set from a 32-byte key."""
+        return self.model_copy(update={"mac": blake3(self._payload(), key=key).digest()})
+
+    def verify_mac(self, key: bytes) -> bool:
+        """True if ``mac`` was made with ``key`` over these exact fields."""
+        return self.mac is not None and self.sign(key).mac == self.mac
+
+
+class Problem(_Frozen):
+    """One difference ``verify_session`` found."""
+
+    kind: str
+    """edited, deleted, inserted, reordered, forged, root-mismatch or checkpoint."""
+    detail: str
+    seq: int | None = None
+    node_id: str | None = None
+
+
+class VerificationReport(_Frozen):
+    """What ``verify_session`` recomputed and what differs. ``ok`` only if nothing does."""
+
+    session_id: str
+    log_size: int
+    log_root: bytes
+    state_root: bytes
+    problems: list[Problem]
+    notes: list[str]
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found (notes do not count)."""
+        return not self.problems
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+class CommitLogMixin(StoreBase):
+    """Commits, Merkle roots, proofs, checkpoints, verification and rollback."""
+
+    # --- writing ------------------------------------------------------------------------
+
+    def _session_log(self, session_id: str) -> SessionLog:
+        """The session's trees as of the last commit (cached; call under the write lock)."""
+        log = self._commit_logs.get(session_id)
+        if log is None:
+            entries = self._execute(
+                "SELECT node_id, kind, leaf_hash FROM merkle_log WHERE session_id = ? "
+                "ORDER BY seq",
+                [session_id],
+                table="merkle_log",
+                operation="select",
+            )
+            log = self._commit_logs[session_id] = SessionLog.from_entries(entries)
+        return log
+
+    def _commit_node_states(
+        self, items: Sequence[tuple[NodeStateRecord, str]]
+    ) -> list[NodeCommit]:
+        """Append node-state rows and their commits atomically; one statement per table.
+
+        Args:
+            items: ``(record, kind)`` pairs in commit order; kind is commit, restore or remove.
+        """
+        if not items:
+            return []
+        with self.transaction():
+            records = [record for record, _ in items]
+            ids = self._insert_rows(records, returning_ids=True)
+            commits = [
+                self._session_log(record.session_id).append(
+                    record.session_id, record.node_id, kind, merkle.hash_node_state(record)
+                )
+                for record, kind in items
+            ]
+            self._write(INSERT_LOG_SQL, log_rows(commits, ids), table="merkle_log")
+            roots = {c.session_id: c.state_root for c in commits}  # the last one wins
+            for session_id, root in roots.items():
+                self._write(
+                    "UPDATE sessions SET merkle_root = ?, updated_at = now() "
+                    "WHERE session_id = ?",
+                    [root, session_id],
+                    table="sessions",
+                    operation="update",
+                )
+        return commits
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _log_entries(self, session_id: str) -> list[tuple[Any, ...]]:
+        if not self._session_exists(session_id):
+            raise SessionNotFoundError(session_id, table="merkle_log")
+        return self._execute(
+            _LOG_ENTRIES_SQL, [session_id], table="merkle_log", operation="select"
+        )
+
+    def _log_tree(self, session_id: str) -> merkle.MerkleTree:
+        return merkle.MerkleTree(entry[4] for entry in self._log_entries(session_id))
+
+    def get_commit_log(self, session_id: str) -> list[NodeCommit]:
+        """Every commit of the session, in ``seq`` order.
+
+        Raises:
+            SessionNotFoundError: No such session.
+        """
+        entries = self._log_entries(session_id)
+        return [
+            NodeCommit(session_id, seq, node_id, kind, leaf, state_root, log_root, seq + 1)
+            for seq, _, node_id, kind, leaf, state_root, log_root in entries
+        ]
+
+    def state_root(self, session_id: str) -> bytes:
+        """The tree hash over the latest state of every node (ordered by node id); the
+        empty-tree hash before the first commit.
+
+        Raises:
+            SessionNotFoundError: No such session.
+        """
+        entries = self._log_entries(session_id)
+        return entries[-1][5] if entries else merkle.empty_root()
+
+    def log_root(self, session_id: str, size: int | None = None) -> bytes:
+        """The root of the session's commit log over its first ``size`` commits (all if None).
+
+        Raises:
+            SessionNotFoundError: No such session.
+            ValueError: ``size`` is negative or larger than the log.
+        """
+        return self._log_tree(session_id).root(size)
+
+    def inclusion_proof(
+        self, session_id: str, seq: int, size: int | None = None
+    ) -> InclusionProof:
+        """Prove that commit ``seq`` is in the log of ``size`` commits (default: all).
+
+        Raises:
+            SessionNotFoundError: No such session.
+            ValueError: ``seq`` or ``size`` is out of range.
+        """
+        tree = self._log_tree(session_id)
+        size = tree.size if size is None else size
+        path = tree.inclusion_proof(seq, size)
+        return InclusionProof(
+            session_id=session_id,
+            seq=seq,
+            log_size=size,
+            leaf_hash=tree.leaf(seq),
+            path=path,
+            log_root=tree.root(size),
+        )
+
+    def consistency_proof(
+        self, session_id: str, old_size: int, new_size: int | None = None
+    ) -> ConsistencyProof:
+        """Prove that the log at ``new_size`` (default: now) extends the log at ``old_size``.
+
+        Raises:
+            SessionNotFoundError: No such session.
+            ValueError: The sizes are out of range or ``old_size > new_size``.
+        """
+        tree = self._log_tree(session_id)
+        new_size = tree.size if new_size is None else new_size
+        path = tree.consistency_proof(old_size, new_size)
+        return ConsistencyProof(
+            session_id=session_id,
+            old_size=old_size,
+            new_size=new_size,
+            old_root=tree.root(old_size),
+            new_root=tree.root(new_size),
+            path=path,
+        )
+
+    def checkpoint(self, session_id: str, *, key: bytes | None = None) -> Checkpoint:
+        """A JSON-serialisable checkpoint of the session's log, MAC'd if ``key`` is given.
+
+        Keep it outside the database: ``verify_session(session_id, against=checkpoint)``
+        then proves that the log still extends it.
+
+        Raises:
+            SessionNotFoundError: No such session.
+            ValueError: ``key`` is not 32 bytes.
+        """
+        entries = self._log_entries(session_id)
+        tree = merkle.MerkleTree(entry[4] for entry in entries)
+        checkpoint = Checkpoint(
+            scheme=CHECKPOINT_SCHEME,
+            session_id=session_id,
+            size=tree.size,
+            log_root=tree.root(),
+            state_root=entries[-1][5] if entries else merkle.empty_root(),
+            time=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        )
+        if key is not None:
+            if len(key) != 32:
+                raise ValueError("a checkpoint key must be 32 bytes")
+            checkpoint = checkpoint.sign(key)
+        return checkpoint
+
+    # --- verification -------------------------------------------------------------------
+
+    def verify_session(
+        self, session_id: str, against: Checkpoint | None = None, *, key: bytes | None = None
+    ) -> VerificationReport:
+        """Recompute every leaf and root of the session from its stored rows and report
+        precisely what differs.
+
+        Detects node states edited, deleted, inserted or reordered behind the store's back,
+        forged log entries, a ``merkle_root`` that no longer matches (a value set through
+        ``update_merkle_root`` or carried over from upstream is a note, not a problem) and,
+        with ``against``, a log that no longer extends that checkpoint (and, with ``key``, a
+        checkpoint whose MAC does not match).
+
+        Raises:
+            SessionNotFoundError: No such session.
+        """
+        entries = self._log_entries(session_id)
+        mapping = table_map(NodeStateRecord)
+        mark = self._legacy_marks.get("node_states")
+        rows = {
+            values[-1]: mapping.decode(values[:-1], legacy=mark is not None and values[-1] <= mark)
+            for values in self._execute(
+                f"SELECT {mapping.select_list}, id FROM node_states WHERE session_id = ? "
+                "ORDER BY id",
+                [session_id],
+                table="node_states",
+                operation="select",
+            )
+        }
+        problems: list[Problem] = []
+        notes: list[str] = []
+        recomputed = SessionLog()
+        stored = merkle.MerkleTree()
+        stored_state = SessionLog()
+        last_row_id = -1
+        for expected_seq, entry in enumerate(entries):
+            seq, row_id, node_id, kind, leaf, state_root, log_root = entry
+            if seq != expected_seq:
+                problems.append(Problem(kind="deleted", seq=expected_seq,
+                                        detail=f"log entries {expected_seq}..{seq - 1} are missing"))
+            row = rows.pop(row_id, None)
+            if row_id <= last_row_id:
+                problems.append(Problem(kind="reordered", seq=seq, node_id=node_id,
+                                        detail=f"node state {row_id} is out of insertion order"))
+            last_row_id = max(last_row_id, row_id)
+            if row is None:
+                problems.append(Problem(kind="deleted", seq=seq, node_id=node_id,
+                                        detail=f"node state {row_id} committed at seq {seq} "
+                                        "is gone"))
+                actual_leaf = leaf
+            else:
+                actual_leaf = merkle.hash_node_state(row)
+                if actual_leaf != leaf or row.node_id != node_id:
+                    problems.append(Problem(kind="edited", seq=seq, node_id=node_id,
+                                            detail=f"node state {row_id} no longer hashes to "
+                                            "its committed leaf"))
+            recomputed.append(session_id, node_id, kind, actual_leaf)
+            stored.append(leaf)
+            stored_state.state.set(node_id, None if kind == "remove" else leaf)
+            if stored.root() != log_root or stored_state.state.root() != state_root:
+                problems.append(Problem(kind="forged", seq=seq, node_id=node_id,
+                                        detail="the entry's roots do not follow from the log"))
+        for row_id, row in rows.items():
+            problems.append(Problem(kind="inserted", node_id=row.node_id,
+                                    detail=f"node state {row_id} was never committed"))
+        state_root = recomputed.state.root()
+        self._check_merkle_root(session_id, state_root, bool(entries), problems, notes)
+        if against is not None:
+            self._check_against(recomputed.log, against, key, problems)
+        return VerificationReport(
+            session_id=session_id,
+            log_size=recomputed.log.size,
+            log_root=recomputed.log.root(),
+            state_root=state_root,
+            problems=problems,
+            notes=notes,
+        )
+
+    def _check_merkle_root(
+        self,
+        session_id: str,
+        state_root: bytes,
+        has_commits: bool,
+        problems: list[Problem],
+        notes: list[str],
+    ) -> None:
+        stored = self._scalar(
+            "SELECT merkle_root FROM sessions WHERE session_id = ?", [session_id],
+            table="sessions",
+        )
+        if stored == state_root or (stored is None and not has_commits):
+            return
+        override = self._execute(
+            "SELECT merkle_root, source FROM merkle_root_overrides WHERE session_id = ? "
+            "ORDER BY id DESC LIMIT 1",
+            [session_id],
+            table="merkle_root_overrides",
+            operation="select",
+        )
+        if override and override[0][0] == stored:
+            how = "update_merkle_root" if override[0][1] == "update_merkle_root" else "upstream"
+            notes.append(
+                f"sessions.merkle_root was set by {how}, not by a commit; the state root is "
+                f"{state_root.hex()}"
+            )
+            return
+        problems.append(Problem(kind="root-mismatch",
+                                detail="sessions.merkle_root is neither the state root nor a "
+                                "recorded override"))
+
+    @staticmethod
+    def _check_against(
+        log: merkle.MerkleTree, against: Checkpoint, key: bytes | None, problems: list[Problem]
+    ) -> None:
+        if key is not None and not against.verify_mac(key):
+            problems.append(Problem(kind="checkpoint", detail="the checkpoint's MAC is wrong"))
+        if against.size > log.size:
+            problems.append(Problem(kind="checkpoint",
+                                    detail=f"the log has {log.size} commits, fewer than the "
+                                    f"checkpoint's {against.size}"))
+            return
+        proof = log.consistency_proof(against.size, log.size)
+        if not merkle.verify_consistency(against.size, log.size, against.log_root, log.root(),
+                                         proof):
+            problems.append(Problem(kind="checkpoint",
+                                    detail=f"the log no longer extends the checkpoint at size "
+                                    f"{against.size}"))
+
+    # --- rollback -----------------------------------------------------------------------
+
+    def rollback(
+        self, session_id: str, *, to_seq: int | None = None, to_root: bytes | None = None
+    ) -> NodeCommit:
+        """Restore the node states as of commit ``to_seq`` (or of the last commit whose state
+        root is ``to_root``) by appending commits; nothing is deleted.
+
+        Nodes that differ get a ``restore`` commit (a copy of their row at the target);
+        nodes the target did not have get a ``remove`` commit (a tombstone row). Afterwards
+        ``state_root(session_id)`` equals the target's state root and
+        ``get_latest_node_states`` returns the target's states.
+
+        Returns:
+            The last commit appended (the current head if nothing differed).
+
+        Raises:
+            ValueError: Neither or both of ``to_seq`` and ``to_root`` were given.
+            RecordNotFoundError: No such commit or root in the session; nothing changed.
+        """
+        if (to_seq is None) == (to_root is None):
+            raise ValueError("give exactly one of to_seq and to_root")
+        with self.transaction():
+            entries = self._log_entries(session_id)
+            target = self._rollback_target(session_id, entries, to_seq, to_root)
+            latest: dict[str, tuple[int, str]] = {}
+            for seq, row_id, node_id, kind, *_ in entries[: target + 1]:
+                latest[node_id] = (row_id, kind)
+            wanted = [row_id for row_id, kind in latest.values() if kind != "remove"]
+            restored = {
+                row.node_id: row
+                for row in self._select(
+                    NodeStateRecord,
+                    f"id IN ({', '.join('?' for _ in wanted)})" if wanted else "false",
+                    wanted,
+                    order_by="id",
+                )
+            }
+            current = self._session_log(session_id).state.leaves()
+            items: list[tuple[NodeStateRecord, str]] = []
+            for node_id in sorted(set(restored) | set(current)):
+                row = restored.get(node_id)
+                if row is None:
+                    tombstone = NodeStateRecord(
+                        node_id=node_id, session_id=session_id, state=REMOVED_STATE
+                    )
+                    items.append((tombstone, "remove"))
+                elif current.get(node_id) != merkle.hash_node_state(row):
+                    items.append((row, "restore"))
+            commits = self._commit_node_states(items)
+        if commits:
+            return commits[-1]
+        head = entries[-1]
+        return NodeCommit(session_id, head[0], head[2], head[3], head[4], head[5], head[6],
+                          head[0] + 1)
+
+    @staticmethod
+    def _rollback_target(
+        session_id: str,
+        entries: list[tuple[Any, ...]],
+        to_seq: int | None,
+        to_root: bytes | None,
+    ) -> int:
+        if to_seq is not None:
+            if not 0 <= to_seq < len(entries):
+                raise RecordNotFoundError(
+                    f"session {session_id!r} has no commit {to_seq} (its log has "
+                    f"{len(entries)} commits, seq 0..{len(entries) - 1}); nothing changed",
+                    table="merkle_log",
+                    operation="rollback",
+                )
+            return to_seq
+        matches = [entry[0] for entry in entries if entry[5] == to_root]
+        if not matches:
+            shown = to_root.hex() if isinstance(to_root, bytes) else repr(to_root)
+            raise RecordNotFoundError(
+                f"no commit of session {session_id!r} has state root {shown}; nothing changed",
+                table="merkle_log",
+                operation="rollback",
+            )
+        return int(matches[-1])
+
+
+__all__ = [
+    "CHECKPOINT_SCHEME",
+    "Checkpoint",
+    "CommitLogMixin",
+    "ConsistencyProof",
+    "InclusionProof",
+    "NodeCommit",
+    "Problem",
+    "VerificationReport",
+]
