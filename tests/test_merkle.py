@@ -44,6 +44,7 @@ from perspt_store.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from perspt_store.rows import NodeStateRecord
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "merkle.md"
 FAST = settings(max_examples=50, deadline=None)
@@ -290,7 +291,7 @@ B3_DEMO_FIELDS = (
     "00000001630500000009000000010000000178"
 )
 B3_NODE_STATE_FULL = (
-    "7065727370742d73746f72652f6e6f64652d73746174652f7631000000000d0000000d617474656d"
+    "7065727370742d73746f72652f6e6f64652d73746174652f7631000000000c0000000d617474656d"
     "70745f636f756e7403000000080000000000000002000000086368696c6472656e050000001a0000"
     "0002000000077461736b2d3161000000077461736b2d31620000000c636f6d6d69747465645f6174"
     "0100000014323032352d30312d30325430333a30343a30355a00000004676f616c010000000c4164"
@@ -298,18 +299,20 @@ B3_NODE_STATE_FULL = (
     "726b6c655f686173680200000020000102030405060708090a0b0c0d0e0f10111213141516171819"
     "1a1b1c1d1e1f0000000a6e6f64655f636c6173730100000009496e74657266616365000000076e6f"
     "64655f696401000000067461736b2d310000000c6f776e65725f706c7567696e0100000004727573"
-    "7400000009706172656e745f69640100000004726f6f740000000a73657373696f6e5f6964010000"
-    "0007736573732d34320000000573746174650100000009436f6d706c6574656400000007765f746f"
-    "74616c04000000083fd0000000000000"
+    "7400000009706172656e745f69640100000004726f6f740000000573746174650100000009436f6d"
+    "706c6574656400000007765f746f74616c04000000083fd0000000000000"
 )
-B3_NODE_STATE_FULL_HASH = "5e094a629ad0a461ee63039d7f1f883bf5d2d9975a296b301c04508dc8136652"
-B3_NODE_STATE_MINIMAL_HASH = "176491802ff5092fe2c638afcbfba0e809563a42be14350cb0aa2139abb32df7"
-B3_NODE_STATE_UNICODE_HASH = "b9237d93b87500f8a5494c3414d5a6323023b09cefe3f54aca1748c6da7b6f69"
+B3_NODE_STATE_FULL_HASH = "5d7ce19bcb320dcaf048fbff20b5bd8fe04d0822f615ac0a0d454ce4c3ac2ff6"
+B3_NODE_STATE_MINIMAL_HASH = "bbfb884fd76b393af2303acc0db2797ae07495597ffc3f6f27415fa9212e660d"
+B3_NODE_STATE_UNICODE_HASH = "0ac7155fb37ab28899b92aaac089b74427288504e1d9e20f47fa18a48a82230c"
 
 
 @dataclasses.dataclass
 class NodeState:
-    """Stands in for the pydantic NodeStateRecord (same attribute names)."""
+    """Stands in for the pydantic NodeStateRecord (same attribute names).
+
+    It carries ``session_id`` like the real record does; the encoding ignores it.
+    """
 
     node_id: str = "n"
     session_id: str = "s"
@@ -807,9 +810,37 @@ def test_bad_tags_raise_value_error(tag: str) -> None:
 
 def test_node_state_tag_and_field_set() -> None:
     encoded = encode_node_state(FULL)
-    assert encoded.startswith(NODE_STATE_TAG.encode() + b"\x00" + (13).to_bytes(4, "big"))
-    assert set(NODE_STATE_FIELDS) == {f.name for f in dataclasses.fields(NodeState)}
+    assert encoded.startswith(NODE_STATE_TAG.encode() + b"\x00" + (12).to_bytes(4, "big"))
+    assert len(NODE_STATE_FIELDS) == 12
+    # Every NodeStateRecord field but the session (the container, not content).
+    record_fields = set(NodeStateRecord.model_fields)
+    assert set(NODE_STATE_FIELDS) == record_fields - {"session_id"}
+    assert set(NODE_STATE_FIELDS) == {f.name for f in dataclasses.fields(NodeState)} - {
+        "session_id"
+    }
     assert list(NODE_STATE_FIELDS) == sorted(NODE_STATE_FIELDS)
+
+
+def test_state_hash_and_roots_do_not_depend_on_the_session() -> None:
+    moved = dataclasses.replace(FULL, session_id="another-session")
+    assert encode_node_state(moved) == encode_node_state(FULL)
+    assert hash_node_state(moved) == hash_node_state(FULL)
+    assert b"session_id" not in encode_node_state(FULL)
+    # A carrier without any session_id attribute encodes the same bytes.
+    fields = {k: v for k, v in dataclasses.asdict(FULL).items() if k != "session_id"}
+    assert encode_node_state(SimpleNamespace(**fields)) == encode_node_state(FULL)
+    real = NodeStateRecord(**dataclasses.asdict(FULL))
+    assert hash_node_state(real) == hash_node_state(real.model_copy(update={"session_id": "x"}))
+    assert hash_node_state(real).hex() == B3_NODE_STATE_FULL_HASH
+    # The same states give the same state root whichever session holds them.
+    states = [FULL, NodeState(), NodeState(node_id="m", state="Completed", v_total=1.5)]
+    roots = {
+        MerkleTree(hash_node_state(dataclasses.replace(s, session_id=sid)) for s in states).root()
+        for sid in ("s", "sess-42", "imported-copy")
+    }
+    assert len(roots) == 1
+    # Content still counts: changing any hashed field changes the hash.
+    assert hash_node_state(dataclasses.replace(FULL, node_id="task-2")) != hash_node_state(FULL)
 
 
 def decode_fields(data: bytes) -> tuple[str, dict[str, object]]:

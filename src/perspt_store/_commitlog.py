@@ -60,13 +60,9 @@ class StateTree:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def __contains__(self, node_id: object) -> bool:
-        i = bisect.bisect_left(self._ids, node_id)  # type: ignore[type-var]
-        return i < len(self._ids) and self._ids[i] == node_id
-
     def leaves(self) -> dict[str, bytes]:
         """Node id → latest leaf hash."""
-        return dict(zip(self._ids, self._levels[0]))
+        return dict(zip(self._ids, self._levels[0], strict=True))
 
     def set(self, node_id: str, leaf: bytes | None) -> None:
         """Make ``leaf`` the node's latest leaf; None removes the node."""
@@ -148,7 +144,13 @@ class SessionLog:
 # --- migration: backfill the log of rows written before it existed -------------------------
 
 MERKLE_LOG_COLUMNS = (
-    "session_id", "seq", "node_state_id", "node_id", "kind", "leaf_hash", "state_root",
+    "session_id",
+    "seq",
+    "node_state_id",
+    "node_id",
+    "kind",
+    "leaf_hash",
+    "state_root",
     "log_root",
 )
 

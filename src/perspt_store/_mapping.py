@@ -25,9 +25,11 @@ import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from .rows import ReviewOutcomeRow, Row
+
+R = TypeVar("R", bound=Row)
 
 logger = logging.getLogger("perspt_store")
 
@@ -47,10 +49,10 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
 
 
 @dataclass(frozen=True)
-class TableMap:
+class TableMap(Generic[R]):
     """How one row model maps to its table."""
 
-    model: type[Row]
+    model: type[R]
     table: str
     columns: tuple[str, ...]
     """The model's fields, i.e. the columns it writes, in table order."""
@@ -80,8 +82,9 @@ class TableMap:
 
     def encode_columns(self, rows: Sequence[Row]) -> list[list[Any]]:
         """The rows' fields as one list per column, for :attr:`bulk_insert_sql`."""
-        return [[self.encode_value(name, row.__dict__[name]) for row in rows]
-                for name in self.columns]
+        return [
+            [self.encode_value(name, row.__dict__[name]) for row in rows] for name in self.columns
+        ]
 
     def encode(self, row: Row) -> list[Any]:
         """The row's fields as SQL parameters, in ``columns`` order."""
@@ -93,7 +96,7 @@ class TableMap:
             return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
         return value
 
-    def decode(self, values: Sequence[Any], *, legacy: bool = False) -> Row:
+    def decode(self, values: Sequence[Any], *, legacy: bool = False) -> R:
         """Build a model from one SQL row selected with ``select_list``.
 
         Raises:
@@ -101,7 +104,7 @@ class TableMap:
                 (e.g. NULL in a non-optional integer column).
         """
         n = len(self.columns)
-        data = dict(zip(self.columns, values[:n]))
+        data = dict(zip(self.columns, values[:n], strict=True))
         for name in self.json_lists:
             data[name] = _decode_json_list(data[name], name in self.optional, self.table, name)
         for name in self.text_or_empty:
@@ -110,7 +113,7 @@ class TableMap:
         if legacy:
             self._decode_legacy(data)
         row = self.model.model_validate(data)
-        row._db.update(zip(self.db_columns, values[n:]))
+        row._db.update(zip(self.db_columns, values[n:], strict=True))
         return row
 
     def _decode_legacy(self, data: dict[str, Any]) -> None:
@@ -149,9 +152,13 @@ def _decode_legacy_blob(raw: bytes | None, optional: bool) -> bytes | None:
     return raw
 
 
-@cache
-def table_map(model: type[Row]) -> TableMap:
+def table_map(model: type[R]) -> TableMap[R]:
     """The (cached) mapping of a row model to its table."""
+    return cast(TableMap[R], _table_map(model))
+
+
+@cache
+def _table_map(model: type[Row]) -> TableMap[Row]:
     json_lists: set[str] = set()
     blobs: set[str] = set()
     optional: set[str] = set()

@@ -503,11 +503,16 @@ NODE_STATE_FIELDS = (
     "node_id",
     "owner_plugin",
     "parent_id",
-    "session_id",
     "state",
     "v_total",
 )
-"""The 13 node-state attributes that are hashed (encoded in this sorted order)."""
+"""The 12 node-state attributes that are hashed (encoded in this sorted order).
+
+``session_id`` is deliberately not among them: a session's state root is a
+function of its node states only, so the same states give the same root in
+any session, and a session imported under the same or another id keeps its
+roots. The session is the container, not content.
+"""
 
 _NONE, _STR, _BYTES, _INT, _FLOAT, _STR_LIST, _BOOL = range(7)
 _U32 = struct.Struct(">I")
@@ -557,8 +562,9 @@ def encode_fields(tag: str, fields: Mapping[str, object]) -> bytes:
 def encode_node_state(record: object) -> bytes:
     """Encode a node-state record canonically (tag `NODE_STATE_TAG`).
 
-    Reads the 13 attributes in `NODE_STATE_FIELDS` from any object (a
-    ``NodeStateRecord``, a dataclass, a namespace) and ignores the rest.
+    Reads the 12 attributes in `NODE_STATE_FIELDS` from any object (a
+    ``NodeStateRecord``, a dataclass, a namespace) and ignores the rest,
+    ``session_id`` included: equal states hash equally in every session.
     ``v_total`` is hashed as a float64, so an int there is converted first.
 
     Raises:

@@ -548,7 +548,9 @@ _UPSTREAM_TABLES: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
 TABLES: tuple[str, ...] = tuple(name for name, _, _ in _UPSTREAM_TABLES)
 """Upstream's 23 tables, in creation order."""
 
-_NATURAL_KEY_TABLES = frozenset({"sessions", "feature_charters", "plan_revisions", "budget_envelopes"})
+_NATURAL_KEY_TABLES = frozenset(
+    {"sessions", "feature_charters", "plan_revisions", "budget_envelopes"}
+)
 SEQUENCED_TABLES: tuple[str, ...] = tuple(t for t in TABLES if t not in _NATURAL_KEY_TABLES)
 """The 19 tables whose ``id`` comes from ``seq_<table>_id`` (insertion order)."""
 
@@ -646,6 +648,7 @@ def _migrate_3_commit_log(conn: Connection, *, legacy: bool) -> None:
         f"SELECT value FROM {META_TABLE} WHERE key = 'legacy_max_id:node_states'"
     ).fetchone()
     backfill(conn, int(mark[0]) if mark else None)
+
 
 MIGRATIONS: tuple[Migration, ...] = (
     _migrate_1_upstream_layout,

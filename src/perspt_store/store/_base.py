@@ -82,6 +82,23 @@ def translate_error(
             table=table,
             operation=operation,
         )
+    if table is not None:  # the store's own SQL: a missing object means an unmigrated file
+        missing = re.search(r"Table with name (\S+) does not exist", message) or re.search(
+            r'Referenced column "([^"]+)" not found', message
+        )
+        if missing:
+            kind = (
+                "table"
+                if isinstance(exc, duckdb.CatalogException)
+                else f"column in table {table!r}"
+            )
+            return StoreError(
+                f"{where} failed: the database has no {kind} {missing.group(1)!r}; it was "
+                "written by an older perspt-store and is not migrated yet: open it read-write "
+                "once with SessionStore.open() to migrate it in place",
+                table=table,
+                operation=operation,
+            )
     return StoreError(f"{where} failed: {message}", table=table, operation=operation)
 
 
@@ -452,10 +469,10 @@ class StoreBase:
         try:
             for values in rows:
                 if mark is None:
-                    out.append(mapping.decode(values))  # type: ignore[arg-type]
+                    out.append(mapping.decode(values))
                 else:
                     legacy = values[-1] <= mark
-                    out.append(mapping.decode(values[:-1], legacy=legacy))  # type: ignore[arg-type]
+                    out.append(mapping.decode(values[:-1], legacy=legacy))
         except ValueError as exc:  # pydantic.ValidationError is a ValueError
             raise StoreError(
                 f"a row of {mapping.table} holds a value its model rejects: {exc}",

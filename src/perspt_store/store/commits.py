@@ -182,8 +182,7 @@ class CommitLogMixin(StoreBase):
         log = self._commit_logs.get(session_id)
         if log is None:
             entries = self._execute(
-                "SELECT node_id, kind, leaf_hash FROM merkle_log WHERE session_id = ? "
-                "ORDER BY seq",
+                "SELECT node_id, kind, leaf_hash FROM merkle_log WHERE session_id = ? ORDER BY seq",
                 [session_id],
                 table="merkle_log",
                 operation="select",
@@ -191,9 +190,7 @@ class CommitLogMixin(StoreBase):
             log = self._commit_logs[session_id] = SessionLog.from_entries(entries)
         return log
 
-    def _commit_node_states(
-        self, items: Sequence[tuple[NodeStateRecord, str]]
-    ) -> list[NodeCommit]:
+    def _commit_node_states(self, items: Sequence[tuple[NodeStateRecord, str]]) -> list[NodeCommit]:
         """Append node-state rows and their commits atomically; one statement per table.
 
         Args:
@@ -214,8 +211,7 @@ class CommitLogMixin(StoreBase):
             roots = {c.session_id: c.state_root for c in commits}  # the last one wins
             for session_id, root in roots.items():
                 self._write(
-                    "UPDATE sessions SET merkle_root = ?, updated_at = now() "
-                    "WHERE session_id = ?",
+                    "UPDATE sessions SET merkle_root = ?, updated_at = now() WHERE session_id = ?",
                     [root, session_id],
                     table="sessions",
                     operation="update",
@@ -227,9 +223,7 @@ class CommitLogMixin(StoreBase):
     def _log_entries(self, session_id: str) -> list[tuple[Any, ...]]:
         if not self._session_exists(session_id):
             raise SessionNotFoundError(session_id, table="merkle_log")
-        return self._execute(
-            _LOG_ENTRIES_SQL, [session_id], table="merkle_log", operation="select"
-        )
+        return self._execute(_LOG_ENTRIES_SQL, [session_id], table="merkle_log", operation="select")
 
     def _log_tree(self, session_id: str) -> merkle.MerkleTree:
         return merkle.MerkleTree(entry[4] for entry in self._log_entries(session_id))
@@ -265,9 +259,7 @@ class CommitLogMixin(StoreBase):
         """
         return self._log_tree(session_id).root(size)
 
-    def inclusion_proof(
-        self, session_id: str, seq: int, size: int | None = None
-    ) -> InclusionProof:
+    def inclusion_proof(self, session_id: str, seq: int, size: int | None = None) -> InclusionProof:
         """Prove that commit ``seq`` is in the log of ``size`` commits (default: all).
 
         Raises:
@@ -372,33 +364,65 @@ class CommitLogMixin(StoreBase):
         for expected_seq, entry in enumerate(entries):
             seq, row_id, node_id, kind, leaf, state_root, log_root = entry
             if seq != expected_seq:
-                problems.append(Problem(kind="deleted", seq=expected_seq,
-                                        detail=f"log entries {expected_seq}..{seq - 1} are missing"))
+                problems.append(
+                    Problem(
+                        kind="deleted",
+                        seq=expected_seq,
+                        detail=f"log entries {expected_seq}..{seq - 1} are missing",
+                    )
+                )
             row = rows.pop(row_id, None)
             if row_id <= last_row_id:
-                problems.append(Problem(kind="reordered", seq=seq, node_id=node_id,
-                                        detail=f"node state {row_id} is out of insertion order"))
+                problems.append(
+                    Problem(
+                        kind="reordered",
+                        seq=seq,
+                        node_id=node_id,
+                        detail=f"node state {row_id} is out of insertion order",
+                    )
+                )
             last_row_id = max(last_row_id, row_id)
             if row is None:
-                problems.append(Problem(kind="deleted", seq=seq, node_id=node_id,
-                                        detail=f"node state {row_id} committed at seq {seq} "
-                                        "is gone"))
+                problems.append(
+                    Problem(
+                        kind="deleted",
+                        seq=seq,
+                        node_id=node_id,
+                        detail=f"node state {row_id} committed at seq {seq} is gone",
+                    )
+                )
                 actual_leaf = leaf
             else:
                 actual_leaf = merkle.hash_node_state(row)
                 if actual_leaf != leaf or row.node_id != node_id:
-                    problems.append(Problem(kind="edited", seq=seq, node_id=node_id,
-                                            detail=f"node state {row_id} no longer hashes to "
-                                            "its committed leaf"))
+                    problems.append(
+                        Problem(
+                            kind="edited",
+                            seq=seq,
+                            node_id=node_id,
+                            detail=f"node state {row_id} no longer hashes to its committed leaf",
+                        )
+                    )
             recomputed.append(session_id, node_id, kind, actual_leaf)
             stored.append(leaf)
             stored_state.state.set(node_id, None if kind == "remove" else leaf)
             if stored.root() != log_root or stored_state.state.root() != state_root:
-                problems.append(Problem(kind="forged", seq=seq, node_id=node_id,
-                                        detail="the entry's roots do not follow from the log"))
+                problems.append(
+                    Problem(
+                        kind="forged",
+                        seq=seq,
+                        node_id=node_id,
+                        detail="the entry's roots do not follow from the log",
+                    )
+                )
         for row_id, row in rows.items():
-            problems.append(Problem(kind="inserted", node_id=row.node_id,
-                                    detail=f"node state {row_id} was never committed"))
+            problems.append(
+                Problem(
+                    kind="inserted",
+                    node_id=row.node_id,
+                    detail=f"node state {row_id} was never committed",
+                )
+            )
         state_root = recomputed.state.root()
         self._check_merkle_root(session_id, state_root, bool(entries), problems, notes)
         if against is not None:
@@ -421,7 +445,8 @@ class CommitLogMixin(StoreBase):
         notes: list[str],
     ) -> None:
         stored = self._scalar(
-            "SELECT merkle_root FROM sessions WHERE session_id = ?", [session_id],
+            "SELECT merkle_root FROM sessions WHERE session_id = ?",
+            [session_id],
             table="sessions",
         )
         if stored == state_root or (stored is None and not has_commits):
@@ -440,9 +465,12 @@ class CommitLogMixin(StoreBase):
                 f"{state_root.hex()}"
             )
             return
-        problems.append(Problem(kind="root-mismatch",
-                                detail="sessions.merkle_root is neither the state root nor a "
-                                "recorded override"))
+        problems.append(
+            Problem(
+                kind="root-mismatch",
+                detail="sessions.merkle_root is neither the state root nor a recorded override",
+            )
+        )
 
     @staticmethod
     def _check_against(
@@ -451,16 +479,24 @@ class CommitLogMixin(StoreBase):
         if key is not None and not against.verify_mac(key):
             problems.append(Problem(kind="checkpoint", detail="the checkpoint's MAC is wrong"))
         if against.size > log.size:
-            problems.append(Problem(kind="checkpoint",
-                                    detail=f"the log has {log.size} commits, fewer than the "
-                                    f"checkpoint's {against.size}"))
+            problems.append(
+                Problem(
+                    kind="checkpoint",
+                    detail=f"the log has {log.size} commits, fewer than the "
+                    f"checkpoint's {against.size}",
+                )
+            )
             return
         proof = log.consistency_proof(against.size, log.size)
-        if not merkle.verify_consistency(against.size, log.size, against.log_root, log.root(),
-                                         proof):
-            problems.append(Problem(kind="checkpoint",
-                                    detail=f"the log no longer extends the checkpoint at size "
-                                    f"{against.size}"))
+        if not merkle.verify_consistency(
+            against.size, log.size, against.log_root, log.root(), proof
+        ):
+            problems.append(
+                Problem(
+                    kind="checkpoint",
+                    detail=f"the log no longer extends the checkpoint at size {against.size}",
+                )
+            )
 
     # --- rollback -----------------------------------------------------------------------
 
@@ -488,7 +524,7 @@ class CommitLogMixin(StoreBase):
             entries = self._log_entries(session_id)
             target = self._rollback_target(session_id, entries, to_seq, to_root)
             latest: dict[str, tuple[int, str]] = {}
-            for seq, row_id, node_id, kind, *_ in entries[: target + 1]:
+            for _seq, row_id, node_id, kind, *_ in entries[: target + 1]:
                 latest[node_id] = (row_id, kind)
             wanted = [row_id for row_id, kind in latest.values() if kind != "remove"]
             restored = {
@@ -515,8 +551,9 @@ class CommitLogMixin(StoreBase):
         if commits:
             return commits[-1]
         head = entries[-1]
-        return NodeCommit(session_id, head[0], head[2], head[3], head[4], head[5], head[6],
-                          head[0] + 1)
+        return NodeCommit(
+            session_id, head[0], head[2], head[3], head[4], head[5], head[6], head[0] + 1
+        )
 
     @staticmethod
     def _rollback_target(

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._commitlog import REMOVED_STATE, NodeCommit
 from ..errors import SessionNotFoundError
 from ..rows import EnergyRecord, NodeStateRecord, SessionRecord, TaskGraphEdgeRow
-from .._commitlog import REMOVED_STATE, NodeCommit
 from .commits import CommitLogMixin
 
 _PATH_SEPARATORS = ("/", "\\", "\x00")

@@ -22,7 +22,7 @@ FROM llm_requests
 class LlmSummary(NamedTuple):
     """Totals over every LLM request in the store (all sessions)."""
 
-    count: int
+    count: int  # type: ignore[assignment]  # the field upstream names; shadows tuple.count
     """Number of requests."""
     tokens_in: int
     """Prompt tokens; rows without a count contribute ``ceil(len(prompt) / 4)``."""
