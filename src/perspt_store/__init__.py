@@ -7,6 +7,7 @@ paths, and safe behaviour under crashes, threads and hostile input.
 
 from __future__ import annotations
 
+from ._groupcommit import FlushError
 from .errors import (
     DuplicateRecordError,
     IntegrityError,
@@ -46,7 +47,14 @@ from .rows import (
     VerificationResultRow,
 )
 from .schema import SCHEMA_VERSION, init_schema
-from .store import LlmSummary, SessionStore
+from .store import (
+    LlmSummary,
+    NodeReviewSummary,
+    NodeSnapshotDetail,
+    SessionReviewSummary,
+    SessionSnapshot,
+    SessionStore,
+)
 
 __version__ = "0.1.0"
 
@@ -63,10 +71,13 @@ __all__ = [
     "EnergyRecord",
     "EscalationReportRecord",
     "FeatureCharterRow",
+    "FlushError",
     "IntegrityError",
     "InterfaceSealRow",
     "LlmRequestRecord",
     "LlmSummary",
+    "NodeReviewSummary",
+    "NodeSnapshotDetail",
     "NodeStateRecord",
     "PlanRevisionRow",
     "ProvisionalBranchRow",
@@ -79,6 +90,8 @@ __all__ = [
     "SchemaVersionError",
     "SessionNotFoundError",
     "SessionRecord",
+    "SessionReviewSummary",
+    "SessionSnapshot",
     "SessionStore",
     "SheafValidationRow",
     "SrbnStepRecord",

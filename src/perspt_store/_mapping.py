@@ -171,7 +171,7 @@ def _table_map(model: type[Row]) -> TableMap[Row]:
             json_lists.add(name)
         elif inner is bytes:
             blobs.add(name)
-        elif inner is str and not is_optional and field.default == "":
+        elif inner is str and not is_optional and not field.is_required():
             text_or_empty.add(name)
     return TableMap(
         model=model,

@@ -9,6 +9,8 @@ so a file stays readable by the Rust crate) with purely additive changes:
   as written (upstream reads them as f64 either way);
 * ``branch_lineage`` gains a nullable ``session_id`` so lineage can be scoped per session;
 * ``merkle_log`` holds each session's append-only commit log (see :mod:`perspt_store.merkle`).
+* ``merkle_root_overrides`` records ``sessions.merkle_root`` values that are not a state root
+  (set through ``update_merkle_root``, or carried over from an upstream file).
 
 Schema changes are an append-only list, :data:`MIGRATIONS`: the position of a migration in
 the list is the version it brings the file to. :func:`init_schema` applies the missing ones in

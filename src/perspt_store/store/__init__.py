@@ -4,17 +4,39 @@ from __future__ import annotations
 
 from ._base import PathLike
 from .branches import BranchesMixin
+from .bulk import BulkMixin
 from .evidence import EvidenceMixin
 from .planning import PlanningMixin
 from .reviews import ReviewsMixin
 from .sessions import SessionsMixin
+from .snapshot import (
+    NodeReviewSummary,
+    NodeSnapshotDetail,
+    SessionReviewSummary,
+    SessionSnapshot,
+    SnapshotMixin,
+)
 from .telemetry import LlmSummary, TelemetryMixin
 
-__all__ = ["LlmSummary", "SessionStore"]
+__all__ = [
+    "LlmSummary",
+    "NodeReviewSummary",
+    "NodeSnapshotDetail",
+    "SessionReviewSummary",
+    "SessionSnapshot",
+    "SessionStore",
+]
 
 
 class SessionStore(
-    SessionsMixin, TelemetryMixin, EvidenceMixin, ReviewsMixin, BranchesMixin, PlanningMixin
+    SessionsMixin,
+    TelemetryMixin,
+    EvidenceMixin,
+    ReviewsMixin,
+    BranchesMixin,
+    PlanningMixin,
+    BulkMixin,
+    SnapshotMixin,
 ):
     """A DuckDB-backed store of SRBN agent-orchestration sessions.
 

@@ -9,6 +9,7 @@ with another thread's writes; reads never take the lock.
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import os
 import re
 import threading
@@ -19,7 +20,17 @@ from typing import Any, TypeVar
 import duckdb
 from typing_extensions import Self
 
+from .. import _publish
 from .._commitlog import SessionLog
+from .._groupcommit import (
+    BUFFERED_MODELS,
+    DEFAULT_FLUSH_INTERVAL,
+    DEFAULT_FLUSH_ROWS,
+    DURABILITY_MODES,
+    SESSION_CHECKED_MODELS,
+    FlushError,
+    WriteBuffer,
+)
 from .._mapping import table_map
 from ..errors import (
     DuplicateRecordError,
@@ -83,23 +94,37 @@ def translate_error(
             operation=operation,
         )
     if table is not None:  # the store's own SQL: a missing object means an unmigrated file
-        missing = re.search(r"Table with name (\S+) does not exist", message) or re.search(
-            r'Referenced column "([^"]+)" not found', message
+        no_table = re.search(r"Table with name (\S+) does not exist", message)
+        no_column = re.search(r'Referenced column "([^"]+)" not found', message)
+        what = (
+            f"the database has no table {no_table.group(1)!r}"
+            if no_table
+            else f"table {table!r} has no column {no_column.group(1)!r}"
+            if no_column
+            else None
         )
-        if missing:
-            kind = (
-                "table"
-                if isinstance(exc, duckdb.CatalogException)
-                else f"column in table {table!r}"
-            )
+        if what is not None:
             return StoreError(
-                f"{where} failed: the database has no {kind} {missing.group(1)!r}; it was "
-                "written by an older perspt-store and is not migrated yet: open it read-write "
-                "once with SessionStore.open() to migrate it in place",
+                f"{where} failed: {what}; the file was written by an older perspt-store and "
+                "is not migrated yet: open it read-write once with SessionStore.open() to "
+                "migrate it in place",
                 table=table,
                 operation=operation,
             )
     return StoreError(f"{where} failed: {message}", table=table, operation=operation)
+
+
+class _SameProcessWriter(Exception):
+    """Internal: a read-only open found this process holding the file read-write."""
+
+
+def _selects_only(query: str) -> bool:
+    """True if every statement of ``query`` is a SELECT (unparsable SQL counts as not)."""
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error:
+        return False
+    return all(s.type == duckdb.StatementType.SELECT for s in statements)
 
 
 class StoreBase:
@@ -111,6 +136,10 @@ class StoreBase:
         *,
         read_only: bool = False,
         sessions_dir: PathLike | None = None,
+        publish_interval: float | None = _publish.DEFAULT_PUBLISH_INTERVAL,
+        durability: str = "immediate",
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        flush_rows: int = DEFAULT_FLUSH_ROWS,
     ) -> None:
         """Open (or create) a store.
 
@@ -121,12 +150,27 @@ class StoreBase:
                 and every write raises :class:`ReadOnlyStoreError`.
             sessions_dir: Where session artifact directories go. Defaults to ``sessions/``
                 beside the database file (the platform data dir for in-memory stores).
+            publish_interval: For a read-write file store: publish a read snapshot
+                ``<db>.snapshot`` at most every this many seconds (when something was
+                written) and on close, so other processes can read while this one writes
+                (see :meth:`open_read_only`); None publishes nothing. Ignored otherwise.
+            durability: ``"immediate"`` (default): every write is committed when it returns.
+                ``"batched"``: group commit; ``record_*`` calls of the append-only tables
+                return once buffered and a background thread commits them in bulk, at most
+                ``flush_interval`` seconds later (see :mod:`perspt_store._groupcommit`).
+            flush_interval: Batched mode: the longest a buffered row waits to be committed.
+            flush_rows: Batched mode: flush as soon as this many rows are buffered.
 
         Raises:
             StoreError: The file is missing (read-only), not a DuckDB database, or unreadable.
             StoreLockedError: Another process holds the file.
             SchemaVersionError: A migration failed (the file is left as it was).
+            ValueError: ``durability``, ``flush_interval`` or ``flush_rows`` is invalid.
         """
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
+        self._buffer: WriteBuffer | None = None  # group commit (batched mode) only
+        self._known_sessions: set[str] = set()  # committed sessions seen by batched writes
         self._lock = threading.RLock()
         # Each session's commit-log trees as of its last commit (store.commits); written
         # under the lock, dropped whenever a transaction rolls back.
@@ -141,12 +185,34 @@ class StoreBase:
             if read_only
             else None
         )
+        self._publisher: _publish.Publisher | None = None
+        self.snapshot_path: Path | None = None
+        """The published snapshot this store reads instead of ``path`` (see ``is_snapshot``)."""
+        self.snapshot_time: _dt.datetime | None = None
+        """When the snapshot this store reads was taken (UTC); None for a live view."""
+        self._shared_instance = False  # read-only view of this process's own writer
         if isinstance(path, duckdb.DuckDBPyConnection):
             self.path: Path | None = None
             self._conn = path
         else:
             self.path = None if str(path) == MEMORY else Path(path or self.default_db_path())
-            self._conn = self._connect(self.path, read_only)
+            try:
+                self._conn = self._connect(self.path, read_only)
+            except StoreLockedError as exc:
+                if not read_only or self.path is None:
+                    raise
+                # Another process writes the file: read its latest published snapshot.
+                self._conn, self.snapshot_path = _publish.open_snapshot(self.path, exc)
+                self.snapshot_time = _publish.read_snapshot_time(self._conn)
+                self._write_refusal = ReadOnlyStoreError(
+                    f"this store reads a snapshot of {self.path} published by the process "
+                    "writing it; it cannot be written"
+                )
+            except _SameProcessWriter:
+                # This process already holds the file read-write: share that engine instance
+                # (a live view); the store refuses writes and sql() runs only SELECTs.
+                self._conn = duckdb.connect(str(self.path))
+                self._shared_instance = True
         if sessions_dir is not None:
             self._sessions_dir = Path(sessions_dir)
         elif self.path is not None:
@@ -157,6 +223,18 @@ class StoreBase:
             self._conn.execute("SET TimeZone = 'UTC'")
             self.schema_version = self._prepare_schema()
             self._legacy_marks = self._load_legacy_marks()
+            if self.path is not None and self._owns_conn and not self.read_only:
+                _publish.remove_stale_temporaries(self.path)  # left by a killed publisher
+                if publish_interval is not None:
+                    self._publisher = _publish.Publisher(self._conn, self.path, publish_interval)
+            if durability == "batched" and self._write_refusal is None:
+                self._buffer = WriteBuffer(
+                    self._drain,
+                    interval=flush_interval,
+                    max_rows=flush_rows,
+                    name=f"perspt-store-flusher-{id(self):x}",
+                    at_exit=self.close,
+                )
         except BaseException:
             self.close()
             raise
@@ -180,6 +258,8 @@ class StoreBase:
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.Error as exc:
             message = str(exc)
+            if read_only and "different configuration" in message:
+                raise _SameProcessWriter from exc
             if "lock" in message.lower():
                 raise translate_error(exc, table=None, operation="open") from exc
             raise StoreError(
@@ -225,12 +305,83 @@ class StoreBase:
         """True after :meth:`close`."""
         return self._closed
 
+    @property
+    def is_snapshot(self) -> bool:
+        """True when this read-only store reads the snapshot another process published
+        (``snapshot_path``, taken at ``snapshot_time``) because that process holds the file."""
+        return self.snapshot_path is not None
+
+    @property
+    def staleness(self) -> float | None:
+        """Seconds since the snapshot this store reads was taken: writes committed since may
+        be missing. ``0.0`` for a live view of the database itself; None if unknown."""
+        if not self.is_snapshot:
+            return 0.0
+        return _publish.staleness(self.snapshot_time)
+
+    @property
+    def publisher(self) -> _publish.Publisher | None:
+        """The background publisher of this read-write file store's read snapshot, if any."""
+        return self._publisher
+
+    @property
+    def durability(self) -> str:
+        """``"batched"`` when writes are group-committed, else ``"immediate"``."""
+        return "immediate" if self._buffer is None else "batched"
+
+    @property
+    def pending_writes(self) -> int:
+        """Batched mode: rows recorded but not committed yet (what a crash now would lose);
+        always 0 in immediate mode."""
+        return 0 if self._buffer is None else self._buffer.pending
+
+    def flush(self) -> None:
+        """Make every buffered write durable now (batched mode; a no-op in immediate mode).
+
+        Raises:
+            FlushError: The rows could not be written; they stay buffered for a retry.
+            StoreError: Called inside ``transaction()`` in batched mode (the buffer is
+                committed on its own, never as part of a caller's transaction).
+            StoreClosedError: The store is closed.
+        """
+        if self._closed:
+            raise StoreClosedError("the store is closed; open a new SessionStore to use it")
+        if self._buffer is None:
+            return
+        if self.in_transaction:
+            raise StoreError(
+                "flush() cannot run inside transaction(): buffered rows are committed on "
+                "their own; call it after the block",
+                operation="flush",
+            )
+        self._drain()
+
     def close(self) -> None:
-        """Close the store and every per-thread cursor; idempotent."""
+        """Close the store and every per-thread cursor; idempotent.
+
+        In batched mode it first commits every buffered row and stops the flusher thread.
+
+        Raises:
+            FlushError: Batched mode: buffered rows could not be written. The store is closed
+                anyway; the error's ``rows`` hold the rows that were not written.
+        """
+        buffer = self._buffer
+        failure: Exception | None = None
+        unwritten: list[Row] = []
+        if buffer is not None and not self._closed:
+            buffer.stop()
+            try:
+                self._drain()
+            except Exception as exc:
+                failure = exc
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            if buffer is not None:
+                unwritten = buffer.take()
+            if self._publisher is not None:
+                self._publisher.close()  # stops its thread, publishes the final state
             for cursor in self._cursors:
                 with contextlib.suppress(duckdb.Error):
                     cursor.close()
@@ -238,6 +389,15 @@ class StoreBase:
             if self._owns_conn:
                 with contextlib.suppress(duckdb.Error):
                     self._conn.close()
+        if buffer is not None:
+            if not self.in_transaction:  # else the flusher may wait for our lock: leave it
+                buffer.join()
+            if failure is not None or unwritten:
+                raise FlushError(
+                    f"closing the store could not commit {len(unwritten)} buffered rows "
+                    f"({failure}); they were not written and are returned on this error",
+                    rows=unwritten,
+                ) from failure
 
     def __enter__(self) -> Self:
         return self
@@ -279,10 +439,30 @@ class StoreBase:
         The relation lives on the calling thread's cursor: use it in that thread. On a
         read-only store the engine itself refuses writes.
         """
+        if self._buffer is not None:
+            self._drain_pending()
+        cursor = self._cursor()
+        if self._shared_instance or self._publisher is not None:
+            selects_only = _selects_only(query)
+            if self._shared_instance and not selects_only:
+                raise ReadOnlyStoreError(
+                    "the store is read-only: sql() runs only SELECT statements here",
+                    operation="sql",
+                )
+        else:
+            selects_only = True
         try:
-            return self._cursor().sql(query, params=params)
+            relation = cursor.sql(query, params=params)
         except duckdb.Error as exc:
             raise translate_error(exc, table=None, operation="sql") from exc
+        if not selects_only:
+            self._changed()
+        return relation
+
+    def _changed(self) -> None:
+        """Something was (or may have been) committed: the publisher publishes it."""
+        if self._publisher is not None:
+            self._publisher.note_change()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -305,6 +485,8 @@ class StoreBase:
                 went on (nothing was committed).
         """
         self._check_writable(None)
+        if self._buffer is not None:
+            self._drain_pending()  # buffered rows commit first, on their own
         with self._lock:
             cursor = self._cursor()
             if self.in_transaction:
@@ -338,6 +520,7 @@ class StoreBase:
             except duckdb.Error as exc:
                 self._rolled_back(cursor)
                 raise translate_error(exc, table=None, operation="commit") from exc
+            self._changed()
 
     def _rolled_back(self, cursor: duckdb.DuckDBPyConnection) -> None:
         with contextlib.suppress(duckdb.Error):
@@ -368,6 +551,8 @@ class StoreBase:
         session_id: str | None = None,
     ) -> list[tuple[Any, ...]]:
         """Run one statement on this thread's cursor and fetch its rows, translating errors."""
+        if self._buffer is not None:
+            self._drain_pending()  # read your writes: commit buffered rows first
         cursor = self._cursor()
         try:
             # Always fetch: DuckDB 2.0 refuses new work while a result is unfinished.
@@ -392,13 +577,105 @@ class StoreBase:
         transaction)."""
         self._check_writable(table)
         with self._lock:
-            return self._execute(
+            rows = self._execute(
                 sql, params, table=table, operation=operation, session_id=session_id
             )
+            if not self.in_transaction:
+                self._changed()
+            return rows
 
     def _insert(self, row: Row) -> None:
-        """Append one row; columns come from the model's fields, by name."""
+        """Append one row; columns come from the model's fields, by name.
+
+        In batched mode, rows of the append-only tables are buffered instead (outside a
+        transaction) once their session is known to exist.
+        """
+        buffer = self._buffer
+        if buffer is not None and type(row) in BUFFERED_MODELS and not self.in_transaction:
+            self._buffer_row(row, buffer)
+            return
         self._insert_rows([row])
+
+    # --- group commit (batched mode) ----------------------------------------------------
+
+    def _buffer_row(self, row: Row, buffer: WriteBuffer) -> None:
+        self._check_writable(row.__table__)
+        if type(row) in SESSION_CHECKED_MODELS:
+            session_id: str = row.session_id  # type: ignore[attr-defined]
+            if session_id not in self._known_sessions:
+                try:
+                    found = self._cursor().execute(
+                        "SELECT 1 FROM sessions WHERE session_id = ?", [session_id]
+                    ).fetchall()
+                except duckdb.Error as exc:
+                    raise translate_error(exc, table="sessions", operation="select") from exc
+                if not found:
+                    raise SessionNotFoundError(session_id, table=row.__table__)
+                self._known_sessions.add(session_id)  # sessions are never deleted
+        if buffer.add(row):  # far behind: the producer commits (bounds memory and loss)
+            self._drain()
+
+    def _drain_pending(self) -> None:
+        """Commit the buffer first if it holds rows (not inside a transaction or a flush)."""
+        buffer = self._buffer
+        if (
+            buffer is not None
+            and buffer.pending
+            and not self.in_transaction
+            and not getattr(self._local, "draining", False)
+        ):
+            self._drain()
+
+    def _drain(self) -> None:
+        """Commit every buffered row in one transaction, one bulk statement per table.
+
+        Holds the write lock, so flushes never interleave with other writes or each other
+        (and a flush in progress finishes before the next one starts). On failure the rows
+        go back to the head of the buffer.
+
+        Raises:
+            FlushError: The rows could not be written (they stay buffered).
+        """
+        buffer = self._buffer
+        if buffer is None:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            rows = buffer.take()
+            if not rows:
+                buffer.flushed()
+                return
+            self._local.draining = True
+            try:
+                with self.transaction():
+                    self._write_rows(rows)
+            except Exception as exc:
+                buffer.restore(rows)
+                raise FlushError(
+                    f"group commit of {len(rows)} buffered rows failed: {exc}; they stay "
+                    "buffered and will be retried",
+                    rows=rows,
+                ) from exc
+            except BaseException:
+                buffer.restore(rows)
+                raise
+            finally:
+                self._local.draining = False
+            buffer.flushed()
+
+    def _write_rows(self, rows: Sequence[Row]) -> None:
+        """Append rows of any models, one bulk statement per table, each table's rows in
+        order (call inside a transaction)."""
+        groups: dict[type[Row], list[Row]] = {}
+        for row in rows:
+            group = groups.get(type(row))
+            if group is None:
+                groups[type(row)] = [row]
+            else:
+                group.append(row)
+        for group in groups.values():
+            self._insert_rows(group)
 
     def _insert_rows(self, rows: Sequence[Row], *, returning_ids: bool = False) -> list[int]:
         """Append rows of one model in one statement, in order.

@@ -119,7 +119,13 @@ class SessionsMixin(CommitLogMixin):
         return self._sessions_dir / validate_session_id_for_path(session_id)
 
     def create_session_dir(self, session_id: str) -> Path:
-        """Like :meth:`get_session_dir`, and create the directory (with parents)."""
+        """Like :meth:`get_session_dir`, and create the directory (with parents).
+
+        Raises:
+            ValueError: The id is not a single safe path component.
+            ReadOnlyStoreError: The store is read-only (it creates nothing on disk).
+        """
+        self._check_writable(None)
         path = self.get_session_dir(session_id)
         path.mkdir(parents=True, exist_ok=True)
         return path
