@@ -5,7 +5,6 @@ parameter names and order."""
 from __future__ import annotations
 import __future__
 
-import importlib
 import inspect
 import re
 import types
@@ -63,7 +62,6 @@ def test_every_error_and_row_model_is_exported_at_the_top() -> None:
 
 def test_version_is_a_pep_440_string() -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+([abc]|rc|\.dev|\.post)?\d*", ps.__version__)
-    assert importlib.import_module("perspt_store").__version__ == ps.__version__
 
 
 # --- SPEC §5: the 74 upstream methods ------------------------------------------------------

@@ -433,10 +433,10 @@ def test_the_19_sequences_start_at_1_and_feed_each_id(fresh: Any) -> None:
         "SELECT sequence_name, start_value, increment_by FROM duckdb_sequences()").fetchall()}
     assert set(seqs) == SPEC_SEQUENCES | OUR_SEQUENCES
     assert all(seqs[name] == (1, 1) for name in SPEC_SEQUENCES)
-    defaults = columns(fresh)
     for name in SPEC_SEQUENCES:
         table = name.removeprefix("seq_").removesuffix("_id")
-        assert defaults[table][0][:1] + defaults[table][0][3:] == ("id", f"nextval('{name}')")
+        column, _, _, default = columns(fresh)[table][0]
+        assert (column, default) == ("id", f"nextval('{name}')")
 
 
 def test_all_31_upstream_indexes_exist_on_their_columns(fresh: Any) -> None:
@@ -564,13 +564,41 @@ def test_a_newer_file_opens_for_reading_but_every_write_raises(newer_file: Path)
     assert file_state(newer_file)[1:] == before[1:]
 
 
-def test_a_failed_migration_rolls_back_and_leaves_the_file_as_it_was(tmp_path: Path) -> None:
-    """A 0.5-era file with a dashboard index on an energy column: migration 1 (tables, the
-    seven node_states columns) succeeds, migration 2 cannot retype the indexed REAL column;
-    everything, migration 1 included, is rolled back."""
+def test_a_user_index_on_another_column_survives_the_double_migration(tmp_path: Path) -> None:
+    upstream = write_upstream_05(tmp_path / "old.db")
+    conn = duckdb.connect(str(upstream.path))
+    conn.execute("CREATE INDEX idx_dashboard_node ON energy_history(node_id)")
+    conn.close()
+    with ps.SessionStore.open(upstream.path) as store:
+        indexes = store.sql(
+            "SELECT index_name FROM duckdb_indexes() WHERE table_name = 'energy_history'"
+        ).fetchall()
+        kinds = store.sql(
+            "SELECT data_type FROM duckdb_columns() "
+            "WHERE table_name = 'energy_history' AND column_name = 'v_total'"
+        ).fetchall()
+    assert {"idx_dashboard_node", "idx_energy_history_session"} <= {i for (i,) in indexes}
+    assert kinds == [("DOUBLE",)]
+
+
+def test_a_user_index_on_an_energy_column_is_named_and_nothing_changes(tmp_path: Path) -> None:
     upstream = write_upstream_05(tmp_path / "old.db")
     conn = duckdb.connect(str(upstream.path))
     conn.execute("CREATE INDEX idx_dashboard_energy ON energy_history(v_total)")
+    conn.close()
+    before = file_state(upstream.path)
+    with pytest.raises(ps.SchemaVersionError, match="idx_dashboard_energy.*drop it"):
+        ps.SessionStore.open(upstream.path)
+    assert file_state(upstream.path) == before
+
+
+def test_a_failed_migration_rolls_back_and_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    """A 0.5-era file that already has a table of its own named ``merkle_log``: migrations 1
+    and 2 succeed, migration 3 cannot backfill the commit log into that table; everything,
+    migration 1 included, is rolled back."""
+    upstream = write_upstream_05(tmp_path / "old.db")
+    conn = duckdb.connect(str(upstream.path))
+    conn.execute("CREATE TABLE merkle_log (note VARCHAR)")
     conn.close()
     before = file_state(upstream.path)
     with pytest.raises(ps.SchemaVersionError, match="could not migrate") as info:
@@ -625,7 +653,9 @@ def test_a_file_that_is_not_a_whole_duckdb_database_raises_a_clear_store_error(
     for _ in range(2):  # the failed open releases the file: the second try fails the same way
         with pytest.raises(ps.StoreError) as info:
             getattr(ps.SessionStore, mode)(path)
-        assert type(info.value) is ps.StoreError
+        # A plain StoreError: not a misleading subclass (version, lock, read-only).
+        assert not isinstance(info.value, (ps.SchemaVersionError, ps.StoreLockedError,
+                                           ps.ReadOnlyStoreError))
         assert str(path) in str(info.value)
         assert isinstance(info.value.__cause__, duckdb.Error)
     assert path.read_bytes() == data

@@ -13,7 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import perspt_store as ps
-from perspt_store.schema import TABLES
+from perspt_store._mapping import table_map
+from perspt_store.schema import SEQUENCED_TABLES, TABLES
+from perspt_store.store import bulk
 from upstream_files import READERS, edge_case_rows, read_table, write_row
 
 PROPERTY = settings(
@@ -276,9 +278,44 @@ def test_one_statement_per_table_however_many_rows(
     store.record_many(batch)
     inserts = [s for s in seen if s.startswith("INSERT")]
     assert len(inserts) == 2, inserts
-    assert len(seen) <= 3, "plus one session check"
+    assert len(seen) <= 4, "plus one session check (and one id reservation for Arrow)"
     monkeypatch.undo()
     assert len(store.get_session_energy_history(session)) == 3000
+
+
+def test_large_and_small_batches_store_identical_rows(
+    two_stores: tuple[ps.SessionStore, ps.SessionStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Big batches take the Arrow path (when pyarrow is installed), small ones ``unnest``:
+    both store exactly the same values, ids and order."""
+    n = 64
+    monkeypatch.setattr(bulk, "ARROW_MIN_ROWS", n)  # so a small test crosses the threshold
+    rows: list[ps.Row] = []
+    for i in range(n):
+        edge = edge_case_rows("s", f"n{i % 7}", str(i))
+        for table in ("budget_envelopes", "node_states"):  # not appended in bulk
+            edge.pop(table)
+        rows += edge.values()
+        rows.append(ps.ContextProvenanceRecord(
+            session_id="s", node_id=f"n{i}", context_package_id="ünï",
+            structural_hashes=["a:ff", "é"], total_bytes=2**31 - 1))
+    big, small = two_stores
+    for s in two_stores:
+        s.create_session(new_session("s"))
+    seen = count_statements(big, monkeypatch)
+    big.record_many(rows)
+    if bulk._HAS_ARROW:
+        assert sum("_perspt_bulk_" in sql for sql in seen) == len(SEQUENCED_TABLES) - 1
+    monkeypatch.undo()
+    for start in range(0, len(rows), n // 4):
+        small.record_many(rows[start:start + n // 4])
+    for model in ps.ROW_MODELS.values():
+        mapping = table_map(model)
+        key = "id" if mapping.table in SEQUENCED_TABLES else mapping.columns[0]
+        sql = f"SELECT {', '.join(mapping.columns)}, {key} FROM {mapping.table} ORDER BY {key}"
+        assert big.sql(sql).fetchall() == small.sql(sql).fetchall(), mapping.table
+    assert big.get_all_sheaf_validations("s") == small.get_all_sheaf_validations("s")
+    assert len(big.get_all_sheaf_validations("s")) == n
 
 
 def test_a_rolled_back_transaction_undoes_record_many(

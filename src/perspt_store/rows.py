@@ -91,8 +91,6 @@ class Row(BaseModel):
             return NotImplemented
         return self.__dict__ == other.__dict__
 
-    __hash__ = None  # type: ignore[assignment]  # list fields make rows unhashable anyway
-
     def to_dict(self) -> dict[str, Any]:
         """The row's fields as a plain dict (bytes stay bytes, lists stay lists)."""
         return self.model_dump()

@@ -597,15 +597,22 @@ def _set_meta(conn: Connection, key: str, value: str) -> None:
 def _migrate_1_upstream_layout(conn: Connection, *, legacy: bool) -> None:
     """Complete upstream 0.6.2's layout: every table, sequence and index, and the seven
     ``node_states`` columns that 0.5-era files lack. Existing objects are left alone."""
+    statements: list[str] = []
     for table, ddl, indexes in _UPSTREAM_TABLES:
         if table in SEQUENCED_TABLES:
-            conn.execute(f"CREATE SEQUENCE IF NOT EXISTS seq_{table}_id START 1")
-        conn.execute(ddl)
+            statements.append(f"CREATE SEQUENCE IF NOT EXISTS seq_{table}_id START 1")
+        statements.append(ddl)
         if table == "node_states":
-            for column, dtype in NODE_STATES_LATER_COLUMNS:
-                conn.execute(f"ALTER TABLE node_states ADD COLUMN IF NOT EXISTS {column} {dtype}")
-        for index, columns in indexes:
-            conn.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {table}({columns})")
+            statements += [
+                f"ALTER TABLE node_states ADD COLUMN IF NOT EXISTS {column} {dtype}"
+                for column, dtype in NODE_STATES_LATER_COLUMNS
+            ]
+        statements += [
+            f"CREATE INDEX IF NOT EXISTS {index} ON {table}({columns})"
+            for index, columns in indexes
+        ]
+    # One script, not ~80 round trips: opening a fresh store is mostly this DDL.
+    conn.execute(";\n".join(statements))
 
 
 def _migrate_2_python_port(conn: Connection, *, legacy: bool) -> None:
@@ -622,13 +629,28 @@ def _migrate_2_python_port(conn: Connection, *, legacy: bool) -> None:
         real = [c for c in columns if types.get(c) == "FLOAT"]
         if not real:
             continue
-        # DuckDB refuses ALTER COLUMN TYPE on an indexed table: drop, alter, recreate.
-        for index, _ in _INDEXES[table]:
-            conn.execute(f"DROP INDEX IF EXISTS {index}")
+        # DuckDB refuses ALTER COLUMN TYPE on an indexed table: drop every index on it
+        # (a user's own included), alter, and recreate each from its own DDL. An index on
+        # the column itself still blocks the change inside a transaction: say which.
+        indexes = conn.execute(
+            "SELECT index_name, sql, expressions FROM duckdb_indexes() WHERE database_name = "
+            "current_database() AND schema_name = 'main' AND table_name = ?",
+            [table],
+        ).fetchall()
+        blocking = [name for name, _, expr in indexes if any(c in str(expr) for c in real)]
+        if blocking:
+            raise SchemaVersionError(
+                f"index {', '.join(blocking)} on {table}({', '.join(real)}) blocks changing "
+                "those columns from REAL to DOUBLE; drop it, open the file, then recreate it",
+                table=table,
+                operation="migrate",
+            )
+        for index, _, _ in indexes:
+            conn.execute(f'DROP INDEX "{index}"')
         for column in real:
             conn.execute(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE DOUBLE")
-        for index, cols in _INDEXES[table]:
-            conn.execute(f"CREATE INDEX IF NOT EXISTS {index} ON {table}({cols})")
+        for _, ddl, _ in indexes:
+            conn.execute(ddl)
     conn.execute("ALTER TABLE branch_lineage ADD COLUMN IF NOT EXISTS session_id VARCHAR")
     conn.execute(
         "CREATE INDEX IF NOT EXISTS idx_branch_lineage_session ON branch_lineage(session_id)"

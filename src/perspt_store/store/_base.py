@@ -55,6 +55,8 @@ R = TypeVar("R", bound=Row)
 PathLike = str | os.PathLike[str]
 
 MEMORY = ":memory:"
+UPSTREAM_STORAGE = "v1.5.0"
+"""The DuckDB storage format new files are created in: the one upstream's engine reads."""
 _ALL_LEGACY = 2**62  # an unmigrated upstream file opened read-only: every row is upstream's
 
 
@@ -255,6 +257,12 @@ class StoreBase:
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if not read_only and not path.exists():
+                # Create new files in the storage format of upstream's engine (DuckDB 1.5.4),
+                # so the Rust crate can open them; the format is fixed at creation.
+                duckdb.connect(
+                    str(path), config={"storage_compatibility_version": UPSTREAM_STORAGE}
+                ).close()
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.Error as exc:
             message = str(exc)

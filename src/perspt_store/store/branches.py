@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from ..errors import SessionNotFoundError
 from ..rows import BranchFlushRow, BranchLineageRow, InterfaceSealRow, ProvisionalBranchRow
 from ._base import StoreBase
 
@@ -80,8 +81,16 @@ class BranchesMixin(StoreBase):
     # --- branch_lineage -------------------------------------------------------------------
 
     def record_branch_lineage(self, record: BranchLineageRow) -> None:
-        """Append one lineage link (``session_id`` optional: the table has no FK)."""
-        self._insert(record)
+        """Append one lineage link. ``session_id`` is optional (upstream's table has none).
+
+        Raises:
+            SessionNotFoundError: ``session_id`` is given but no such session exists (the
+                table has no foreign key, so the store checks).
+        """
+        with self.transaction():
+            if record.session_id is not None and not self._session_exists(record.session_id):
+                raise SessionNotFoundError(record.session_id, table="branch_lineage")
+            self._insert(record)
 
     def get_child_branches(
         self, parent_branch_id: str, *, session_id: str | None = None

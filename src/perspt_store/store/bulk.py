@@ -1,16 +1,25 @@
 """Bulk writes: ``record_many`` appends any mix of rows in one transaction, with one bulk
 statement per table.
 
-Each table's rows go in as one ``INSERT ... SELECT unnest(?), unnest(?), ...`` with one list
-parameter per column (``TableMap.bulk_insert_sql``), so ids follow the order the rows were
-given and the cost per row is a few microseconds of encoding instead of a statement.
+A table's rows go in as one statement: with pyarrow installed and at least
+:data:`ARROW_MIN_ROWS` rows, an ``INSERT ... SELECT`` from an Arrow table (DuckDB scans it
+without converting Python objects); otherwise ``INSERT ... SELECT unnest(?), unnest(?), ...``
+with one list parameter per column (``TableMap.bulk_insert_sql``). Either way the rows keep
+the order they were given in: the Arrow path draws the ids from the table's sequence first
+and inserts them explicitly, in order; ``unnest`` draws them in list order.
+
+Group commit's flushes (``durability="batched"``) use the same path (``_write_rows``).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import typing
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from .._mapping import table_map
+from .._mapping import TableMap, _unwrap_optional, table_map
 from ..errors import SessionNotFoundError
 from ..rows import (
     ROW_MODELS,
@@ -20,8 +29,18 @@ from ..rows import (
     Row,
     SessionRecord,
 )
+from ..schema import SEQUENCED_TABLES
 from .commits import CommitLogMixin
 from .planning import UPSERT_BUDGET_SQL
+
+ARROW_MIN_ROWS = 1_000
+"""Below this many rows of a table, ``unnest`` lists beat building an Arrow table."""
+
+_HAS_ARROW = importlib.util.find_spec("pyarrow") is not None
+
+# json.dumps with non-default options builds a new encoder per call; one encoder is reused.
+# Same options as TableMap.encode_value (compact, non-ASCII kept), so the same text.
+_ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 _MODELS: frozenset[type[Row]] = frozenset(ROW_MODELS.values())
 
@@ -34,6 +53,48 @@ _UPSERT_BUDGETS_SQL = (
         "unnest(?)" for _ in range(7)
     ))
 )
+
+
+def encode_columns(mapping: TableMap[Any], rows: Sequence[Row]) -> list[list[Any]]:
+    """The rows' fields as one list per column (``TableMap.encode_columns``, faster)."""
+    values = [row.__dict__ for row in rows]
+    columns: list[list[Any]] = []
+    for name in mapping.columns:
+        if name in mapping.json_lists:
+            columns.append(
+                [None if (v := d[name]) is None else _ENCODE_JSON(v) for d in values]
+            )
+        else:
+            columns.append([d[name] for d in values])
+    return columns
+
+
+_ARROW_TYPES: dict[type[Row], list[Any]] = {}
+
+
+def _arrow_types(mapping: TableMap[Any]) -> list[Any]:
+    """The Arrow type of each column, from the model's field types."""
+    types = _ARROW_TYPES.get(mapping.model)
+    if types is None:
+        import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+
+        types = []
+        for name in mapping.columns:
+            inner, _ = _unwrap_optional(mapping.model.model_fields[name].annotation)
+            if name in mapping.json_lists or typing.get_origin(inner) is list or inner is str:
+                types.append(pa.string())
+            elif inner is bytes:
+                types.append(pa.binary())
+            elif inner is bool:
+                types.append(pa.bool_())
+            elif inner is int:
+                types.append(pa.int64())
+            elif inner is float:
+                types.append(pa.float64())
+            else:  # pragma: no cover - every model field is one of the above
+                raise TypeError(f"no Arrow type for {mapping.table}.{name}: {inner!r}")
+        _ARROW_TYPES[mapping.model] = types
+    return types
 
 
 class BulkMixin(CommitLogMixin):
@@ -100,8 +161,73 @@ class BulkMixin(CommitLogMixin):
                 elif model is BudgetEnvelopeRow:
                     self._upsert_budgets(group)
                 else:
-                    self._insert_rows(group)
+                    self._bulk_insert(group)
         return len(batch)
+
+    def _write_rows(self, rows: Sequence[Row]) -> None:
+        """Append rows of any append-only models, one bulk statement per table, each
+        table's rows in order (call inside a transaction). Used by group commit."""
+        groups: dict[type[Row], list[Row]] = {}
+        for row in rows:
+            group = groups.get(type(row))
+            if group is None:
+                groups[type(row)] = [row]
+            else:
+                group.append(row)
+        for group in groups.values():
+            self._bulk_insert(group)
+
+    def _bulk_insert(self, rows: Sequence[Row]) -> None:
+        """Append rows of one model in one statement, in order."""
+        mapping = table_map(type(rows[0]))
+        sessions = {getattr(row, "session_id", None) for row in rows}
+        session_id = sessions.pop() if len(sessions) == 1 else None
+        columns = encode_columns(mapping, rows)
+        if _HAS_ARROW and len(rows) >= ARROW_MIN_ROWS and mapping.table in SEQUENCED_TABLES:
+            self._insert_arrow(mapping, columns, len(rows), session_id)
+        elif len(rows) == 1:
+            self._write(mapping.insert_sql, [c[0] for c in columns], table=mapping.table,
+                        session_id=session_id)
+        else:
+            self._write(mapping.bulk_insert_sql, columns, table=mapping.table,
+                        session_id=session_id)
+
+    def _insert_arrow(
+        self, mapping: TableMap[Any], columns: list[list[Any]], n: int, session_id: str | None
+    ) -> None:
+        import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+
+        table = mapping.table
+        ids = self._reserve_ids(table, n)
+        arrays = [pa.array(ids, pa.int64())]
+        arrays += [pa.array(c, t) for c, t in zip(columns, _arrow_types(mapping), strict=True)]
+        batch = pa.Table.from_arrays(arrays, names=["id", *mapping.columns])
+        names = ", ".join(("id", *mapping.columns))
+        view = f"_perspt_bulk_{table}"
+        cursor = self._cursor()
+        cursor.register(view, batch)
+        try:
+            self._write(f"INSERT INTO {table} ({names}) SELECT {names} FROM {view}",
+                        table=table, session_id=session_id)
+        finally:
+            cursor.unregister(view)
+
+    def _reserve_ids(self, table: str, n: int) -> Sequence[int]:
+        """Draw ``n`` values from the table's id sequence, ascending."""
+        sequence = f"seq_{table}_id"
+        low, high, count = self._execute(
+            f"SELECT min(v), max(v), count(*) FROM (SELECT nextval('{sequence}') AS v "
+            "FROM range(?))",
+            [n],
+            table=table,
+            operation="insert",
+        )[0]
+        if count == n and high - low + 1 == n:
+            return range(low, high + 1)
+        rows = self._execute(  # pragma: no cover - only if the sequence is shared
+            f"SELECT nextval('{sequence}') FROM range(?)", [n], table=table, operation="insert"
+        )
+        return sorted(v for (v,) in rows)  # pragma: no cover
 
     def _check_sessions(
         self, batch: Sequence[Row], groups: dict[type[Row], list[Row]]
@@ -140,7 +266,7 @@ class BulkMixin(CommitLogMixin):
         mapping = table_map(BudgetEnvelopeRow)
         self._write(
             _UPSERT_BUDGETS_SQL,
-            mapping.encode_columns(list(last.values())),
+            encode_columns(mapping, list(last.values())),
             table="budget_envelopes",
             operation="upsert",
             session_id=next(iter(last)) if len(last) == 1 else None,

@@ -27,7 +27,7 @@ from .._commitlog import (
     log_rows,
 )
 from .._mapping import table_map
-from ..errors import RecordNotFoundError, SessionNotFoundError
+from ..errors import IntegrityError, RecordNotFoundError, SessionNotFoundError
 from ..rows import NodeStateRecord
 from ._base import StoreBase
 
@@ -170,6 +170,25 @@ class VerificationReport(_Frozen):
 
     def __bool__(self) -> bool:
         return self.ok
+
+    def raise_for_problems(self) -> None:
+        """Raise :class:`~perspt_store.IntegrityError` if any problem was found.
+
+        Raises:
+            IntegrityError: The session failed verification; the message lists the problems.
+        """
+        if self.problems:
+            listed = "; ".join(
+                f"{p.kind} at seq {p.seq}: {p.detail}"
+                if p.seq is not None
+                else f"{p.kind}: {p.detail}"
+                for p in self.problems
+            )
+            raise IntegrityError(
+                f"session {self.session_id!r} failed verification: {listed}",
+                table="merkle_log",
+                operation="verify",
+            )
 
 
 class CommitLogMixin(StoreBase):

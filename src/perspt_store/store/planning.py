@@ -84,7 +84,7 @@ class PlanningMixin(StoreBase):
         """Supersede the session's active revisions and insert ``new_row``, atomically.
 
         Returns:
-            The ids of the revisions superseded.
+            The ids of the revisions superseded, in sequence order.
 
         Raises:
             ValueError: ``new_row`` belongs to another session, is not ``active``, or its
@@ -108,13 +108,13 @@ class PlanningMixin(StoreBase):
                 )
             rows = self._write(
                 "UPDATE plan_revisions SET status = 'superseded' "
-                "WHERE session_id = ? AND status = 'active' RETURNING revision_id",
+                "WHERE session_id = ? AND status = 'active' RETURNING sequence, revision_id",
                 [session_id],
                 table="plan_revisions",
                 operation="update",
             )
             self._insert(new_row)
-        return sorted(revision_id for (revision_id,) in rows)
+        return [revision_id for _, revision_id in sorted(rows)]
 
     # --- repair_footprints ----------------------------------------------------------------
 
