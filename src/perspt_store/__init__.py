@@ -55,6 +55,14 @@ from .store import (
     SessionSnapshot,
     SessionStore,
 )
+from .store.commits import (
+    Checkpoint,
+    ConsistencyProof,
+    InclusionProof,
+    NodeCommit,
+    Problem,
+    VerificationReport,
+)
 
 __version__ = "0.1.0"
 
