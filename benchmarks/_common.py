@@ -113,7 +113,9 @@ class Timing:
         return statistics.median(self.samples)
 
 
-def time_calls(run: Callable[[], object], repeat: int, *, setup: Callable[[], object] | None = None) -> Timing:
+def time_calls(
+    run: Callable[[], object], repeat: int, *, setup: Callable[[], object] | None = None
+) -> Timing:
     """Median-friendly timing: ``repeat`` runs of ``run`` (``setup`` untimed before each)."""
     timing = Timing()
     for _ in range(repeat):
@@ -166,9 +168,9 @@ def fmt_seconds(seconds: float) -> str:
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
     print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)))
     print("  ".join("-" * w for w in widths))
     for row in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)))

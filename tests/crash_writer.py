@@ -37,8 +37,17 @@ SESSION = "crash-session"
 NODES = tuple(f"node-{k}" for k in range(7))
 STATES = ("PENDING", "RUNNING", "VERIFYING", "COMPLETED", "FAILED")
 HOSTILE = "ünïcødé ✓ 𝄞 '\"; DROP TABLE sessions; -- \\x00\t\n"
-KINDS = ("node_state", "energy", "llm", "many", "transaction", "step")
-"""What operation ``i`` does: ``KINDS[i % len(KINDS)]``."""
+PROFILES: dict[str, tuple[str, ...]] = {
+    "mixed": ("node_state", "energy", "llm", "many", "transaction", "step"),
+    "appends": ("energy", "llm", "step"),
+}
+"""What operation ``i`` does under a profile: ``kinds[i % len(kinds)]``. ``appends`` has only
+the writes that batched mode buffers (to measure its loss window)."""
+
+
+def kind_of(i: int, profile: str = "mixed") -> str:
+    kinds = PROFILES[profile]
+    return kinds[i % len(kinds)]
 
 
 def _text(i: int, n: int = 40) -> str:
@@ -106,9 +115,9 @@ def _step(i: int, j: int = 0) -> ps.SrbnStepRecord:
     )
 
 
-def op_rows(i: int) -> list[ps.Row]:
+def op_rows(i: int, profile: str = "mixed") -> list[ps.Row]:
     """The rows operation ``i`` writes, in the order each table receives them."""
-    kind = KINDS[i % len(KINDS)]
+    kind = kind_of(i, profile)
     if kind == "node_state":
         return [_node_state(i)]
     if kind == "energy":
@@ -128,10 +137,10 @@ def op_rows(i: int) -> list[ps.Row]:
     return [_step(i)]
 
 
-def apply(store: ps.SessionStore, i: int) -> None:
+def apply(store: ps.SessionStore, i: int, profile: str = "mixed") -> None:
     """Perform operation ``i``."""
-    kind = KINDS[i % len(KINDS)]
-    rows = op_rows(i)
+    kind = kind_of(i, profile)
+    rows = op_rows(i, profile)
     if kind == "many":
         store.record_many(rows)
     elif kind == "transaction":
@@ -154,10 +163,10 @@ def _record(store: ps.SessionStore, rows: Sequence[ps.Row]) -> None:
             store.record_step(row)
 
 
-def synchronous(i: int) -> bool:
+def synchronous(i: int, profile: str = "mixed") -> bool:
     """True if operation ``i`` commits before it returns even in batched mode (node states,
     record_many batches and transactions are never buffered)."""
-    return KINDS[i % len(KINDS)] in ("node_state", "many", "transaction")
+    return kind_of(i, profile) in ("node_state", "many", "transaction")
 
 
 # --- reading a run back ------------------------------------------------------------------
@@ -179,6 +188,8 @@ def read_tables(store: ps.SessionStore) -> dict[str, list[ps.Row]]:
 class Expected:
     """The rows of operations ``0..n-1`` per table, grown on demand."""
 
+    profile: str = "mixed"
+
     per_table: dict[str, list[ps.Row]] = field(default_factory=lambda: {t: [] for t in TABLES})
     # totals[m] = rows written by operations 0..m-1; counts[t][m] likewise per table
     totals: list[int] = field(default_factory=lambda: [0])
@@ -186,17 +197,18 @@ class Expected:
 
     def extend_to(self, n: int) -> None:
         for i in range(len(self.totals) - 1, n):
-            for row in op_rows(i):
+            for row in op_rows(i, self.profile):
                 self.per_table[row.__table__].append(row)
             for t in TABLES:
                 self.counts[t].append(len(self.per_table[t]))
             self.totals.append(sum(len(rows) for rows in self.per_table.values()))
 
 
-_EXPECTED = Expected()
+EXPECTED = {name: Expected(name) for name in PROFILES}
+"""The rows of the operations, grown as far as any check needed."""
 
 
-def committed_prefix(actual: dict[str, list[ps.Row]], limit: int) -> int:
+def committed_prefix(actual: dict[str, list[ps.Row]], limit: int, profile: str = "mixed") -> int:
     """The number ``m`` of operations whose rows the database holds, checking that it holds
     exactly the rows of operations ``0..m-1``, in order and equal field by field: nothing
     half-written (an operation is all or nothing), nothing out of order, nothing extra.
@@ -204,9 +216,11 @@ def committed_prefix(actual: dict[str, list[ps.Row]], limit: int) -> int:
     Raises:
         AssertionError: The tables are not the exact prefix of any ``m <= limit``.
     """
-    _EXPECTED.extend_to(limit)
+    assert limit < 100_000, "an operation count this high means a runaway writer or a bug"
+    expected = EXPECTED[profile]
+    expected.extend_to(limit)
     total = sum(len(rows) for rows in actual.values())
-    totals = _EXPECTED.totals[: limit + 1]
+    totals = expected.totals[: limit + 1]
     if total not in totals:
         sizes = {t: len(rows) for t, rows in actual.items()}
         raise AssertionError(
@@ -215,9 +229,9 @@ def committed_prefix(actual: dict[str, list[ps.Row]], limit: int) -> int:
         )
     m = totals.index(total)
     for t in TABLES:
-        n = _EXPECTED.counts[t][m]
+        n = expected.counts[t][m]
         assert len(actual[t]) == n, f"{t}: {len(actual[t])} rows, expected {n} (ops < {m})"
-        want = _EXPECTED.per_table[t][:n]
+        want = expected.per_table[t][:n]
         if actual[t] != want:
             bad = next(k for k, (a, b) in enumerate(zip(actual[t], want, strict=True)) if a != b)
             raise AssertionError(
@@ -276,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--checkpoint-threshold", default="", help="e.g. 64KB")
     parser.add_argument("--ops", type=int, default=0, help="stop and close after n (0: never)")
     parser.add_argument("--pace", type=float, default=0.0, help="sleep between operations")
+    parser.add_argument("--profile", default="mixed", choices=sorted(PROFILES))
     args = parser.parse_args(argv)
     go = sys.stdin.readline().split()  # wait for the go signal: "go [first op]"
     if not go:
@@ -300,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     say("R")
     i = first
     while not args.ops or i < first + args.ops:
-        apply(store, i)
+        apply(store, i, args.profile)
         say(f"A {i}")
         i += 1
         if args.flush_every and i % args.flush_every == 0:

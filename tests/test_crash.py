@@ -33,13 +33,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import perspt_store as ps
-from crash_writer import SESSION, committed_prefix, parse_log, read_tables, synchronous
+from crash_writer import (
+    EXPECTED,
+    SESSION,
+    committed_prefix,
+    parse_log,
+    read_tables,
+    synchronous,
+)
 
 WRITER = Path(__file__).with_name("crash_writer.py")
 READY_TIMEOUT = 60.0
@@ -58,6 +66,8 @@ class RoundResult:
     snapshot: int | None
     """Operations the published snapshot holds, if there was one."""
     ops_this_round: int
+    rows_this_round: int
+    """Rows those operations wrote."""
 
 
 def _digest(db: Path) -> dict[str, str]:
@@ -75,6 +85,11 @@ class CrashRig:
         self.dir = directory
         self.db = directory / "crash.db"
         self.args = writer_args
+        self.profile = (
+            writer_args[writer_args.index("--profile") + 1]
+            if "--profile" in writer_args
+            else "mixed"
+        )
         self.rng = random.Random(seed)
         self.committed = 0
         self.round = 0
@@ -95,7 +110,7 @@ class CrashRig:
         """Recover the file read-write, as a resuming agent would, and check it."""
         self.close()
         with ps.SessionStore.open(self.db, publish_interval=None) as rw:
-            m = committed_prefix(read_tables(rw), self.committed)
+            m = committed_prefix(read_tables(rw), self.committed, self.profile)
             report = rw.verify_session(SESSION)
             assert report.ok, report.problems
         assert m == self.committed
@@ -140,12 +155,12 @@ class CrashRig:
         snap_ops = None
         if snapshot.exists():
             with ps.SessionStore.open_read_only(snapshot) as snap:
-                snap_ops = committed_prefix(read_tables(snap), limit)
+                snap_ops = committed_prefix(read_tables(snap), limit, self.profile)
         # 2. Read-only open changes nothing, shows a whole, exact prefix and a valid log.
         before = _digest(self.db)
         with ps.SessionStore.open_read_only(self.db) as ro:
             assert not ro.is_snapshot
-            m = committed_prefix(read_tables(ro), limit)
+            m = committed_prefix(read_tables(ro), limit, self.profile)
             report = ro.verify_session(SESSION)
             assert report.ok, report.problems
         assert _digest(self.db) == before, "opening read-only changed the file"
@@ -160,10 +175,13 @@ class CrashRig:
         # (together with every row buffered before them).
         assert m >= log.flushed
         last_sync = max(
-            (i for i in range(log.first, log.acked) if synchronous(i)), default=log.first - 1
+            (i for i in range(log.first, log.acked) if synchronous(i, self.profile)),
+            default=log.first - 1,
         )
         assert m >= last_sync + 1, f"synchronous operation {last_sync} was lost"
-        return RoundResult(log.acked, m, lost, window, snap_ops, log.acked - log.first)
+        totals = EXPECTED[self.profile].totals
+        rows = totals[log.acked] - totals[log.first]
+        return RoundResult(log.acked, m, lost, window, snap_ops, log.acked - log.first, rows)
 
 
 @pytest.fixture
@@ -182,7 +200,9 @@ def _rounds(rig: CrashRig, n: int, max_delay: float) -> list[RoundResult]:
 
 IMMEDIATE = ["--publish-interval", "0.1"]
 CHECKPOINTING = [*IMMEDIATE, "--checkpoint-threshold", "64KB"]
-BATCHED = ["--durability", "batched", "--flush-interval", "0.05"]
+BATCHED = ["--durability", "batched", "--flush-interval", "0.05", "--publish-interval", "0.1"]
+# Only buffered writes, one every millisecond (a busy agent): the loss window of group commit.
+APPENDS = [*BATCHED, "--profile", "appends", "--pace", "0.001"]
 
 
 def test_killed_writer_loses_no_acknowledged_write(
@@ -190,24 +210,38 @@ def test_killed_writer_loses_no_acknowledged_write(
 ) -> None:
     rig = CrashRig(tmp_path, IMMEDIATE, seed=1)
     rig_factory.append(rig)
-    results = _rounds(rig, 6, max_delay=0.4)
+    results = _rounds(rig, 5, max_delay=0.4)
     assert all(r.lost == 0 for r in results)
     assert results[-1].committed > results[0].committed  # the rounds did write
+
+
+def _parallel_rounds(
+    directory: Path, rigs: list[CrashRig], specs: list[tuple[list[str], int]], max_delay: float
+) -> list[RoundResult]:
+    """Run several rigs (fresh files) two at a time; each does its rounds in order."""
+    made = []
+    directory.mkdir(exist_ok=True)
+    for k, (writer_args, _) in enumerate(specs):
+        (directory / str(k)).mkdir()
+        made.append(CrashRig(directory / str(k), writer_args, seed=1000 + k))
+    rigs.extend(made)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = pool.map(
+            lambda pair: _rounds(pair[0], pair[1][1], max_delay), zip(made, specs, strict=True)
+        )
+        return [result for results in runs for result in results]
 
 
 @pytest.mark.slow
 def test_killed_writer_loses_no_acknowledged_write_over_many_rounds(
     tmp_path: Path, rig_factory: list[CrashRig]
 ) -> None:
-    plain = CrashRig(tmp_path / "plain", IMMEDIATE, seed=2)
-    checkpointing = CrashRig(tmp_path / "checkpointing", CHECKPOINTING, seed=3)
-    for rig in (plain, checkpointing):
-        rig.dir.mkdir()
-        rig_factory.append(rig)
-    results = _rounds(plain, 18, max_delay=0.5) + _rounds(checkpointing, 16, max_delay=0.5)
+    specs = [(IMMEDIATE, 8), (CHECKPOINTING, 8), (IMMEDIATE, 8), (CHECKPOINTING, 8)]
+    results = _parallel_rounds(tmp_path, rig_factory, specs, max_delay=0.5)
     assert len(results) >= 30
     assert sum(r.lost for r in results) == 0
     assert sum(r.ops_this_round for r in results) > 0
+    print(f"\n{_summary('immediate', results)}")
 
 
 def test_batched_writer_loses_at_most_the_unflushed_tail(
@@ -224,15 +258,11 @@ def test_batched_writer_loses_at_most_the_unflushed_tail(
 def test_batched_writer_loss_window_over_many_rounds(
     tmp_path: Path, rig_factory: list[CrashRig]
 ) -> None:
-    rig = CrashRig(tmp_path, BATCHED, seed=5)
-    rig_factory.append(rig)
-    results = _rounds(rig, 12, max_delay=0.5)
-    lost = [r for r in results if r.lost]
-    print(
-        f"\nbatched, flush_interval=0.05: {len(results)} rounds, {len(lost)} lost writes, "
-        f"{sum(r.lost for r in results)} operations lost in all, loss window max "
-        f"{max((r.loss_window for r in results), default=0.0):.3f} s"
+    mixed = _parallel_rounds(
+        tmp_path / "mixed", rig_factory, [([*BATCHED, "--flush-every", "25"], 6)], 0.5
     )
+    appends = _parallel_rounds(tmp_path / "appends", rig_factory, [(APPENDS, 6)], 0.5)
+    print(f"\n{_summary('batched, mixed', mixed)}\n{_summary('batched, appends', appends)}")
 
 
 # --- figures for docs/reliability.md ------------------------------------------------------
@@ -243,7 +273,8 @@ def _summary(name: str, results: list[RoundResult]) -> str:
     snaps = sum(r.snapshot is not None for r in results)
     parts = [
         f"{name}: {len(results)} rounds, {sum(r.ops_this_round for r in results)} operations "
-        f"acknowledged, {sum(r.lost for r in results)} lost "
+        f"({sum(r.rows_this_round for r in results)} rows) acknowledged, "
+        f"{sum(r.lost for r in results)} lost "
         f"({sum(1 for r in results if r.lost)} rounds lost any)",
         f"snapshots checked: {snaps}",
     ]
@@ -263,24 +294,30 @@ def main() -> None:
     parser.add_argument("--flush-interval", type=float, default=0.05)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        batched = ["--durability", "batched", "--flush-interval", str(args.flush_interval)]
+        batched += ["--publish-interval", "0.1"]
         runs = {
             "immediate": IMMEDIATE,
             "immediate, checkpoint every 64 kB": CHECKPOINTING,
-            f"batched, flush_interval={args.flush_interval}": [
-                "--durability",
-                "batched",
-                "--flush-interval",
-                str(args.flush_interval),
+            f"batched (flush_interval={args.flush_interval}), mixed": batched,
+            f"batched (flush_interval={args.flush_interval}), appends every 1 ms": [
+                *batched,
+                *("--profile", "appends", "--pace", "0.001"),
+            ],
+            f"batched (flush_interval={args.flush_interval}), appends flat out": [
+                *batched,
+                *("--profile", "appends"),
             ],
         }
         for k, (name, writer_args) in enumerate(runs.items()):
-            directory = Path(tmp) / str(k)
-            directory.mkdir()
-            rig = CrashRig(directory, writer_args, seed=100 + k)
+            # A fresh file every 10 rounds, two files at a time (as the slow tests do).
+            specs = [(writer_args, min(10, args.rounds - i)) for i in range(0, args.rounds, 10)]
+            rigs: list[CrashRig] = []
             try:
-                results = [rig.run(max_delay=0.5) for _ in range(args.rounds)]
+                results = _parallel_rounds(Path(tmp) / str(k), rigs, specs, max_delay=0.5)
             finally:
-                rig.close()
+                for rig in rigs:
+                    rig.close()
             print(_summary(name, results), flush=True)
 
 

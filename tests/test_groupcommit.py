@@ -136,10 +136,12 @@ def test_unknown_session_raises_at_the_call_and_buffers_nothing(
         batched.record_energy(energy(1.0, session_id="ghost"))
     batched.flush()
     assert committed(observer) == 0
-    lineage = ps.BranchLineageRow(lineage_id="l", parent_branch_id="p", child_branch_id="c",
-                                  session_id="no-fk")
-    batched.record_branch_lineage(lineage)  # no foreign key, as with immediate writes
-    assert batched.get_branch_lineage("no-fk") == [lineage]
+    with pytest.raises(ps.SessionNotFoundError, match="ghost"):
+        batched.record_branch_lineage(ps.BranchLineageRow(
+            lineage_id="l", parent_branch_id="p", child_branch_id="c", session_id="ghost"))
+    batched.record_branch_lineage(  # no session: fine, as with immediate writes
+        ps.BranchLineageRow(lineage_id="l", parent_branch_id="p", child_branch_id="c"))
+    assert batched.get_child_branches("p") == ["c"]
 
 
 def test_close_makes_everything_durable(db_path: Path) -> None:

@@ -113,6 +113,11 @@ READS: dict[str, ReadCall] = {
     "sql": lambda s: s.sql("SELECT count(*) FROM sessions").fetchall(),
     "state_root": lambda s: s.state_root(S),
     "verify_session": lambda s: s.verify_session(S),
+    "frame": lambda s: s.frame("energy_history").fetchall(),
+    "energy_frame": lambda s: s.energy_frame(S).fetchall(),
+    "llm_frame": lambda s: s.llm_frame(S).fetchall(),
+    "node_states_frame": lambda s: s.node_states_frame(S).fetchall(),
+    "steps_frame": lambda s: s.steps_frame(S).fetchall(),
 }
 
 

@@ -352,3 +352,77 @@ def test_state_kind_classifies_states() -> None:
     assert [state_kind(s) for s in ("Stable", " verified ", "FAILED", "escalated", "Retry")] == [
         "completed", "completed", "failed", "escalated", "other"
     ]
+
+
+# --- the bulk decoder's SQL pre-check is sound -------------------------------------------------
+
+GOOD: dict[Any, list[Any]] = {
+    float: [0.0, -2.5, 3.4e38, -1e-300], int: [0, -7, 2**31 - 1], bool: [True, False],
+    bytes: [b"", SEAL], str: ["", "x"],
+}
+BAD: dict[Any, list[Any]] = {
+    float: [None, float("nan"), float("inf"), float("-inf"), 1e39, -3.5e38],
+    int: [None], bool: [None], bytes: [None], str: [None],
+}
+
+
+@given(st.data())
+@settings(PROPERTY, max_examples=60)
+def test_rows_the_precheck_passes_are_rows_the_model_accepts(
+    store: ps.SessionStore, data: st.DataObject
+) -> None:
+    """Law: the bulk decoder skips pydantic only for rows its SQL predicate passes, so that
+    predicate must never pass a row the model rejects; either way a bad row raises."""
+    from pydantic import ValidationError
+
+    from perspt_store._mapping import _unwrap_optional, table_map
+    from perspt_store.store.snapshot import _check_sql
+
+    sid = f"s-{len(store.list_recent_sessions(1000))}"
+    store.create_session(ps.SessionRecord(session_id=sid, task="t", working_dir="/w"))
+    model = data.draw(st.sampled_from([ps.EnergyRecord, ps.NodeStateRecord,
+                                       ps.SheafValidationRow, ps.VerificationResultRow,
+                                       ps.ReviewOutcomeRow, ps.ContextProvenanceRecord]))
+    mapping = table_map(model)
+    fields = [name for name in model.model_fields if name != "session_id"]
+    corrupt = data.draw(st.sampled_from([None, *fields]), label="corrupted field")
+    values: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        kind, optional = _unwrap_optional(field.annotation)
+        if name == "session_id":
+            values[name] = sid
+        elif name in mapping.json_lists:
+            values[name] = data.draw(st.sampled_from([None, "[]", '["a"]', "oops"]))
+        elif name == corrupt:
+            values[name] = data.draw(st.sampled_from(BAD[kind]), label=name)
+        else:
+            pool = GOOD[kind] + ([None] if optional else [])
+            values[name] = data.draw(st.sampled_from(pool), label=name)
+    columns = ", ".join(values)
+    marks = ", ".join("?" for _ in values)
+    table = mapping.table
+    constraints_ok = True
+    try:  # the table's own constraints (NOT NULL) may refuse the row outright
+        store.sql(f"DELETE FROM {table} WHERE session_id = ?", [sid])
+        store.sql(f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(values.values()))
+    except ps.StoreError:
+        constraints_ok = False
+    if not constraints_ok:
+        return
+    (passed,) = store.sql(
+        f"SELECT ({_check_sql(model)}) FROM {table} WHERE session_id = ?", [sid]
+    ).fetchall()[0]
+    raw = store.sql(f"SELECT {mapping.select_list} FROM {table} WHERE session_id = ?",
+                    [sid]).fetchall()[0]
+    try:
+        expected: Any = mapping.decode(raw)
+    except ValidationError:
+        expected = None
+    if passed:
+        assert expected is not None, f"the pre-check passed a row the model rejects: {values}"
+    where = "session_id = ?"
+    if expected is None:
+        with pytest.raises(ps.StoreError, match=table):
+            store._load(model, where, [sid])  # type: ignore[attr-defined]
+    else:
+        assert store._load(model, where, [sid]) == [expected]  # type: ignore[attr-defined]

@@ -344,11 +344,16 @@ def test_an_unknown_session_does_not_spoil_an_enclosing_transaction(
     assert [e.v_total for e in store.get_energy_history(session, "a")] == [1.0, 3.0]
 
 
-def test_lineage_rows_need_no_session_as_with_the_single_write(store: ps.SessionStore) -> None:
-    row = ps.BranchLineageRow(lineage_id="l", parent_branch_id="p", child_branch_id="c",
-                              session_id="not-a-session")
-    assert store.record_many([row]) == 1
-    assert store.get_branch_lineage("not-a-session") == [row]
+def test_lineage_rows_are_checked_like_the_single_write(store: ps.SessionStore) -> None:
+    """``session_id`` is optional on lineage rows; when given, the session must exist."""
+    unscoped = ps.BranchLineageRow(lineage_id="l", parent_branch_id="p", child_branch_id="c")
+    assert store.record_many([unscoped]) == 1
+    assert store.get_child_branches("p") == ["c"]
+    scoped = ps.BranchLineageRow(lineage_id="l2", parent_branch_id="p", child_branch_id="d",
+                                 session_id="not-a-session")
+    with pytest.raises(ps.SessionNotFoundError, match="not-a-session"):
+        store.record_many([scoped])
+    assert store.get_child_branches("p") == ["c"]
 
 
 def test_read_only_and_closed_stores_refuse(db_path: Path) -> None:

@@ -19,6 +19,7 @@ from .errors import (
     StoreError,
     StoreLockedError,
 )
+from .lake import ExportReport, ImportReport, SessionImport, export_parquet, import_lake
 from .rows import (
     ROW_MODELS,
     ArtifactBundleRow,
@@ -80,8 +81,10 @@ __all__ = [
     "DuplicateRecordError",
     "EnergyRecord",
     "EscalationReportRecord",
+    "ExportReport",
     "FeatureCharterRow",
     "FlushError",
+    "ImportReport",
     "InclusionProof",
     "IntegrityError",
     "InterfaceSealRow",
@@ -101,6 +104,7 @@ __all__ = [
     "RewriteRecordRow",
     "Row",
     "SchemaVersionError",
+    "SessionImport",
     "SessionNotFoundError",
     "SessionRecord",
     "SessionReviewSummary",
@@ -116,5 +120,7 @@ __all__ = [
     "VerificationReport",
     "VerificationResultRow",
     "__version__",
+    "export_parquet",
+    "import_lake",
     "init_schema",
 ]

@@ -212,7 +212,9 @@ def backfill(conn: Any, legacy_mark: int | None) -> None:
         stored = conn.execute(
             "SELECT merkle_root FROM sessions WHERE session_id = ?", [session_id]
         ).fetchone()
-        if stored and stored[0] is not None and stored[0] != log.state.root():
+        # A NULL root (never set) is recorded too: the session now has commits, and
+        # verify_session must not take the missing root for a forged one.
+        if stored and stored[0] != log.state.root():
             conn.execute(
                 "INSERT INTO merkle_root_overrides (session_id, merkle_root, source) "
                 "VALUES (?, ?, 'upstream')",

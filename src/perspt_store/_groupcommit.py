@@ -30,7 +30,6 @@ from .errors import StoreClosedError, StoreError
 from .rows import (
     ArtifactBundleRow,
     BranchFlushRow,
-    BranchLineageRow,
     ContextProvenanceRecord,
     CorrectionAttemptRow,
     EnergyRecord,
@@ -53,7 +52,6 @@ __all__ = [
     "DEFAULT_FLUSH_INTERVAL",
     "DEFAULT_FLUSH_ROWS",
     "DURABILITY_MODES",
-    "SESSION_CHECKED_MODELS",
     "FlushError",
     "WriteBuffer",
 ]
@@ -82,7 +80,6 @@ BUFFERED_MODELS: frozenset[type[Row]] = frozenset(
         RewriteRecordRow,
         SheafValidationRow,
         ProvisionalBranchRow,
-        BranchLineageRow,
         InterfaceSealRow,
         BranchFlushRow,
         TaskGraphEdgeRow,
@@ -93,11 +90,9 @@ BUFFERED_MODELS: frozenset[type[Row]] = frozenset(
 )
 """Rows that batched mode buffers: the append-only tables with no unique key, whose only
 possible failure is a session that does not exist (checked before buffering). Sessions, node
-states (their Merkle commit is the durable path), charters, plan revisions, repair footprints
-and budget envelopes are always written synchronously."""
-
-SESSION_CHECKED_MODELS: frozenset[type[Row]] = BUFFERED_MODELS - {BranchLineageRow}
-"""Buffered rows whose session must exist (``branch_lineage`` has no foreign key)."""
+states (their Merkle commit is the durable path), branch lineage (checked in a transaction),
+charters, plan revisions, repair footprints and budget envelopes are always written
+synchronously."""
 
 
 class FlushError(StoreError):

@@ -28,6 +28,7 @@ was killed mid-publish are removed when the database is next opened read-write.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as _dt
 import itertools
@@ -36,6 +37,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import duckdb
@@ -44,6 +46,7 @@ from .errors import StoreLockedError
 
 __all__ = [
     "DEFAULT_PUBLISH_INTERVAL",
+    "SNAPSHOT_ALIAS",
     "SNAPSHOT_SUFFIX",
     "Publisher",
     "open_snapshot",
@@ -58,6 +61,9 @@ logger = logging.getLogger("perspt_store")
 
 SNAPSHOT_SUFFIX = ".snapshot"
 """``<db><SNAPSHOT_SUFFIX>`` is the published read snapshot of ``<db>``."""
+
+SNAPSHOT_ALIAS = "perspt_snapshot"
+"""The name a snapshot is attached under in a reader (every cursor ``USE``s it)."""
 
 DEFAULT_PUBLISH_INTERVAL = 2.0
 """Seconds between publishes of a read-write file store (when it was written to)."""
@@ -201,6 +207,7 @@ class Publisher:
             target=self._run, name=f"perspt-store-publisher:{db.name}", daemon=True
         )
         self._thread.start()
+        _LIVE.add(self)
 
     @property
     def path(self) -> Path:
@@ -231,15 +238,31 @@ class Publisher:
             self.publishes += 1
             return True
 
-    def close(self) -> None:
-        """Stop the thread and publish the final state (if it changed); idempotent."""
+    def stop(self) -> None:
+        """Stop the thread (after a publish in progress); idempotent."""
         self._stop.set()
+        _LIVE.discard(self)
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
+
+    def close(self) -> None:
+        """Stop the thread and publish the final state (if it changed); idempotent."""
+        self.stop()
         try:
             self.publish_if_changed()
         except Exception as exc:
             logger.warning("could not publish the final snapshot of %s: %s", self._db, exc)
+
+
+_LIVE: weakref.WeakSet[Publisher] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_publishers() -> None:
+    """At interpreter exit, let publishes in progress finish (stores left open publish no
+    final snapshot; their last published one stays valid)."""
+    for publisher in list(_LIVE):
+        publisher.stop()
 
 
 def open_snapshot(db: Path, cause: BaseException) -> tuple[duckdb.DuckDBPyConnection, Path]:
@@ -253,10 +276,17 @@ def open_snapshot(db: Path, cause: BaseException) -> tuple[duckdb.DuckDBPyConnec
             it was opened with ``publish_interval=None``, or has not published yet).
     """
     path = snapshot_path(db)
+    conn = duckdb.connect(":memory:")
     try:
         # A rename swaps whole files: this opens either the previous snapshot or the next.
-        return duckdb.connect(str(path), read_only=True), path
+        # It is attached to a private in-memory instance rather than connected to by path:
+        # DuckDB hands a second connect() to a path this process already has open the
+        # existing instance, i.e. the snapshot as it was then, not the file there now.
+        conn.execute(f"ATTACH ? AS {SNAPSHOT_ALIAS} (READ_ONLY)", [str(path)]).fetchall()
+        conn.execute(f"USE {SNAPSHOT_ALIAS}").fetchall()
+        return conn, path
     except duckdb.Error as exc:
+        conn.close()
         missing = not path.exists()
         raise StoreLockedError(
             f"{db} is locked by another process (DuckDB allows one writer process and no "

@@ -100,6 +100,12 @@ class Row(BaseModel):
         """Build (and validate) a row from a dict as returned by :meth:`to_dict`."""
         return cls.model_validate(data)
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the row as a field/value table (long text and hashes shortened)."""
+        from ._display import row_html
+
+        return row_html(self)
+
 
 class _HasId:
     _db: dict[str, Any]

@@ -24,8 +24,9 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from .. import __version__
+from .. import __version__, plots
 from ..errors import StoreError
+from ..lake import export_parquet, import_lake
 from ..rows import (
     CorrectionAttemptRow,
 )
@@ -254,6 +255,34 @@ def emit_rows(
     for row in rows:
         table.add_row(*(cell(row.get(k)) for k in keys))
     print_renderables(table)
+
+
+def plot_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--plot FILE.png``: also draw ``what`` to an image file (passed as ``plot_file``)."""
+    return click.option(
+        "--plot",
+        "plot_file",
+        type=click.Path(dir_okay=False, writable=True, path_type=Path),
+        metavar="FILE.png",
+        help=f"Also draw {what} to this image file (.png, .svg or .pdf; needs the plot "
+        "extra: pip install 'perspt-store[plot]').",
+    )
+
+
+def save_plot(draw: Callable[[], Any], path: Path | None, what: str) -> None:
+    """Draw a figure with ``draw`` and write it to ``path`` (nothing if None); one line on
+    stderr says where. A missing matplotlib or an unwritable file is a one-line error."""
+    if path is None:
+        return
+    try:
+        figure = draw()
+    except ModuleNotFoundError as exc:  # the plot extra is not installed
+        raise click.ClickException(str(exc)) from exc
+    try:
+        figure.savefig(path, dpi=120)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"cannot write {what} to {path}: {exc}") from exc
+    click.echo(f"Wrote {what} to {path}", err=True)
 
 
 @click.group(
@@ -572,17 +601,21 @@ def nodes(ctx: click.Context, session_id: str, history: bool, fmt: str) -> None:
 @cli.command()
 @click.argument("session_id", metavar="SESSION")
 @click.option("--node", "node_id", metavar="NODE", help="Only this node's measurements.")
+@plot_option("the energy convergence per node")
 @output_options
 @click.pass_context
-def energy(ctx: click.Context, session_id: str, node_id: str | None, fmt: str) -> None:
+def energy(
+    ctx: click.Context, session_id: str, node_id: str | None, plot_file: Path | None, fmt: str
+) -> None:
     """List a session's energy measurements.
 
     V(x) and its components (v_syn, v_str, v_log, v_boot, v_sheaf), in the order
-    recorded.
+    recorded. --plot also draws them over attempts, one panel per node.
 
     \b
     Example:
         perspt-store energy SESSION --node token_bucket
+        perspt-store energy SESSION --plot energy.png
     """
     with open_store(ctx) as store:
         require_session(store, session_id)
@@ -591,6 +624,9 @@ def energy(ctx: click.Context, session_id: str, node_id: str | None, fmt: str) -
             store.get_energy_history(session_id, node_id)
             if node_id
             else store.get_session_energy_history(session_id)
+        )
+        save_plot(
+            lambda: plots.plot_energy(store, session_id, node_id), plot_file, "the energy plot"
         )
     emit_rows(
         [row_dict(e) for e in records],
@@ -611,21 +647,25 @@ def energy(ctx: click.Context, session_id: str, node_id: str | None, fmt: str) -
 
 @cli.command()
 @click.argument("session_id", metavar="SESSION")
+@plot_option("tokens and latency per request")
 @output_options
 @click.pass_context
-def llm(ctx: click.Context, session_id: str, fmt: str) -> None:
+def llm(ctx: click.Context, session_id: str, plot_file: Path | None, fmt: str) -> None:
     """List a session's LLM requests, with totals.
 
     Usage-only rows have an empty prompt and response. Totals count the provider's
-    token numbers, or ceil(len(text) / 4) for a row without one.
+    token numbers, or ceil(len(text) / 4) for a row without one. --plot also draws
+    tokens and latency per request over time.
 
     \b
     Example:
         perspt-store llm SESSION --json
+        perspt-store llm SESSION --plot llm.png
     """
     with open_store(ctx) as store:
         require_session(store, session_id)
         requests = store.get_llm_requests(session_id)
+        save_plot(lambda: plots.plot_llm(store, session_id), plot_file, "the LLM plot")
     rows = []
     for request in requests:
         row = row_dict(request)
@@ -768,22 +808,28 @@ def branches(ctx: click.Context, session_id: str, flushes: bool, fmt: str) -> No
     show_default=True,
     help="The text format.",
 )
+@plot_option("the graph, nodes coloured by state,")
 @click.pass_context
-def graph(ctx: click.Context, session_id: str, graph_format: str) -> None:
+def graph(
+    ctx: click.Context, session_id: str, graph_format: str, plot_file: Path | None
+) -> None:
     """Print a session's task graph as Mermaid or DOT.
 
     Nodes are labelled with their class, latest state and energy; interface_boundary
-    edges are dashed.
+    edges are dashed. --plot also draws it as an image, nodes coloured by their latest
+    state.
 
     \b
     Example:
         perspt-store graph SESSION > graph.mmd
         perspt-store graph SESSION --format dot | dot -Tsvg > graph.svg
+        perspt-store graph SESSION --plot graph.png
     """
     with open_store(ctx) as store:
         require_session(store, session_id)
         states = store.get_latest_node_states(session_id)
         edges = store.get_task_graph_edges(session_id)
+        save_plot(lambda: plots.plot_task_graph(store, session_id), plot_file, "the task graph")
     if graph_format == "dot":
         click.echo(render_dot(states, edges, name=session_id), nl=False)
     else:
@@ -1024,6 +1070,111 @@ def rollback(ctx: click.Context, session_id: str, target: str, fmt: str) -> None
         click.echo(
             f"session {session_id} is at commit {head.seq}; state root {head.state_root.hex()}"
         )
+
+
+# --- beyond one machine: the Parquet lake --------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--parquet",
+    "directory",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Write a Parquet lake to this directory (created if needed).",
+)
+@click.argument("session_ids", metavar="[SESSION]...", nargs=-1)
+@output_options
+@click.pass_context
+def export(ctx: click.Context, directory: Path, session_ids: tuple[str, ...], fmt: str) -> None:
+    """Export sessions as a Parquet lake, hive-partitioned by session.
+
+    Every table is written with DuckDB's COPY to DIR/<table>/session_id=<id>/, beside a
+    manifest.json with the schema version and each session's Merkle checkpoint, so any
+    engine that reads Parquet can query many machines' sessions together. Exporting a
+    session again replaces its files. Without SESSION, every session is exported.
+
+    \b
+    Example:
+        perspt-store export --parquet lake/machine=$(hostname)
+        perspt-store export --parquet lake SESSION1 SESSION2
+    """
+    with open_store(ctx) as store:
+        for session_id in session_ids:
+            require_session(store, session_id)
+        report = export_parquet(store, directory, session_ids or None)
+    sessions = report.manifest["sessions"]
+    rows = [
+        {
+            "session_id": sid,
+            "commits": sessions[sid]["checkpoint"]["size"],
+            "rows": sum(sessions[sid]["rows"].values()),
+            "log_root": bytes.fromhex(sessions[sid]["checkpoint"]["log_root"]),
+            "state_root": bytes.fromhex(sessions[sid]["checkpoint"]["state_root"]),
+        }
+        for sid in report.session_ids
+    ]
+    emit_rows(
+        rows,
+        fmt,
+        columns=["session_id", "commits", "rows", "log_root"],
+        caption=f"exported {plural(len(rows), 'session')} to {directory}",
+    )
+
+
+@cli.command(name="import")
+@click.argument("source", metavar="SOURCE", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--session",
+    "session_ids",
+    multiple=True,
+    metavar="SESSION",
+    help="Only this session of SOURCE; repeatable.",
+)
+@output_options
+@click.pass_context
+def import_(ctx: click.Context, source: Path, session_ids: tuple[str, ...], fmt: str) -> None:
+    """Merge a Parquet lake (or another database file) into the database.
+
+    Each session is imported in one transaction with new ids, in insertion order, and
+    verified against the lake's checkpoint before it commits. A session already in the
+    database is skipped if identical; if its history differs it is a conflict: nothing
+    of it is written and the command exits 1. The database is created if needed.
+
+    \b
+    Example:
+        perspt-store --db central.db import lake/machine=a
+        perspt-store --db central.db import other.db --session SESSION
+    """
+    with open_store(ctx, write=True) as store:
+        report = import_lake(store, source, session_ids or None)
+    rows = [
+        {
+            "session_id": s.session_id,
+            "status": s.status,
+            "rows": sum(s.rows.values()),
+            "detail": s.detail,
+            "rows_by_table": s.rows,
+        }
+        for s in report.sessions
+    ]
+    counts = ", ".join(
+        f"{n} {status}"
+        for status in ("imported", "skipped", "conflict", "invalid")
+        if (n := sum(s.status == status for s in report.sessions))
+    )
+    emit_rows(
+        rows,
+        fmt,
+        columns=["session_id", "status", "rows", "detail"],
+        caption=f"{counts or 'no sessions'} from {source}",
+    )
+    if not report.ok:
+        if fmt == "table":  # the table cuts long details: give them in full
+            for entry in report.conflicts:
+                click.echo(f"{entry.status}: {entry.session_id}: {entry.detail}", err=True)
+        ctx.exit(1)
 
 
 def main(args: Sequence[str] | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..frames import FramesMixin
 from ._base import PathLike
 from .branches import BranchesMixin
 from .bulk import BulkMixin
@@ -37,6 +38,7 @@ class SessionStore(
     PlanningMixin,
     BulkMixin,
     SnapshotMixin,
+    FramesMixin,
 ):
     """A DuckDB-backed store of SRBN agent-orchestration sessions.
 

@@ -27,7 +27,6 @@ from .._groupcommit import (
     DEFAULT_FLUSH_INTERVAL,
     DEFAULT_FLUSH_ROWS,
     DURABILITY_MODES,
-    SESSION_CHECKED_MODELS,
     FlushError,
     WriteBuffer,
 )
@@ -429,6 +428,8 @@ class StoreBase:
             with self._lock:
                 cursor = self._conn.cursor()
                 cursor.execute("SET TimeZone = 'UTC'")
+                if self.snapshot_path is not None:  # the snapshot is attached, not opened
+                    cursor.execute(f"USE {_publish.SNAPSHOT_ALIAS}")
                 self._cursors.append(cursor)
             self._local.cursor = cursor
         return cursor
@@ -608,18 +609,17 @@ class StoreBase:
 
     def _buffer_row(self, row: Row, buffer: WriteBuffer) -> None:
         self._check_writable(row.__table__)
-        if type(row) in SESSION_CHECKED_MODELS:
-            session_id: str = row.session_id  # type: ignore[attr-defined]
-            if session_id not in self._known_sessions:
-                try:
-                    found = self._cursor().execute(
-                        "SELECT 1 FROM sessions WHERE session_id = ?", [session_id]
-                    ).fetchall()
-                except duckdb.Error as exc:
-                    raise translate_error(exc, table="sessions", operation="select") from exc
-                if not found:
-                    raise SessionNotFoundError(session_id, table=row.__table__)
-                self._known_sessions.add(session_id)  # sessions are never deleted
+        session_id: str | None = getattr(row, "session_id", None)
+        if session_id is not None and session_id not in self._known_sessions:
+            try:
+                found = self._cursor().execute(
+                    "SELECT 1 FROM sessions WHERE session_id = ?", [session_id]
+                ).fetchall()
+            except duckdb.Error as exc:
+                raise translate_error(exc, table="sessions", operation="select") from exc
+            if not found:
+                raise SessionNotFoundError(session_id, table=row.__table__)
+            self._known_sessions.add(session_id)  # sessions are never deleted
         if buffer.add(row):  # far behind: the producer commits (bounds memory and loss)
             self._drain()
 
@@ -741,9 +741,11 @@ class StoreBase:
             sql += f" QUALIFY row_number() OVER (PARTITION BY {latest_per} ORDER BY id DESC) = 1"
         if order_by:
             sql += f" ORDER BY {order_by}"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
-        rows = self._execute(sql, list(params), table=table, operation="select")
+        values = list(params)
+        if limit is not None:  # bound, like every value: only identifiers are SQL text
+            sql += " LIMIT ? OFFSET ?"
+            values += [int(limit), int(offset)]
+        rows = self._execute(sql, values, table=table, operation="select")
         return self._decode_rows(model, rows, mark if extra else None)
 
     def _decode_rows(

@@ -23,7 +23,6 @@ from .._mapping import TableMap, _unwrap_optional, table_map
 from ..errors import SessionNotFoundError
 from ..rows import (
     ROW_MODELS,
-    BranchLineageRow,
     BudgetEnvelopeRow,
     NodeStateRecord,
     Row,
@@ -157,7 +156,8 @@ class BulkMixin(CommitLogMixin):
             for model in sorted(groups, key=_WRITE_ORDER.__getitem__):
                 group = groups[model]
                 if model is NodeStateRecord:
-                    self._commit_node_states([(row, "commit") for row in group])  # type: ignore[misc]
+                    states: list[NodeStateRecord] = group  # type: ignore[assignment]
+                    self._commit_node_states([(row, "commit") for row in states])
                 elif model is BudgetEnvelopeRow:
                     self._upsert_budgets(group)
                 else:
@@ -234,13 +234,14 @@ class BulkMixin(CommitLogMixin):
     ) -> None:
         """Raise SessionNotFoundError for the first session the batch names that neither
         exists nor is created by the batch. One query."""
-        created = {row.session_id for row in groups.get(SessionRecord, ())}  # type: ignore[attr-defined]
-        named: set[str] = set()
+        sessions: list[SessionRecord] = groups.get(SessionRecord, [])  # type: ignore[assignment]
+        created = {row.session_id for row in sessions}
+        named: set[str | None] = set()
         for model, group in groups.items():
-            if model is SessionRecord or model is BranchLineageRow:  # lineage has no FK
-                continue
-            named.update([row.session_id for row in group])  # type: ignore[attr-defined]
-        wanted = sorted(named - created)
+            if model is not SessionRecord:
+                named.update([row.session_id for row in group])  # type: ignore[attr-defined]
+        named.discard(None)  # a lineage row may name no session
+        wanted = sorted(str(s) for s in named - created)
         if not wanted:
             return
         found = {
@@ -255,10 +256,10 @@ class BulkMixin(CommitLogMixin):
         if len(found) == len(wanted):
             return
         for row in batch:  # name the first unknown one, in batch order
-            if isinstance(row, (SessionRecord, BranchLineageRow)):
+            if isinstance(row, SessionRecord):
                 continue
-            session_id: str = row.session_id  # type: ignore[attr-defined]
-            if session_id not in found and session_id not in created:
+            session_id: str | None = row.session_id  # type: ignore[attr-defined]
+            if session_id is not None and session_id not in found and session_id not in created:
                 raise SessionNotFoundError(session_id, table=row.__table__)
 
     def _upsert_budgets(self, rows: Sequence[Row]) -> None:

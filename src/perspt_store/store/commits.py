@@ -171,6 +171,17 @@ class VerificationReport(_Frozen):
     def __bool__(self) -> bool:
         return self.ok
 
+    def __repr__(self) -> str:
+        from .._display import verification_repr
+
+        return verification_repr(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the verdict, roots, notes and problems as HTML."""
+        from .._display import verification_html
+
+        return verification_html(self)
+
     def raise_for_problems(self) -> None:
         """Raise :class:`~perspt_store.IntegrityError` if any problem was found.
 

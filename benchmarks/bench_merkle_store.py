@@ -1,0 +1,114 @@
+"""The Merkle commit log inside the store.
+
+* ``record_node_state`` (row + commit-log entry + state root, one transaction) in a session
+  of N nodes, vs a bare parameterised INSERT of the same node row (autocommit) into a
+  database of the same size: the difference is the commit log's overhead;
+* ``verify_session`` of a session with C commits (every leaf and root recomputed from the
+  stored rows).
+
+Run alone: ``python benchmarks/bench_merkle_store.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from _common import (
+    SESSION,
+    fmt_seconds,
+    fresh_path,
+    gc_paused,
+    node_state,
+    per_call,
+    print_table,
+    session_record,
+    time_calls,
+)
+
+import perspt_store as ps
+from perspt_store._mapping import table_map
+
+
+def bench_commit(root: Path, nodes: int, calls: int, blocks: int) -> dict[str, Any]:
+    """record_node_state of existing nodes, interleaved with a bare INSERT of the same row."""
+    seed = [session_record(), *(node_state(n, 0) for n in range(nodes))]
+    with ps.SessionStore.open(fresh_path(root, f"commit_{nodes}.db"),
+                              publish_interval=None) as store:
+        store.record_many(seed)
+        bare = duckdb.connect(str(fresh_path(root, f"commit_bare_{nodes}.db")))
+        ps.init_schema(bare)
+        bare.execute("INSERT INTO sessions (session_id, task, working_dir) VALUES (?, 't', '/')",
+                     [SESSION])
+        mapping = table_map(ps.NodeStateRecord)
+        bare.execute(mapping.bulk_insert_sql, mapping.encode_columns(seed[1:]))
+        updates = [node_state(i % nodes, 1 + i // nodes % 4) for i in range(calls + 50)]
+        params = [mapping.encode(row) for row in updates]
+        ours_it, bare_it = iter(updates), iter(params)
+        for _ in range(25):  # warm up
+            store.record_node_state(next(ours_it))
+            bare.execute(mapping.insert_sql, next(bare_it)).fetchall()
+        ours: list[float] = []
+        theirs: list[float] = []
+        with gc_paused():
+            for _ in range(blocks):
+                ours += per_call(lambda: store.record_node_state(next(ours_it)), calls // blocks)
+                theirs += per_call(lambda: bare.execute(mapping.insert_sql,
+                                                        next(bare_it)).fetchall(),
+                                   calls // blocks)
+        bare.close()
+        assert store.verify_session(SESSION).ok
+    m_ours, m_bare = statistics.median(ours), statistics.median(theirs)
+    return {"nodes": nodes, "calls": len(ours), "ours_s": m_ours, "bare_s": m_bare,
+            "overhead_s": m_ours - m_bare}
+
+
+def bench_verify(root: Path, commits: int, repeat: int) -> dict[str, Any]:
+    nodes = max(1, commits // 5)
+    rows = [session_record(), *(node_state(i % nodes, i // nodes % 5) for i in range(commits))]
+    path = fresh_path(root, f"verify_{commits}.db")
+    with ps.SessionStore.open(path, publish_interval=None) as store:
+        store.record_many(rows)
+    with ps.SessionStore.open(path, publish_interval=None) as store:  # cold: caches empty
+        report = store.verify_session(SESSION)
+        assert report.ok and report.log_size == commits
+        timing = time_calls(lambda: store.verify_session(SESSION), repeat)
+    return {"commits": commits, "verify_s": timing.median}
+
+
+def run(quick: bool, root: Path) -> dict[str, Any]:
+    sizes = [1000] if quick else [100, 1000, 10_000]
+    calls, blocks = (300, 6) if quick else (2_000, 20)
+    commit = [bench_commit(root, n, calls, blocks) for n in sizes]
+    verify = [bench_verify(root, c, 3 if quick else 5)
+              for c in ([1000, 10_000] if quick else [1000, 10_000, 100_000])]
+    report(commit, verify)
+    return {"commit": commit, "verify": verify}
+
+
+def report(commit: list[dict[str, Any]], verify: list[dict[str, Any]]) -> None:
+    print_table(
+        "Merkle commit log in the store (file stores, medians; targets: overhead <= 1 ms at "
+        "1,000 nodes, verify of 10,000 commits <= 1 s)",
+        ["workload", "ours", "bare INSERT", "overhead"],
+        [[f"record_node_state, {c['nodes']:,}-node session", fmt_seconds(c["ours_s"]),
+          fmt_seconds(c["bare_s"]), fmt_seconds(c["overhead_s"])] for c in commit]
+        + [[f"verify_session, {v['commits']:,} commits", fmt_seconds(v["verify_s"]), "", ""]
+           for v in verify],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        run(args.quick, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
