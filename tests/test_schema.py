@@ -587,7 +587,7 @@ def test_a_user_index_on_an_energy_column_is_named_and_nothing_changes(tmp_path:
     conn.execute("CREATE INDEX idx_dashboard_energy ON energy_history(v_total)")
     conn.close()
     before = file_state(upstream.path)
-    with pytest.raises(ps.SchemaVersionError, match="idx_dashboard_energy.*drop it"):
+    with pytest.raises(ps.SchemaVersionError, match=r"idx_dashboard_energy.*drop it"):
         ps.SessionStore.open(upstream.path)
     assert file_state(upstream.path) == before
 
