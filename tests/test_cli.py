@@ -490,7 +490,7 @@ def test_a_database_another_process_writes_gives_a_one_line_error(tmp_path: Path
     holder = subprocess.Popen(  # an agent holding the file read-write
         [sys.executable, "-c",
          "import sys, perspt_store as ps\n"
-         f"store = ps.SessionStore.open({str(path)!r})\n"
+         f"store = ps.SessionStore.open({str(path)!r}, publish_interval=None)\n"
          "print('ready', flush=True)\n"
          "sys.stdin.read()\n"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,

@@ -86,6 +86,12 @@ def open_store(ctx: click.Context, *, write: bool = False) -> Iterator[SessionSt
         )
     store = SessionStore.open(path) if write else SessionStore.open_read_only(path)
     with store:
+        if store.is_snapshot and store.staleness is not None:
+            click.echo(
+                f"note: another process is writing {path}; reading its snapshot from "
+                f"{store.staleness:.1f} s ago",
+                err=True,
+            )
         yield store
 
 

@@ -180,9 +180,9 @@ class BulkMixin(CommitLogMixin):
     def _bulk_insert(self, rows: Sequence[Row]) -> None:
         """Append rows of one model in one statement, in order."""
         mapping = table_map(type(rows[0]))
-        sessions = {getattr(row, "session_id", None) for row in rows}
-        session_id = sessions.pop() if len(sessions) == 1 else None
         columns = encode_columns(mapping, rows)
+        sessions = set(columns[mapping.columns.index("session_id")])  # every model has one
+        session_id = sessions.pop() if len(sessions) == 1 else None
         if _HAS_ARROW and len(rows) >= ARROW_MIN_ROWS and mapping.table in SEQUENCED_TABLES:
             self._insert_arrow(mapping, columns, len(rows), session_id)
         elif len(rows) == 1:
