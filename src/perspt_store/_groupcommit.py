@@ -6,10 +6,14 @@ transaction, with one bulk statement per table, at most ``flush_interval`` secon
 oldest buffered row arrived (sooner once ``flush_rows`` rows are waiting). The store's own
 reads flush first, so a store always reads its own writes.
 
-Loss window: a crash (SIGKILL, power loss) loses the rows buffered since the last commit,
-i.e. at most ``flush_interval`` seconds of writes plus the duration of one flush. ``flush()``
-and ``close()`` make everything durable, and so does a normal interpreter exit (an ``atexit``
-hook closes every open batched store).
+Loss window: a crash (SIGKILL, power loss) loses the rows not committed yet: normally those
+of the last ``flush_interval`` seconds plus a flush in progress. If the flusher falls behind
+(a producer appending as fast as Python allows starves it of the GIL), a producer that finds
+rows older than twice the interval, or ``4 * flush_rows`` rows waiting, commits them itself
+before going on, so the window stays about ``2 * flush_interval`` plus two flushes.
+``pending_writes`` says how many rows are at risk right now. ``flush()`` and ``close()`` make
+everything durable, and so does a normal interpreter exit (an ``atexit`` hook closes every
+open batched store).
 
 Failures never drop rows silently: the rows of a failed flush go back to the head of the
 buffer (order kept) and are retried by the next flush; the failure is reported as a
@@ -146,7 +150,8 @@ class WriteBuffer:
     # --- producers ----------------------------------------------------------------------
 
     def add(self, row: Row) -> bool:
-        """Buffer one row; True when the buffer is so full the caller should flush itself.
+        """Buffer one row; True when the flusher is so far behind (``4 * max_rows`` rows, or
+        rows older than twice the interval) that the caller should flush itself.
 
         Raises:
             FlushError: An earlier background flush failed (reported once; this row is not
@@ -167,6 +172,10 @@ class WriteBuffer:
             elif n >= self.max_rows:
                 self._cond.notify()
                 return n >= 4 * self.max_rows
+            elif n % 64 == 0:  # a cheap, periodic look at the clock
+                # The flusher is behind (busy, or starved of the GIL by this producer): the
+                # producer commits itself, which bounds the loss window and the memory.
+                return time.monotonic() - self._oldest > 2 * self.interval
         return False
 
     @property
@@ -198,6 +207,13 @@ class WriteBuffer:
             if self._error is not None:
                 self._error = None
                 self._cond.notify()
+
+    def failed(self, error: BaseException) -> None:
+        """A flush the caller ran for rows it had already buffered failed: record it for the
+        next call to report, as a background failure is (the rows stay buffered)."""
+        with self._cond:
+            if self._error is None:
+                self._error = error
 
     def _raise_error(self) -> None:
         error, self._error = self._error, None

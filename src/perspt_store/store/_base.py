@@ -621,7 +621,10 @@ class StoreBase:
                 raise SessionNotFoundError(session_id, table=row.__table__)
             self._known_sessions.add(session_id)  # sessions are never deleted
         if buffer.add(row):  # far behind: the producer commits (bounds memory and loss)
-            self._drain()
+            try:
+                self._drain()
+            except FlushError as exc:  # this row is buffered: report it on the next call
+                buffer.failed(exc)
 
     def _drain_pending(self) -> None:
         """Commit the buffer first if it holds rows (not inside a transaction or a flush)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import operator
 import typing
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -36,6 +37,8 @@ ARROW_MIN_ROWS = 1_000
 """Below this many rows of a table, ``unnest`` lists beat building an Arrow table."""
 
 _HAS_ARROW = importlib.util.find_spec("pyarrow") is not None
+
+_SESSION_ID = operator.attrgetter("session_id")
 
 # json.dumps with non-default options builds a new encoder per call; one encoder is reused.
 # Same options as TableMap.encode_value (compact, non-ASCII kept), so the same text.
@@ -239,7 +242,7 @@ class BulkMixin(CommitLogMixin):
         named: set[str | None] = set()
         for model, group in groups.items():
             if model is not SessionRecord:
-                named.update([row.session_id for row in group])  # type: ignore[attr-defined]
+                named.update(map(_SESSION_ID, group))
         named.discard(None)  # a lineage row may name no session
         wanted = sorted(str(s) for s in named - created)
         if not wanted:
