@@ -677,16 +677,8 @@ class StoreBase:
 
     def _write_rows(self, rows: Sequence[Row]) -> None:
         """Append rows of any models, one bulk statement per table, each table's rows in
-        order (call inside a transaction)."""
-        groups: dict[type[Row], list[Row]] = {}
-        for row in rows:
-            group = groups.get(type(row))
-            if group is None:
-                groups[type(row)] = [row]
-            else:
-                group.append(row)
-        for group in groups.values():
-            self._insert_rows(group)
+        order (call inside a transaction). Provided by ``store.bulk.BulkMixin``."""
+        raise NotImplementedError
 
     def _insert_rows(self, rows: Sequence[Row], *, returning_ids: bool = False) -> list[int]:
         """Append rows of one model in one statement, in order.
