@@ -387,7 +387,10 @@ class CommitLogMixin(StoreBase):
         }
         problems: list[Problem] = []
         notes: list[str] = []
-        recomputed = SessionLog()
+        # From the rows as they are now: the log, and each node's latest leaf (the state
+        # root is computed once, at the end).
+        log_tree = merkle.MerkleTree()
+        latest: dict[str, bytes | None] = {}
         stored = merkle.MerkleTree()
         stored_state = SessionLog()
         last_row_id = -1
@@ -433,7 +436,8 @@ class CommitLogMixin(StoreBase):
                             detail=f"node state {row_id} no longer hashes to its committed leaf",
                         )
                     )
-            recomputed.append(session_id, node_id, kind, actual_leaf)
+            log_tree.append(actual_leaf)
+            latest[node_id] = None if kind == "remove" else actual_leaf
             stored.append(leaf)
             stored_state.state.set(node_id, None if kind == "remove" else leaf)
             if stored.root() != log_root or stored_state.state.root() != state_root:
@@ -453,14 +457,16 @@ class CommitLogMixin(StoreBase):
                     detail=f"node state {row_id} was never committed",
                 )
             )
-        state_root = recomputed.state.root()
+        state_root = merkle.tree_root(
+            [leaf for _, leaf in sorted(latest.items()) if leaf is not None]
+        )
         self._check_merkle_root(session_id, state_root, bool(entries), problems, notes)
         if against is not None:
-            self._check_against(recomputed.log, against, key, problems)
+            self._check_against(log_tree, against, key, problems)
         return VerificationReport(
             session_id=session_id,
-            log_size=recomputed.log.size,
-            log_root=recomputed.log.root(),
+            log_size=log_tree.size,
+            log_root=log_tree.root(),
             state_root=state_root,
             problems=problems,
             notes=notes,
