@@ -36,3 +36,15 @@ def session(store: ps.SessionStore) -> str:
 def db_path(tmp_path: Path) -> Path:
     """A path for a database file under tmp_path."""
     return tmp_path / "perspt.db"
+
+
+@pytest.fixture
+def read_only_store(seeded_db: Path) -> Iterator[ps.SessionStore]:
+    """The module's ``seeded_db`` file opened read-only; asserts afterwards that the file and
+    its directory are byte-for-byte unchanged."""
+    before = seeded_db.read_bytes()
+    files_before = sorted(p.name for p in seeded_db.parent.iterdir())
+    with ps.SessionStore.open_read_only(seeded_db) as store:
+        yield store
+    assert seeded_db.read_bytes() == before
+    assert sorted(p.name for p in seeded_db.parent.iterdir()) == files_before

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import perspt_store as ps
-from upstream_files import edge_case_rows, write_row
+from upstream_files import WRITE_METHOD, edge_case_rows, write_row
 
 S = "ro-session"
 N = "ro-node"
@@ -130,30 +130,8 @@ WriteCall = Callable[[ps.SessionStore], Any]
 WRITES: dict[str, WriteCall] = {
     **{
         method: (lambda m, t: lambda s: getattr(s, m)(_rows("b")[t]))(method, table)
-        for table, method in {
-            "node_states": "record_node_state",
-            "energy_history": "record_energy",
-            "llm_requests": "record_llm_request",
-            "structural_digests": "record_structural_digest",
-            "context_provenance": "record_context_provenance",
-            "escalation_reports": "record_escalation_report",
-            "rewrite_records": "record_rewrite",
-            "sheaf_validations": "record_sheaf_validation",
-            "provisional_branches": "record_provisional_branch",
-            "branch_lineage": "record_branch_lineage",
-            "interface_seals": "record_interface_seal",
-            "branch_flushes": "record_branch_flush",
-            "task_graph_edges": "record_task_graph_edge",
-            "review_outcomes": "record_review_outcome",
-            "verification_results": "record_verification_result",
-            "artifact_bundles": "record_artifact_bundle",
-            "feature_charters": "record_feature_charter",
-            "plan_revisions": "record_plan_revision",
-            "repair_footprints": "record_repair_footprint",
-            "budget_envelopes": "upsert_budget_envelope",
-            "srbn_step_records": "record_step",
-            "correction_attempts": "record_correction_attempt",
-        }.items()
+        for table, method in WRITE_METHOD.items()
+        if table != "sessions"
     },
     "create_session": lambda s: s.create_session(
         ps.SessionRecord(session_id="new", task="t", working_dir="/w")

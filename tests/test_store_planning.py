@@ -11,7 +11,7 @@ they changed (D23), every list has a total order (D10), and an upsert refreshes 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -594,17 +594,6 @@ def seeded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         store.record_repair_footprint(SEEDED_FOOTPRINT)
         store.upsert_budget_envelope(SEEDED_ENVELOPE)
     return path
-
-
-@pytest.fixture
-def read_only_store(seeded_db: Path) -> Iterator[ps.SessionStore]:
-    """The seeded file opened read-only; asserts the file is byte-for-byte unchanged after."""
-    before = seeded_db.read_bytes()
-    files_before = sorted(p.name for p in seeded_db.parent.iterdir())
-    with ps.SessionStore.open_read_only(seeded_db) as store:
-        yield store
-    assert seeded_db.read_bytes() == before
-    assert sorted(p.name for p in seeded_db.parent.iterdir()) == files_before
 
 
 def test_read_only_store_queries_work(read_only_store: ps.SessionStore) -> None:

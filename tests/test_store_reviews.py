@@ -8,7 +8,7 @@ corrupt value makes a getter raise instead of inventing one (D8).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -462,17 +462,6 @@ def seeded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         store.record_artifact_bundle(SEEDED_BUNDLE)
         store.record_review_outcome(SEEDED_REVIEW)
     return path
-
-
-@pytest.fixture
-def read_only_store(seeded_db: Path) -> Iterator[ps.SessionStore]:
-    """The seeded file opened read-only; asserts the file is byte-for-byte unchanged after."""
-    before = seeded_db.read_bytes()
-    files_before = sorted(p.name for p in seeded_db.parent.iterdir())
-    with ps.SessionStore.open_read_only(seeded_db) as store:
-        yield store
-    assert seeded_db.read_bytes() == before
-    assert sorted(p.name for p in seeded_db.parent.iterdir()) == files_before
 
 
 def test_read_only_store_queries_work(read_only_store: ps.SessionStore) -> None:
