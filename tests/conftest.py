@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +49,17 @@ def read_only_store(seeded_db: Path) -> Iterator[ps.SessionStore]:
         yield store
     assert seeded_db.read_bytes() == before
     assert sorted(p.name for p in seeded_db.parent.iterdir()) == files_before
+
+
+def assert_all_raise_closed(
+    store: ps.SessionStore, calls: Mapping[str, Callable[[ps.SessionStore], Any]]
+) -> None:
+    """Every call on the (closed) store raises StoreClosedError, nothing else."""
+    for name, call in calls.items():
+        try:
+            call(store)
+        except ps.StoreClosedError:
+            continue
+        except BaseException as exc:
+            pytest.fail(f"{name} raised {exc!r}, not StoreClosedError")
+        pytest.fail(f"{name} did not raise on a closed store")

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import perspt_store as ps
+from conftest import assert_all_raise_closed
 
 HASH32 = bytes(range(32))
 
@@ -575,14 +576,7 @@ def test_every_evidence_method_raises_store_closed_error_after_close(
 ) -> None:
     add_session(store, "s1")
     store.close()
-    for name, call in CALLS_AFTER_CLOSE.items():
-        try:
-            call(store)
-        except ps.StoreClosedError:
-            continue
-        except BaseException as exc:
-            pytest.fail(f"{name} raised {exc!r}, not StoreClosedError")
-        pytest.fail(f"{name} did not raise on a closed store")
+    assert_all_raise_closed(store, CALLS_AFTER_CLOSE)
 
 
 def test_evidence_engine_failures_surface_as_store_errors(

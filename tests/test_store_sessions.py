@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import perspt_store as ps
+from conftest import assert_all_raise_closed
 
 HASH32 = bytes(range(32))
 OLD = dt.datetime(2000, 1, 1)
@@ -803,14 +804,7 @@ def test_every_method_raises_store_closed_error_after_close(store: ps.SessionSto
     store.create_session(new_session("s1"))
     store.close()
     assert store.closed
-    for name, call in CALLS_AFTER_CLOSE.items():
-        try:
-            call(store)
-        except ps.StoreClosedError:
-            continue
-        except BaseException as exc:
-            pytest.fail(f"{name} raised {exc!r}, not StoreClosedError")
-        pytest.fail(f"{name} did not raise on a closed store")
+    assert_all_raise_closed(store, CALLS_AFTER_CLOSE)
     store.close()  # idempotent
 
 
