@@ -17,7 +17,9 @@ import bisect
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from .merkle import MerkleTree, empty_root, node_hash
+from ._mapping import table_map
+from .merkle import MerkleTree, empty_root, hash_node_state, node_hash
+from .rows import NodeStateRecord
 
 REMOVED_STATE = "__removed__"
 """The state of a tombstone snapshot: the node no longer exists in the session."""
@@ -183,10 +185,6 @@ def backfill(conn: Any, legacy_mark: int | None) -> None:
     the state root we compute (upstream stored a seal hash there) gets that root recorded as
     an ``upstream`` override, which ``verify_session`` reports as a note.
     """
-    from . import merkle
-    from ._mapping import table_map
-    from .rows import NodeStateRecord
-
     mapping = table_map(NodeStateRecord)
     rows = conn.execute(
         f"SELECT {mapping.select_list}, id FROM node_states n WHERE NOT EXISTS "
@@ -199,11 +197,10 @@ def backfill(conn: Any, legacy_mark: int | None) -> None:
         node_state_id = values[-1]
         legacy = legacy_mark is not None and node_state_id <= legacy_mark
         record = mapping.decode(values[:-1], legacy=legacy)
-        assert isinstance(record, NodeStateRecord)
         log = logs.setdefault(record.session_id, SessionLog())
         kind = "remove" if record.state == REMOVED_STATE else "backfill"
         commits.append(
-            log.append(record.session_id, record.node_id, kind, merkle.hash_node_state(record))
+            log.append(record.session_id, record.node_id, kind, hash_node_state(record))
         )
         ids.append(node_state_id)
     if commits:

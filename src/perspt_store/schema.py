@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ._commitlog import backfill
 from .errors import SchemaVersionError
 
 __all__ = [
@@ -663,8 +664,6 @@ Migration = Callable[..., None]
 
 def _migrate_3_commit_log(conn: Connection, *, legacy: bool) -> None:
     """The Merkle commit log, backfilled from existing node states in insertion order."""
-    from ._commitlog import backfill
-
     conn.execute(MERKLE_LOG_SQL)
     conn.execute("CREATE SEQUENCE IF NOT EXISTS seq_merkle_root_overrides_id START 1")
     conn.execute(MERKLE_ROOT_OVERRIDES_SQL)
