@@ -145,11 +145,15 @@ def render_mermaid(states: Sequence[NodeStateRecord], edges: Sequence[TaskGraphE
     """The task graph as a Mermaid flowchart (``interface_boundary`` edges dotted)."""
     by_id = {s.node_id: s for s in states}
     names: dict[str, str] = {}
+    taken = {"end", "graph", "subgraph", "style"}  # Mermaid keywords, then names given out
     for node_id in graph_nodes(states, edges):
-        name = re.sub(r"[^A-Za-z0-9_]", "_", node_id) or "node"
-        if name in names.values() or name in {"end", "graph", "subgraph", "style"}:
-            name = f"{name}_{len(names)}"
+        base = name = re.sub(r"[^A-Za-z0-9_]", "_", node_id) or "node"
+        suffix = len(names)
+        while name in taken:  # a suffix can itself collide with another node's name
+            name = f"{base}_{suffix}"
+            suffix += 1
         names[node_id] = name
+        taken.add(name)
 
     def label(text: str) -> str:
         # One line per node or edge: line breaks and control characters become spaces.
