@@ -711,3 +711,32 @@ def test_each_models_fields_and_database_columns_are_the_tables_columns_in_order
         assert dtype in COLUMN_FOR_TYPE[base], (name, base, dtype)
         if optional:
             assert nullable, f"{table}.{name} is optional but the column is NOT NULL"
+
+
+def test_a_damaged_block_names_the_read_snapshot_and_the_snapshot_recovers_the_data(
+    tmp_path: Path,
+) -> None:
+    """DuckDB rewrites its metadata block (block 0, just after the three 4 kB headers) in
+    place at every checkpoint, so a process killed inside that write leaves a block whose
+    checksum fails: docs/reliability.md. The store says so, and its snapshot recovers it."""
+    db = tmp_path / "agent.db"
+    with ps.SessionStore.open(db, publish_interval=0.01) as store:
+        store.create_session(ps.SessionRecord(session_id="s", task="t", working_dir="w"))
+        store.record_node_state(ps.NodeStateRecord(
+            session_id="s", node_id="n", state="COMPLETED", v_total=0.25, attempt_count=1
+        ))
+    snapshot = tmp_path / "agent.db.snapshot"
+    assert snapshot.exists()
+    with db.open("r+b") as f:  # a torn write: the block's second half is not what it was
+        f.seek(3 * 4096 + 128 * 1024)
+        f.write(os.urandom(128 * 1024))
+    with pytest.raises(ps.StoreError, match="is damaged") as info:
+        ps.SessionStore.open(db)
+    assert str(snapshot) in str(info.value)
+    assert not isinstance(info.value, ps.StoreLockedError)
+
+    with ps.SessionStore.open(tmp_path / "recovered.db") as recovered:
+        report = ps.import_lake(recovered, snapshot)
+        assert report.ok
+        assert [n.node_id for n in recovered.get_latest_node_states("s")] == ["n"]
+        assert recovered.verify_session("s").ok

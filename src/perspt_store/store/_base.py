@@ -128,6 +128,19 @@ def _selects_only(query: str) -> bool:
     return all(s.type == duckdb.StatementType.SELECT for s in statements)
 
 
+def _damaged(path: Path, message: str) -> str:
+    """What to say, and what to do, when DuckDB finds a damaged block on open."""
+    text = f"{path} is damaged and DuckDB cannot read it ({message})"
+    snapshot = _publish.snapshot_path(path)
+    if snapshot.exists():
+        return (
+            f"{text}; its read snapshot {snapshot} holds every write committed up to its last "
+            f"publish: recover with `perspt-store --db NEW.db import {snapshot}` and keep the "
+            "damaged file for inspection (see Reliability in the docs)"
+        )
+    return f"{text}; restore it from a backup or an exported lake (see Reliability in the docs)"
+
+
 class StoreBase:
     """Lifecycle, threads, transactions and the generic SQL helpers the families build on."""
 
@@ -267,8 +280,10 @@ class StoreBase:
             message = str(exc)
             if read_only and "different configuration" in message:
                 raise _SameProcessWriter from exc
-            if "lock" in message.lower():
+            if "Could not set lock" in message or "Conflicting lock" in message:
                 raise translate_error(exc, table=None, operation="open") from exc
+            if "Corrupt database file" in message:
+                raise StoreError(_damaged(path, message), operation="open") from exc
             raise StoreError(
                 f"cannot open {path} as a DuckDB database: {message}", operation="open"
             ) from exc
