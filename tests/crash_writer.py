@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -195,7 +196,14 @@ class Expected:
     totals: list[int] = field(default_factory=lambda: [0])
     counts: dict[str, list[int]] = field(default_factory=lambda: {t: [0] for t in TABLES})
 
+    # The crash tests check two files at a time, from two threads, against one Expected.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
     def extend_to(self, n: int) -> None:
+        with self._lock:
+            self._extend_to(n)
+
+    def _extend_to(self, n: int) -> None:
         for i in range(len(self.totals) - 1, n):
             for row in op_rows(i, self.profile):
                 self.per_table[row.__table__].append(row)
