@@ -63,3 +63,17 @@ def assert_all_raise_closed(
         except BaseException as exc:
             pytest.fail(f"{name} raised {exc!r}, not StoreClosedError")
         pytest.fail(f"{name} did not raise on a closed store")
+
+
+def spy_statements(store: ps.SessionStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every SQL statement the store runs through its one execution helper (the
+    database stays real), whitespace collapsed."""
+    seen: list[str] = []
+    real = store._execute
+
+    def spy(sql: str, *args: Any, **kwargs: Any) -> Any:
+        seen.append(" ".join(sql.split()))
+        return real(sql, *args, **kwargs)
+
+    monkeypatch.setattr(store, "_execute", spy)
+    return seen

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import perspt_store as ps
+from conftest import spy_statements
 from upstream_files import write_upstream_062
 
 PROPERTY = settings(
@@ -92,19 +93,6 @@ def per_node_snapshot(store: ps.SessionStore, session_id: str) -> ps.SessionSnap
         flushes=store.get_branch_flushes(session_id),
         budget=store.get_budget_envelope(session_id),
     )
-
-
-def statements(store: ps.SessionStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Spy on the store's one statement helper (the database stays real)."""
-    seen: list[str] = []
-    real = store._execute
-
-    def spy(sql: str, *args: Any, **kwargs: Any) -> Any:
-        seen.append(sql)
-        return real(sql, *args, **kwargs)
-
-    monkeypatch.setattr(store, "_execute", spy)
-    return seen
 
 
 # --- load_session_snapshot ------------------------------------------------------------------
@@ -194,7 +182,7 @@ def test_snapshot_runs_a_constant_number_of_queries(
     with ps.SessionStore.in_memory(sessions_dir=tmp_path) as store:
         store.create_session(ps.SessionRecord(session_id="s", task="t", working_dir="/w"))
         store.record_many(session_rows("s", nodes))
-        seen = statements(store, monkeypatch)
+        seen = spy_statements(store, monkeypatch)
         snap = store.load_session_snapshot("s")
         assert len(snap.node_details) == nodes
         assert len(seen) <= 12, seen

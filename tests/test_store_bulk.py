@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import perspt_store as ps
+from conftest import spy_statements
 from perspt_store._mapping import table_map
 from perspt_store.schema import SEQUENCED_TABLES, TABLES
 from perspt_store.store import bulk
@@ -38,19 +39,6 @@ def node(node_id: str, state: str = "Completed", session_id: str = "test-session
 
 def row_counts(store: ps.SessionStore) -> dict[str, int]:
     return {t: store.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in TABLES}
-
-
-def count_statements(store: ps.SessionStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record every SQL statement the store runs through its one execution helper."""
-    seen: list[str] = []
-    real = store._execute
-
-    def spy(sql: str, *args: Any, **kwargs: Any) -> Any:
-        seen.append(" ".join(sql.split()))
-        return real(sql, *args, **kwargs)
-
-    monkeypatch.setattr(store, "_execute", spy)
-    return seen
 
 
 def test_mixed_rows_read_back_in_the_order_given(store: ps.SessionStore, session: str) -> None:
@@ -274,7 +262,7 @@ def test_one_statement_per_table_however_many_rows(
     batch: list[ps.Row] = [energy(f"n{i % 50}", i / 7) for i in range(3000)]
     batch += [ps.SheafValidationRow(session_id=session, node_id=f"n{i}", validator_class="v",
                                     passed=i % 2 == 0) for i in range(500)]
-    seen = count_statements(store, monkeypatch)
+    seen = spy_statements(store, monkeypatch)
     store.record_many(batch)
     inserts = [s for s in seen if s.startswith("INSERT")]
     assert len(inserts) == 2, inserts
@@ -302,7 +290,7 @@ def test_large_and_small_batches_store_identical_rows(
     big, small = two_stores
     for s in two_stores:
         s.create_session(new_session("s"))
-    seen = count_statements(big, monkeypatch)
+    seen = spy_statements(big, monkeypatch)
     big.record_many(rows)
     if bulk._HAS_ARROW:
         assert sum("_perspt_bulk_" in sql for sql in seen) == len(SEQUENCED_TABLES) - 1

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import perspt_store as ps
+from conftest import spy_statements
 from perspt_store import merkle
 from perspt_store.store.commits import Checkpoint
 
@@ -50,6 +51,40 @@ def test_each_commit_reports_its_seq_and_roots_and_sets_merkle_root(
     assert first.log_root == store.log_root(session, 1)
     session_row = store.get_session(session)
     assert session_row is not None and session_row.merkle_root == second.state_root
+
+
+def test_a_commit_is_one_statement(
+    store: ps.SessionStore, session: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.record_node_state(node(session, "a"))  # loads the session's log once
+    seen = spy_statements(store, monkeypatch)
+    store.record_node_state(node(session, "b"))
+    assert len(seen) == 1, seen
+    assert seen[0].startswith("WITH node AS (INSERT INTO node_states")
+
+
+def test_a_commit_that_fails_half_way_writes_nothing_and_the_next_one_works(
+    store: ps.SessionStore, session: str
+) -> None:
+    """The node row, the log entry and the new root commit together or not at all."""
+    first = store.record_node_state(node(session, "a"))
+    # Another writer took the next log position behind the store's back: the log entry of
+    # the next commit collides with it, after its node row was inserted.
+    store.sql(
+        "INSERT INTO merkle_log (session_id, seq, node_state_id, node_id, kind, leaf_hash, "
+        "state_root, log_root) VALUES (?, 1, 0, 'x', 'commit', ?, ?, ?)",
+        params=[session, b"x", b"x", b"x"],
+    ).fetchall()
+    with pytest.raises(ps.DuplicateRecordError):
+        store.record_node_state(node(session, "b"))
+    assert [r.node_id for r in store.get_node_states(session)] == ["a"]
+    session_row = store.get_session(session)
+    assert session_row is not None and session_row.merkle_root == first.state_root
+
+    store.sql("DELETE FROM merkle_log WHERE session_id = ? AND seq = 1", [session]).fetchall()
+    second = store.record_node_state(node(session, "b"))
+    assert second.seq == 1
+    assert store.verify_session(session).ok
 
 
 def test_state_root_is_the_tree_over_latest_states_by_node_id(
