@@ -18,11 +18,14 @@ land on a file with a crash history. In batched (group-commit) mode the loss is 
 instead: acknowledged operations lost, and how long before the kill the oldest lost one
 returned.
 
-Run ``python tests/test_crash.py --rounds 100`` for the figures in docs/reliability.md. Its
-"checkpoint every 64 kB" configuration aims kills at checkpoints, and so measures a defect of
-DuckDB itself: it rewrites its metadata block in place at every checkpoint, and a kill inside
-that write leaves a file DuckDB cannot open. The suite does not run that configuration (a rare
-engine failure would make it flaky); the script counts such files instead of stopping.
+Some rounds checkpoint every 64 kB, so kills land inside checkpoints too, and there they
+also meet a defect of DuckDB itself: it rewrites its metadata block in place at every
+checkpoint, and a kill inside that write leaves a file DuckDB cannot open (the store says the
+file "is damaged"; see docs/reliability.md). Such a round is counted, not failed (after its
+snapshot passed check 1), and the rig goes on with a fresh file: every other check still
+holds in it.
+
+Run ``python tests/test_crash.py --rounds 100`` for the figures in docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ class RoundResult:
     rows_this_round: int
     """Rows those operations wrote."""
     damaged: bool = False
-    """DuckDB could not open the file after the kill (only ever counted, in ``main``)."""
+    """DuckDB could not open the file after the kill (counted, not failed)."""
 
 
 def _digest(db: Path) -> dict[str, str]:
@@ -212,7 +215,8 @@ def _rounds(rig: CrashRig, n: int, max_delay: float) -> list[RoundResult]:
 
 def _rounds_counting_damage(rig: CrashRig, n: int, max_delay: float) -> list[RoundResult]:
     """Like :func:`_rounds`, but a file DuckDB can no longer open (the store says it "is
-    damaged") counts as a damaged round, and the rounds go on with a fresh file."""
+    damaged": the engine's defect, not ours) counts as a damaged round, and the rounds go on
+    with a fresh file. Its snapshot was checked (whole prefix) before the database."""
     results: list[RoundResult] = []
     while len(results) < n:
         try:
@@ -268,8 +272,10 @@ def _parallel_rounds(
 def test_killed_writer_loses_no_acknowledged_write_over_many_rounds(
     tmp_path: Path, rig_factory: list[CrashRig]
 ) -> None:
-    specs = [(IMMEDIATE, 8)] * 4
-    results = _parallel_rounds(tmp_path, rig_factory, specs, max_delay=0.5)
+    specs = [(IMMEDIATE, 8), (CHECKPOINTING, 8), (IMMEDIATE, 8), (CHECKPOINTING, 8)]
+    results = _parallel_rounds(
+        tmp_path, rig_factory, specs, max_delay=0.5, rounds=_rounds_counting_damage
+    )
     assert len(results) >= 30
     assert sum(r.lost for r in results) == 0
     assert sum(r.ops_this_round for r in results) > 0
