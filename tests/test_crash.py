@@ -279,7 +279,7 @@ def test_killed_writer_loses_no_acknowledged_write_over_many_rounds(
     assert len(results) >= 30
     assert sum(r.lost for r in results) == 0
     assert sum(r.ops_this_round for r in results) > 0
-    print(f"\n{_summary('immediate', results)}")
+    print(f"\n{_summary('immediate, half checkpointing every 64 kB', results)}")
 
 
 def test_batched_writer_loses_at_most_the_unflushed_tail(
