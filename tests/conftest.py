@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 import perspt_store as ps
+
+T = TypeVar("T")
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -77,3 +79,30 @@ def spy_statements(store: ps.SessionStore, monkeypatch: pytest.MonkeyPatch) -> l
 
     monkeypatch.setattr(store, "_execute", spy)
     return seen
+
+
+def some(value: T | None) -> T:
+    """The value, asserting that a lookup found something."""
+    assert value is not None
+    return value
+
+
+def add_session(store: ps.SessionStore, session_id: str) -> str:
+    """Create a session with placeholder task and directory; returns its id."""
+    store.create_session(ps.SessionRecord(session_id=session_id, task="t", working_dir="/w"))
+    return session_id
+
+
+def rows(store: ps.SessionStore, query: str, params: list[Any] | None = None) -> list[Any]:
+    """Every row of a query, through the store's own connection."""
+    return store.sql(query, params).fetchall()
+
+
+def scalar(store: ps.SessionStore, query: str, params: list[Any] | None = None) -> Any:
+    """The first value of a query's first row."""
+    return rows(store, query, params)[0][0]
+
+
+def count(store: ps.SessionStore, table: str) -> int:
+    """How many rows a table holds (``table`` is one of the schema's names)."""
+    return int(scalar(store, f"SELECT count(*) FROM {table}"))

@@ -14,7 +14,7 @@ import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pydantic
 import pytest
@@ -22,29 +22,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import perspt_store as ps
+from conftest import add_session, count, some
 
 SID = "test-session"
 HASH32 = bytes(range(32))
-T = TypeVar("T")
 PROPERTY = settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 STATES = ("active", "sealed", "merged", "flushed")
-
-
-def some(value: T | None) -> T:
-    """The value, asserting that a lookup found something."""
-    assert value is not None
-    return value
-
-
-def add_session(store: ps.SessionStore, session_id: str) -> str:
-    store.create_session(ps.SessionRecord(session_id=session_id, task="t", working_dir="/w"))
-    return session_id
-
-
-def count(store: ps.SessionStore, table: str) -> int:
-    return int(store.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0])
 
 
 def branch(

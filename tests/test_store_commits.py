@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import perspt_store as ps
-from conftest import spy_statements
+from conftest import add_session, spy_statements
 from perspt_store import merkle
 from perspt_store.store.commits import Checkpoint
 
@@ -19,11 +19,6 @@ def node(
     session: str, node_id: str, state: str = "Completed", **fields: object
 ) -> ps.NodeStateRecord:
     return ps.NodeStateRecord(session_id=session, node_id=node_id, state=state, **fields)  # type: ignore[arg-type]
-
-
-def new_session(store: ps.SessionStore, session_id: str) -> str:
-    store.create_session(ps.SessionRecord(session_id=session_id, task="t", working_dir="/w"))
-    return session_id
 
 
 def commit_some(store: ps.SessionStore, session: str, n: int = 6) -> list[ps.NodeStateRecord]:
@@ -99,7 +94,7 @@ def test_state_root_is_the_tree_over_latest_states_by_node_id(
 def test_same_states_give_the_same_root_whatever_the_order_or_session(
     store: ps.SessionStore,
 ) -> None:
-    one, two = new_session(store, "one"), new_session(store, "two")
+    one, two = add_session(store, "one"), add_session(store, "two")
     for node_id in ["x", "y", "z"]:
         store.record_node_state(node(one, node_id, state="draft"))
         store.record_node_state(node(one, node_id))
@@ -160,7 +155,7 @@ def test_commits_from_threads_form_one_contiguous_log(store: ps.SessionStore, se
 
 def test_log_survives_reopening_a_file(db_path: Path) -> None:
     with ps.SessionStore.open(db_path) as store:
-        session = new_session(store, "s")
+        session = add_session(store, "s")
         commit_some(store, session, 4)
         root_before = store.state_root(session)
     with ps.SessionStore.open(db_path) as store:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import perspt_store as ps
-from conftest import assert_all_raise_closed
+from conftest import add_session, assert_all_raise_closed, rows, scalar
 
 HASH32 = bytes(range(32))
 
@@ -62,19 +62,6 @@ def sheaf(node_id: str = "n1", session_id: str = "test-session",
     fields.setdefault("validator_class", "ExportImportConsistency")
     fields.setdefault("passed", True)
     return ps.SheafValidationRow(session_id=session_id, node_id=node_id, **fields)
-
-
-def rows(store: ps.SessionStore, query: str, params: list[Any] | None = None) -> list[Any]:
-    return store.sql(query, params).fetchall()
-
-
-def scalar(store: ps.SessionStore, query: str, params: list[Any] | None = None) -> Any:
-    return rows(store, query, params)[0][0]
-
-
-def add_session(store: ps.SessionStore, session_id: str) -> str:
-    store.create_session(ps.SessionRecord(session_id=session_id, task="t", working_dir="/w"))
-    return session_id
 
 
 # --- structural_digests --------------------------------------------------------------------

@@ -13,34 +13,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import perspt_store as ps
+from conftest import add_session, count, some
 
 SID = "test-session"
-T = TypeVar("T")
 PROPERTY = settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-
-
-def some(value: T | None) -> T:
-    """The value, asserting that a lookup found something."""
-    assert value is not None
-    return value
-
-
-def add_session(store: ps.SessionStore, session_id: str) -> str:
-    store.create_session(ps.SessionRecord(session_id=session_id, task="t", working_dir="/w"))
-    return session_id
-
-
-def count(store: ps.SessionStore, table: str) -> int:
-    return int(store.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0])
 
 
 def charter(charter_id: str = "c1", session_id: str = SID, **fields: Any) -> ps.FeatureCharterRow:

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import perspt_store as ps
-from conftest import assert_all_raise_closed
+from conftest import assert_all_raise_closed, rows, scalar
 
 HASH32 = bytes(range(32))
 OLD = dt.datetime(2000, 1, 1)
@@ -82,14 +82,6 @@ def edge(
     return ps.TaskGraphEdgeRow(
         session_id=session_id, parent_node_id=parent, child_node_id=child, **kw
     )
-
-
-def rows(store: ps.SessionStore, query: str, params: list[Any] | None = None) -> list[Any]:
-    return store.sql(query, params).fetchall()
-
-
-def scalar(store: ps.SessionStore, query: str, params: list[Any] | None = None) -> Any:
-    return rows(store, query, params)[0][0]
 
 
 def age_session(store: ps.SessionStore, session_id: str) -> None:

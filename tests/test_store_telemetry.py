@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import perspt_store as ps
-from conftest import assert_all_raise_closed
+from conftest import add_session, assert_all_raise_closed, rows, scalar
 
 # The store fixture is shared by a test's examples, so each example isolates itself.
 PROPERTY = settings(
@@ -46,19 +46,6 @@ def attempt(node_id: str, number: int, session_id: str = "test-session",
     fields.setdefault("accepted", False)
     fields.setdefault("created_at", 1_700_000_000)
     return ps.CorrectionAttemptRow(session_id=session_id, node_id=node_id, attempt=number, **fields)
-
-
-def rows(store: ps.SessionStore, query: str, params: list[Any] | None = None) -> list[Any]:
-    return store.sql(query, params).fetchall()
-
-
-def scalar(store: ps.SessionStore, query: str, params: list[Any] | None = None) -> Any:
-    return rows(store, query, params)[0][0]
-
-
-def add_session(store: ps.SessionStore, session_id: str) -> str:
-    store.create_session(ps.SessionRecord(session_id=session_id, task="t", working_dir="/w"))
-    return session_id
 
 
 # --- llm_requests --------------------------------------------------------------------------
