@@ -53,6 +53,23 @@ def read_only_store(seeded_db: Path) -> Iterator[ps.SessionStore]:
     assert sorted(p.name for p in seeded_db.parent.iterdir()) == files_before
 
 
+def assert_all_refused_read_only(
+    store: ps.SessionStore, calls: Mapping[str, Callable[[ps.SessionStore], Any]]
+) -> None:
+    """Every write call on the read-only store raises ReadOnlyStoreError, nothing else."""
+    not_refused = []
+    for method, write in calls.items():
+        try:
+            write(store)
+        except ps.ReadOnlyStoreError:
+            continue
+        except Exception as exc:
+            not_refused.append(f"{method} raised {exc!r}")
+        else:
+            not_refused.append(f"{method} wrote")
+    assert not_refused == []
+
+
 def assert_all_raise_closed(
     store: ps.SessionStore, calls: Mapping[str, Callable[[ps.SessionStore], Any]]
 ) -> None:

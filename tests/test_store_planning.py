@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import perspt_store as ps
-from conftest import add_session, count, some
+from conftest import add_session, assert_all_refused_read_only, count, some
 
 SID = "test-session"
 PROPERTY = settings(
@@ -611,18 +611,7 @@ READ_ONLY_WRITES: dict[str, Callable[[ps.SessionStore], object]] = {
 
 
 def test_read_only_store_rejects_writes(read_only_store: ps.SessionStore) -> None:
-    not_refused = []
-    for method, write in READ_ONLY_WRITES.items():
-        try:
-            write(read_only_store)
-        except ps.ReadOnlyStoreError:
-            continue
-        except Exception as exc:
-            not_refused.append(f"{method} raised {exc!r}")
-        else:
-            not_refused.append(f"{method} wrote")
-
-    assert not_refused == []
+    assert_all_refused_read_only(read_only_store, READ_ONLY_WRITES)
     # Nothing changed, and reads still work after the refusal.
     assert read_only_store.get_plan_revisions(SID) == SEEDED_REVISIONS
     assert read_only_store.get_budget_envelope(SID) == SEEDED_ENVELOPE
