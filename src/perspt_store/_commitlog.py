@@ -205,15 +205,24 @@ def backfill(conn: Any, legacy_mark: int | None) -> None:
         ids.append(node_state_id)
     if commits:
         conn.execute(INSERT_LOG_SQL, log_rows(commits, ids))
-    for session_id, log in logs.items():
-        stored = conn.execute(
-            "SELECT merkle_root FROM sessions WHERE session_id = ?", [session_id]
-        ).fetchone()
-        # A NULL root (never set) is recorded too: the session now has commits, and
-        # verify_session must not take the missing root for a forged one.
-        if stored and stored[0] != log.state.root():
-            conn.execute(
-                "INSERT INTO merkle_root_overrides (session_id, merkle_root, source) "
-                "VALUES (?, ?, 'upstream')",
-                [session_id, stored[0]],
-            )
+    if not logs:
+        return
+    stored = dict(
+        conn.execute(
+            "SELECT session_id, merkle_root FROM sessions WHERE session_id IN (SELECT unnest(?))",
+            [list(logs)],
+        ).fetchall()
+    )
+    # A NULL root (never set) is recorded too: the session now has commits, and
+    # verify_session must not take the missing root for a forged one.
+    overrides = [
+        (session_id, stored[session_id])
+        for session_id, log in logs.items()
+        if session_id in stored and stored[session_id] != log.state.root()
+    ]
+    if overrides:
+        conn.execute(
+            "INSERT INTO merkle_root_overrides (session_id, merkle_root, source) "
+            "SELECT unnest(?), unnest(?), 'upstream'",
+            [[sid for sid, _ in overrides], [root for _, root in overrides]],
+        )
