@@ -156,10 +156,10 @@ MERKLE_LOG_COLUMNS = (
     "log_root",
 )
 
-INSERT_LOG_SQL = (
-    f"INSERT INTO merkle_log ({', '.join(MERKLE_LOG_COLUMNS)}) "
-    f"SELECT {', '.join('unnest(?)' for _ in MERKLE_LOG_COLUMNS)}"
-)
+INSERT_LOG_INTO = f"INSERT INTO merkle_log ({', '.join(MERKLE_LOG_COLUMNS)})"
+"""The head of every statement that appends log entries, columns in that order."""
+
+INSERT_LOG_SQL = f"{INSERT_LOG_INTO} SELECT {', '.join('unnest(?)' for _ in MERKLE_LOG_COLUMNS)}"
 """Appends many log entries in one statement (one list parameter per column)."""
 
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .. import merkle
 from .._commitlog import (
+    INSERT_LOG_INTO,
     INSERT_LOG_SQL,
     REMOVED_STATE,
     NodeCommit,
@@ -39,7 +40,7 @@ CHECKPOINT_SCHEME = "perspt-store/merkle-log/v1 (RFC 9162, blake3)"
 # UPDATE ... RETURNING on a table that foreign keys reference.
 _COMMIT_ONE_SQL = (
     f"WITH node AS ({table_map(NodeStateRecord).insert_sql} RETURNING id), "
-    f"entry AS ({INSERT_LOG_SQL.split(' SELECT ')[0]} "
+    f"entry AS ({INSERT_LOG_INTO} "
     "SELECT ?, ?, node.id, ?, ?, ?, ?, ? FROM node RETURNING seq) "
     "UPDATE sessions SET merkle_root = ?, updated_at = now() WHERE session_id = ?"
 )
