@@ -59,9 +59,18 @@ def tree(directory: Path) -> dict[str, str]:
 # --- the methods -----------------------------------------------------------------------------
 
 ReadCall = Callable[[ps.SessionStore], Any]
+
+
+def _consistent_read(store: ps.SessionStore) -> None:
+    with store.consistent_read():
+        store.get_session(S)
+        store.get_latest_node_states(S)
+
+
 READS: dict[str, ReadCall] = {
     "checkpoint": lambda s: s.checkpoint(S),
     "consistency_proof": lambda s: s.consistency_proof(S, 1),
+    "consistent_read": lambda s: _consistent_read(s),
     "count_lineage_rewrites": lambda s: s.count_lineage_rewrites(S, N),
     "count_sessions": lambda s: s.count_sessions(),
     "get_active_plan_revision": lambda s: s.get_active_plan_revision(S),

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import duckdb
 from typing_extensions import Self
@@ -51,6 +52,8 @@ from ..schema import (
 )
 
 R = TypeVar("R", bound=Row)
+T = TypeVar("T")
+P = ParamSpec("P")
 PathLike = str | os.PathLike[str]
 
 MEMORY = ":memory:"
@@ -113,6 +116,20 @@ def translate_error(
                 operation=operation,
             )
     return StoreError(f"{where} failed: {message}", table=table, operation=operation)
+
+
+def consistent(method: Callable[P, T]) -> Callable[P, T]:
+    """Run a store read method in one snapshot (:meth:`StoreBase.consistent_read`): for
+    every public read that runs more than one statement."""
+
+    @functools.wraps(method)
+    def read(*args: P.args, **kwargs: P.kwargs) -> T:
+        store = args[0]
+        assert isinstance(store, StoreBase)
+        with store.consistent_read():
+            return method(*args, **kwargs)
+
+    return read
 
 
 class _SameProcessWriter(Exception):
@@ -563,6 +580,36 @@ class StoreBase:
         """True inside a ``transaction()`` block on this thread."""
         return getattr(self._local, "depth", 0) > 0
 
+    @contextlib.contextmanager
+    def consistent_read(self) -> Iterator[None]:
+        """Run the block's reads in one snapshot of the database.
+
+        Every read method that runs several statements already does this on its own; use
+        it to group *several* calls, e.g. a session and its node states as of one moment,
+        while other threads or store handles commit. Inside a ``transaction()`` the block
+        joins it (and sees its writes); nested blocks join the outer one. Writes inside
+        the block raise :class:`ReadOnlyStoreError`.
+
+        Example:
+            >>> with store.consistent_read():
+            ...     session = store.get_session("s-1")
+            ...     nodes = store.get_latest_node_states("s-1")
+        """
+        if self.in_transaction or getattr(self._local, "reading", False):
+            yield
+            return
+        if self._buffer is not None:
+            self._drain_pending()  # read your writes: they commit before the snapshot
+        cursor = self._cursor()
+        self._run_control(cursor, "BEGIN TRANSACTION READ ONLY")
+        self._local.reading = True
+        try:
+            yield
+        finally:
+            self._local.reading = False
+            with contextlib.suppress(duckdb.Error):  # nothing was written: nothing to lose
+                cursor.execute("ROLLBACK")
+
     # --- generic helpers used by the families -------------------------------------------
 
     def _execute(
@@ -649,6 +696,7 @@ class StoreBase:
             and buffer.pending
             and not self.in_transaction
             and not getattr(self._local, "draining", False)
+            and not getattr(self._local, "reading", False)
         ):
             self._drain()
 

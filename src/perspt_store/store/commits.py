@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
+import duckdb
 from blake3 import blake3
 from pydantic import BaseModel, ConfigDict
 
@@ -28,9 +30,9 @@ from .._commitlog import (
     log_rows,
 )
 from .._mapping import table_map
-from ..errors import IntegrityError, RecordNotFoundError, SessionNotFoundError
+from ..errors import IntegrityError, RecordNotFoundError, SessionNotFoundError, StoreError
 from ..rows import NodeStateRecord
-from ._base import StoreBase
+from ._base import StoreBase, consistent
 
 CHECKPOINT_SCHEME = "perspt-store/merkle-log/v1 (RFC 9162, blake3)"
 
@@ -44,6 +46,20 @@ _COMMIT_ONE_SQL = (
     "SELECT ?, ?, node.id, ?, ?, ?, ?, ? FROM node RETURNING seq) "
     "UPDATE sessions SET merkle_root = ?, updated_at = now() WHERE session_id = ?"
 )
+
+_COMMIT_ATTEMPTS = 100
+"""How often a commit retries after another store handle on the same file committed to the
+same session first (each retry means that handle made progress)."""
+
+
+def _lost_a_race(exc: StoreError) -> bool:
+    """True if a commit failed because another handle committed to its session first: its
+    ``seq`` exists, or DuckDB saw two transactions update the session row at once."""
+    cause = exc.__cause__
+    if isinstance(cause, duckdb.ConstraintException):
+        return re.search(r'Duplicate key "session_id: .*, seq: \d+"', str(cause)) is not None
+    return isinstance(cause, duckdb.TransactionException) and "Conflict" in str(cause)
+
 
 _LOG_ENTRIES_SQL = """
 SELECT seq, node_state_id, node_id, kind, leaf_hash, state_root, log_root
@@ -219,9 +235,21 @@ class CommitLogMixin(StoreBase):
 
     # --- writing ------------------------------------------------------------------------
 
-    def _session_log(self, session_id: str) -> SessionLog:
-        """The session's trees as of the last commit (cached; call under the write lock)."""
+    def _session_log(self, session_id: str, *, check: bool = False) -> SessionLog:
+        """The session's trees as of the last commit (cached; call under the write lock).
+
+        With ``check``, a cached log is first compared with the database's (another store
+        handle on the same file may have committed since): one count, reloaded if it differs.
+        """
         log = self._commit_logs.get(session_id)
+        if log is not None and check:
+            stored = self._scalar(
+                "SELECT count(*) FROM merkle_log WHERE session_id = ?",
+                [session_id],
+                table="merkle_log",
+            )
+            if stored != log.log.size:
+                log = None
         if log is None:
             entries = self._execute(
                 "SELECT node_id, kind, leaf_hash FROM merkle_log WHERE session_id = ? ORDER BY seq",
@@ -245,6 +273,8 @@ class CommitLogMixin(StoreBase):
         with self.transaction():
             records = [record for record, _ in items]
             ids = self._insert_rows(records, returning_ids=True)
+            for session_id in {record.session_id for record in records}:
+                self._session_log(session_id, check=True)
             commits = [
                 self._session_log(record.session_id).append(
                     record.session_id, record.node_id, kind, merkle.hash_node_state(record)
@@ -267,22 +297,34 @@ class CommitLogMixin(StoreBase):
         self._check_writable("node_states")
         if self._buffer is not None:
             self._drain_pending()  # buffered rows commit first, as before a transaction
+        session_id = record.session_id
+        leaf = merkle.hash_node_state(record)
+        row = table_map(NodeStateRecord).encode(record)
         with self._lock:
-            session_id = record.session_id
-            commit = self._session_log(session_id).append(
-                session_id, record.node_id, kind, merkle.hash_node_state(record)
-            )
-            params = [
-                *table_map(NodeStateRecord).encode(record),
-                *(session_id, commit.seq, commit.node_id, kind, commit.leaf_hash),
-                *(commit.state_root, commit.log_root, commit.state_root, session_id),
-            ]
-            try:
-                self._write(_COMMIT_ONE_SQL, params, table="node_states", session_id=session_id)
-            except BaseException:
-                self._commit_logs.pop(session_id, None)  # it holds the commit that failed
-                raise
-        return commit
+            for attempt in range(_COMMIT_ATTEMPTS):
+                # Inside a caller's transaction a conflict would doom it: check first.
+                log = self._session_log(session_id, check=self.in_transaction)
+                commit = log.append(session_id, record.node_id, kind, leaf)
+                params = [
+                    *row,
+                    *(session_id, commit.seq, commit.node_id, kind, commit.leaf_hash),
+                    *(commit.state_root, commit.log_root, commit.state_root, session_id),
+                ]
+                try:
+                    self._write(_COMMIT_ONE_SQL, params, table="node_states", session_id=session_id)
+                except StoreError as exc:
+                    self._commit_logs.pop(session_id, None)  # it holds the commit that failed
+                    # Another handle on this file committed first: reload its log and retry.
+                    if self.in_transaction or attempt == _COMMIT_ATTEMPTS - 1:
+                        raise
+                    if not _lost_a_race(exc):
+                        raise
+                    continue
+                except BaseException:
+                    self._commit_logs.pop(session_id, None)
+                    raise
+                return commit
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # --- reading ------------------------------------------------------------------------
 
@@ -294,6 +336,7 @@ class CommitLogMixin(StoreBase):
     def _log_tree(self, session_id: str) -> merkle.MerkleTree:
         return merkle.MerkleTree(entry[4] for entry in self._log_entries(session_id))
 
+    @consistent
     def get_commit_log(self, session_id: str) -> list[NodeCommit]:
         """Every commit of the session, in ``seq`` order.
 
@@ -306,6 +349,7 @@ class CommitLogMixin(StoreBase):
             for seq, _, node_id, kind, leaf, state_root, log_root in entries
         ]
 
+    @consistent
     def state_root(self, session_id: str) -> bytes:
         """The tree hash over the latest state of every node (ordered by node id); the
         empty-tree hash before the first commit.
@@ -316,6 +360,7 @@ class CommitLogMixin(StoreBase):
         entries = self._log_entries(session_id)
         return entries[-1][5] if entries else merkle.empty_root()
 
+    @consistent
     def log_root(self, session_id: str, size: int | None = None) -> bytes:
         """The root of the session's commit log over its first ``size`` commits (all if None).
 
@@ -325,6 +370,7 @@ class CommitLogMixin(StoreBase):
         """
         return self._log_tree(session_id).root(size)
 
+    @consistent
     def inclusion_proof(self, session_id: str, seq: int, size: int | None = None) -> InclusionProof:
         """Prove that commit ``seq`` is in the log of ``size`` commits (default: all).
 
@@ -344,6 +390,7 @@ class CommitLogMixin(StoreBase):
             log_root=tree.root(size),
         )
 
+    @consistent
     def consistency_proof(
         self, session_id: str, old_size: int, new_size: int | None = None
     ) -> ConsistencyProof:
@@ -365,6 +412,7 @@ class CommitLogMixin(StoreBase):
             path=path,
         )
 
+    @consistent
     def checkpoint(self, session_id: str, *, key: bytes | None = None) -> Checkpoint:
         """A JSON-serialisable checkpoint of the session's log, MAC'd if ``key`` is given.
 
@@ -393,6 +441,7 @@ class CommitLogMixin(StoreBase):
 
     # --- verification -------------------------------------------------------------------
 
+    @consistent
     def verify_session(
         self, session_id: str, against: Checkpoint | None = None, *, key: bytes | None = None
     ) -> VerificationReport:
@@ -608,7 +657,7 @@ class CommitLogMixin(StoreBase):
                     order_by="id",
                 )
             }
-            current = self._session_log(session_id).state.leaves()
+            current = self._session_log(session_id, check=True).state.leaves()
             items: list[tuple[NodeStateRecord, str]] = []
             for node_id in sorted(set(restored) | set(current)):
                 row = restored.get(node_id)

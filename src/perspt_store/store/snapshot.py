@@ -40,7 +40,7 @@ from ..rows import (
     VerificationResultRow,
 )
 from ..schema import SCHEMA_VERSION
-from ._base import StoreBase
+from ._base import StoreBase, consistent
 
 __all__ = [
     "COMPLETED_STATES",
@@ -556,6 +556,7 @@ class SnapshotMixin(StoreBase):
         )
 
     @_gc_paused
+    @consistent
     def load_session_snapshot(self, session_id: str) -> SessionSnapshot:
         """Load everything a resume needs about a session in 12 queries, whatever its size.
 
@@ -628,6 +629,7 @@ class SnapshotMixin(StoreBase):
         )
 
     @_gc_paused
+    @consistent
     def node_review_summary(self, session_id: str, node_id: str) -> NodeReviewSummary:
         """What a reviewer sees about one node, in 6 queries (7 if the node has no rows).
 
@@ -660,6 +662,7 @@ class SnapshotMixin(StoreBase):
         )
 
     @_gc_paused
+    @consistent
     def session_summary(self, session_id: str) -> SessionReviewSummary:
         """Counts and energies over the session's nodes, in 4 queries.
 
