@@ -295,3 +295,81 @@ def test_a_newer_schema_opens_read_only_and_changes_nothing(populated: Path) -> 
         with pytest.raises(ps.SchemaVersionError):
             store.record_many([_rows("e")["energy_history"]])
     assert tree(populated.parent) == before
+
+
+# --- sql() on a read-only store: every writing form is refused by the engine ----------------
+
+SNEAKY_WRITES = (
+    "WITH d AS (DELETE FROM energy_history RETURNING 1) SELECT count(*) FROM d",
+    "WITH u AS (UPDATE sessions SET status = 'x' RETURNING 1) SELECT count(*) FROM u",
+    "WITH i AS (INSERT INTO sessions (session_id, task, working_dir) VALUES ('z', 't', '/w') "
+    "RETURNING 1) SELECT * FROM i",
+    "SELECT 1; DELETE FROM energy_history",
+    "COMMIT; DELETE FROM energy_history",
+    "BEGIN TRANSACTION; DELETE FROM energy_history; COMMIT",
+    "ROLLBACK",
+    "CHECKPOINT",
+    "COPY energy_history FROM 'x.csv'",
+    "INSERT INTO energy_history SELECT * FROM energy_history",
+    "TRUNCATE energy_history",
+    "DELETE FROM energy_history",
+    "UPDATE sessions SET status = 'x'",
+    "MERGE INTO sessions USING (SELECT 1) s(a) ON false WHEN NOT MATCHED THEN DO NOTHING",
+    "CREATE TABLE evil AS SELECT 1",
+    "CREATE OR REPLACE MACRO evil() AS 1",
+    "CREATE SEQUENCE evil_seq",
+    "DROP TABLE energy_history",
+    "ALTER TABLE sessions ADD COLUMN evil INTEGER",
+    "SELECT nextval('seq_energy_history_id')",
+    "PRAGMA enable_checkpoint_on_shutdown",
+    "SET threads = 1",
+    "DETACH DATABASE perspt",
+    "USE memory",
+    "INSTALL sqlite",
+    "LOAD sqlite",
+    "CALL checkpoint()",
+    "VACUUM",
+)
+
+
+def _fingerprint(store: ps.SessionStore) -> list[Any]:
+    return store.sql(
+        "SELECT (SELECT count(*) FROM sessions), (SELECT count(*) FROM energy_history), "
+        "(SELECT list(status ORDER BY session_id) FROM sessions), "
+        "(SELECT count(*) FROM duckdb_tables()), (SELECT count(*) FROM duckdb_sequences())"
+    ).fetchall()
+
+
+def _refuses_every_sneaky_write(store: ps.SessionStore, tmp_path: Path) -> None:
+    before = _fingerprint(store)
+    wrote = []
+    for statement in SNEAKY_WRITES:
+        try:
+            store.sql(statement.replace("x.csv", str(tmp_path / "x.csv"))).fetchall()
+        except ps.ReadOnlyStoreError:
+            pass
+        except ps.StoreError as exc:
+            wrote.append(f"{statement!r} raised {exc!r}, not ReadOnlyStoreError")
+        else:
+            wrote.append(f"{statement!r} ran")
+        assert _fingerprint(store) == before, statement
+    assert wrote == []
+    assert store.sql("SELECT count(*) FROM sessions").fetchall() == [(before[0][0],)]
+
+
+def test_a_read_only_view_of_a_file_this_process_writes_refuses_every_write(
+    populated: Path, tmp_path: Path
+) -> None:
+    with ps.SessionStore.open(populated, publish_interval=None) as writer:
+        with ps.SessionStore.open_read_only(populated) as view:
+            _refuses_every_sneaky_write(view, tmp_path)
+            writer.record_energy(_rows("f")["energy_history"])  # the view stays live
+            assert view.get_energy_history(S, N)[-1] == writer.get_energy_history(S, N)[-1]
+        assert writer.verify_session(S).ok
+
+
+def test_a_read_only_file_refuses_every_write(populated: Path, tmp_path: Path) -> None:
+    before = tree(populated.parent)
+    with ps.SessionStore.open_read_only(populated) as store:
+        _refuses_every_sneaky_write(store, tmp_path)
+    assert tree(populated.parent) == before

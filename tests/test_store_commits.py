@@ -63,14 +63,15 @@ def test_a_commit_that_fails_half_way_writes_nothing_and_the_next_one_works(
 ) -> None:
     """The node row, the log entry and the new root commit together or not at all."""
     first = store.record_node_state(node(session, "a"))
-    # Another writer took the next log position behind the store's back: the log entry of
-    # the next commit collides with it, after its node row was inserted.
+    # A forged entry took the next log position behind the store's back: the log entry of
+    # the next commit collides with it after its node row was inserted, and the reloaded
+    # log holds a leaf no commit could have written.
     store.sql(
         "INSERT INTO merkle_log (session_id, seq, node_state_id, node_id, kind, leaf_hash, "
         "state_root, log_root) VALUES (?, 1, 0, 'x', 'commit', ?, ?, ?)",
         params=[session, b"x", b"x", b"x"],
     ).fetchall()
-    with pytest.raises(ps.DuplicateRecordError):
+    with pytest.raises(ps.IntegrityError, match="did not write"):
         store.record_node_state(node(session, "b"))
     assert [r.node_id for r in store.get_node_states(session)] == ["a"]
     session_row = store.get_session(session)

@@ -136,13 +136,21 @@ class _SameProcessWriter(Exception):
     """Internal: a read-only open found this process holding the file read-write."""
 
 
-def _selects_only(query: str) -> bool:
-    """True if every statement of ``query`` is a SELECT (unparsable SQL counts as not)."""
+_READING_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+# Words that may make a statement write (an over-approximation: it only decides whether the
+# publisher republishes; refusing writes on a read-only store is the engine's job).
+_MAY_WRITE = re.compile(
+    r"\b(insert|update|delete|merge|copy|create|drop|alter|truncate|nextval|setval|"
+    r"checkpoint|vacuum|attach|detach|import|export|call|pragma|set|reset|use|begin|commit)\b",
+    re.IGNORECASE,
+)
+
+
+def _statement_types(query: str) -> list[duckdb.StatementType]:
     try:
-        statements = duckdb.extract_statements(query)
-    except duckdb.Error:
-        return False
-    return all(s.type == duckdb.StatementType.SELECT for s in statements)
+        return [statement.type for statement in duckdb.extract_statements(query)]
+    except duckdb.Error as exc:
+        raise translate_error(exc, table=None, operation="sql") from exc
 
 
 def _damaged(path: Path, message: str) -> str:
@@ -477,28 +485,51 @@ class StoreBase:
         """Run any SQL and return a DuckDB relation (``fetchall()``, ``df()``, ``pl()``,
         ``arrow()``).
 
-        The relation lives on the calling thread's cursor: use it in that thread. On a
-        read-only store the engine itself refuses writes.
+        The relation lives on the calling thread's cursor: use it in that thread.
+
+        On a read-only store only SELECT (and EXPLAIN) statements run, and they run where the
+        engine itself refuses writes (a read-only file, or a read-only transaction on a live
+        view of a file this process writes), so a write hidden in a CTE is refused too.
+
+        Raises:
+            ReadOnlyStoreError: The store is read-only and the query is not a read.
+            StoreError: DuckDB rejected the query.
         """
         if self._buffer is not None:
             self._drain_pending()
         cursor = self._cursor()
-        if self._shared_instance or self._publisher is not None:
-            selects_only = _selects_only(query)
-            if self._shared_instance and not selects_only:
+        if self._write_refusal is not None:
+            kinds = _statement_types(query)
+            if not set(kinds) <= _READING_STATEMENTS:
                 raise ReadOnlyStoreError(
-                    "the store is read-only: sql() runs only SELECT statements here",
+                    "the store is read-only: sql() runs only SELECT and EXPLAIN statements "
+                    "here, not " + ", ".join(sorted({k.name for k in kinds} - {"SELECT"})),
                     operation="sql",
                 )
-        else:
-            selects_only = True
+            if self._shared_instance and not self._reading_here():
+                # The relation is fetched after this returns: its read-only transaction
+                # stays open until this thread's next call ends it (_end_view).
+                self._end_view(cursor)
+                self._run_control(cursor, "BEGIN TRANSACTION READ ONLY")
+                self._local.view_open = True
         try:
             relation = cursor.sql(query, params=params)
         except duckdb.Error as exc:
             raise translate_error(exc, table=None, operation="sql") from exc
-        if not selects_only:
+        if self._publisher is not None and _MAY_WRITE.search(query):
             self._changed()
         return relation
+
+    def _reading_here(self) -> bool:
+        """True inside a ``transaction()`` or ``consistent_read()`` on this thread."""
+        return self.in_transaction or getattr(self._local, "reading", False)
+
+    def _end_view(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        """End the read-only transaction a live view's ``sql()`` left open on this thread."""
+        if getattr(self._local, "view_open", False):
+            self._local.view_open = False
+            with contextlib.suppress(duckdb.Error):
+                cursor.execute("ROLLBACK")
 
     def _changed(self) -> None:
         """Something was (or may have been) committed: the publisher publishes it."""
@@ -595,12 +626,13 @@ class StoreBase:
             ...     session = store.get_session("s-1")
             ...     nodes = store.get_latest_node_states("s-1")
         """
-        if self.in_transaction or getattr(self._local, "reading", False):
+        if self._reading_here():
             yield
             return
         if self._buffer is not None:
             self._drain_pending()  # read your writes: they commit before the snapshot
         cursor = self._cursor()
+        self._end_view(cursor)
         self._run_control(cursor, "BEGIN TRANSACTION READ ONLY")
         self._local.reading = True
         try:
@@ -622,6 +654,13 @@ class StoreBase:
         session_id: str | None = None,
     ) -> list[tuple[Any, ...]]:
         """Run one statement on this thread's cursor and fetch its rows, translating errors."""
+        if self._shared_instance and not self._reading_here():
+            # A live view shares the writer's engine: only a read-only transaction keeps
+            # it from writing.
+            with self.consistent_read():
+                return self._execute(
+                    sql, params, table=table, operation=operation, session_id=session_id
+                )
         if self._buffer is not None:
             self._drain_pending()  # read your writes: commit buffered rows first
         cursor = self._cursor()

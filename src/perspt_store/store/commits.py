@@ -257,7 +257,16 @@ class CommitLogMixin(StoreBase):
                 table="merkle_log",
                 operation="select",
             )
-            log = self._commit_logs[session_id] = SessionLog.from_entries(entries)
+            try:
+                log = SessionLog.from_entries(entries)
+            except ValueError as exc:  # a leaf that is no blake3 digest: not our writing
+                raise IntegrityError(
+                    f"the commit log of session {session_id!r} holds an entry the store did "
+                    f"not write ({exc}); nothing was written: run verify_session",
+                    table="merkle_log",
+                    operation="commit",
+                ) from exc
+            self._commit_logs[session_id] = log
         return log
 
     def _commit_node_states(self, items: Sequence[tuple[NodeStateRecord, str]]) -> list[NodeCommit]:
