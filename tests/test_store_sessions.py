@@ -210,7 +210,7 @@ def test_update_merkle_root_stores_exactly_the_raw_bytes(
     assert got is not None and got.merkle_root == HASH32
     assert store.list_recent_sessions(1)[0].merkle_root == HASH32
     assert store.list_sessions_paginated(10, 0)[0].merkle_root == HASH32
-    for root in [b"", b"\\xab\\x00", b"abcdef0123456789" * 4, bytes(range(256)), b"\x00\xff"]:
+    for root in [b"\\xab\\x00" * 4, b"abcdef0123456789" * 2, bytes(range(32))]:
         store.update_merkle_root(session, bytearray(root))
         got = store.get_session(session)
         assert got is not None

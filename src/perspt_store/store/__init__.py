@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..frames import FramesMixin
+from ._arguments import check_public_methods
 from ._base import PathLike
 from .branches import BranchesMixin
 from .bulk import BulkMixin
@@ -84,3 +85,6 @@ class SessionStore(
             StoreLockedError: Another process holds the file read-write.
         """
         return cls(path, read_only=True, **options)  # type: ignore[arg-type]
+
+
+check_public_methods(SessionStore)  # a wrong argument type is a TypeError, never a write

@@ -50,8 +50,13 @@ class SessionsMixin(CommitLogMixin):
         ledger stores an interface seal hash here).
 
         Raises:
+            ValueError: ``merkle_root`` is not 32 bytes (a blake3 digest).
             SessionNotFoundError: No such session; nothing was changed.
         """
+        if len(merkle_root) != 32:
+            raise ValueError(
+                f"merkle_root must be a 32-byte blake3 digest, not {len(merkle_root)} bytes"
+            )
         with self.transaction():
             changed = self._update_session(session_id, "merkle_root", bytes(merkle_root))
             self._write(

@@ -1,0 +1,92 @@
+"""Argument types of the public methods, checked at the call from their annotations.
+
+``record_energy(LlmRequestRecord(...))`` would otherwise write an LLM request, and
+``get_session(123)`` would reach DuckDB as an INT32 conversion error. Each public method of
+``SessionStore`` is wrapped once, at class creation, by :func:`check_arguments`: parameters
+annotated with a plain type (``str``, ``int``, ``float``, ``bool``, ``bytes``, a row model,
+or one of those ``| None``) must be given one, else :class:`TypeError` names the parameter
+and the expected type. Containers and anything else are left to the method.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from ..rows import Row
+
+_PLAIN = (str, int, float, bool, bytes)
+
+
+def _accepted(hint: Any) -> tuple[type, ...] | None:
+    """The runtime types a hint accepts, or None if it is not one we check."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if typing.get_origin(hint) is typing.Union:
+        options = typing.get_args(hint)
+    accepted: list[type] = []
+    for option in options:
+        if option is type(None) or option in _PLAIN:
+            accepted.append(option)
+        elif isinstance(option, type) and issubclass(option, Row):
+            accepted.append(option)
+        else:
+            return None
+    if float in accepted:
+        accepted.append(int)  # an int is a valid float argument, as in typing
+    if bytes in accepted:
+        accepted += [bytearray, memoryview]
+    return tuple(accepted)
+
+
+def _describe(accepted: tuple[type, ...]) -> str:
+    names = [t.__name__ for t in accepted if t not in (bytearray, memoryview)]
+    if float in accepted:
+        names.remove("int")
+    return " or ".join("None" if n == "NoneType" else n for n in names)
+
+
+def check_arguments(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``method`` to raise TypeError for an argument of the wrong type (see module)."""
+    hints = typing.get_type_hints(method)
+    checks: list[tuple[int, str, tuple[type, ...], bool]] = []
+    for position, (name, parameter) in enumerate(inspect.signature(method).parameters.items()):
+        accepted = _accepted(hints.get(name)) if name != "self" else None
+        if accepted is None or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        checks.append((position, name, accepted, bool not in accepted))
+    if not checks:
+        return method
+    qualname = method.__name__
+
+    @functools.wraps(method)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        for position, name, accepted, no_bool in checks:
+            if position < len(args):
+                value = args[position]
+            elif name in kwargs:
+                value = kwargs[name]
+            else:
+                continue
+            if not isinstance(value, accepted) or (no_bool and isinstance(value, bool)):
+                raise TypeError(
+                    f"{qualname}() argument {name!r} must be {_describe(accepted)}, "
+                    f"not {type(value).__name__}"
+                )
+        return method(*args, **kwargs)
+
+    return checked
+
+
+def check_public_methods(cls: type) -> None:
+    """Apply :func:`check_arguments` to every public plain method of ``cls`` (and its
+    bases), in place."""
+    for name in dir(cls):
+        if name.startswith("_"):
+            continue
+        attribute = inspect.getattr_static(cls, name)
+        if inspect.isfunction(attribute):
+            setattr(cls, name, check_arguments(attribute))
