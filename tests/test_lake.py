@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,9 @@ from perspt_store.schema import SCHEMA_VERSION, SEQUENCED_TABLES
 
 WEIRD = "run/7 x=y%z é'"
 """A session id that needs URL-encoding in a partition directory name."""
+
+LOCK = ".export.lock"
+"""The lake's lock file: an exporter holds it while it swaps partitions and the manifest."""
 
 
 def new_session(store: ps.SessionStore, session_id: str, **fields: Any) -> str:
@@ -563,6 +571,360 @@ def test_import_of_an_export_reproduces_every_session(
         assert import_lake(target, lake).skipped == report.imported
 
 
+# --- a lake keeps histories -------------------------------------------------------------------
+
+
+def commits(store: ps.SessionStore, session_id: str, count: int, tag: str = "x") -> None:
+    """Append ``count`` commits to the session's log."""
+    for i in range(count):
+        store.record_node_state(ps.NodeStateRecord(
+            session_id=session_id, node_id=f"{tag}{i}", state=f"{tag}-state-{i}"))
+
+
+def lake_files(lake: Path) -> dict[str, bytes]:
+    """Every file of the lake, by relative path, with its bytes."""
+    return {str(p.relative_to(lake)): p.read_bytes() for p in lake.rglob("*") if p.is_file()}
+
+
+def leftovers(lake: Path) -> list[str]:
+    """What an export leaves beside the tables and the manifest: nothing, when it is done."""
+    return sorted(p.name for p in lake.iterdir() if p.name.startswith(("_", ".")))
+
+
+def test_another_history_with_the_same_id_is_a_conflict_and_the_lake_keeps_its_copy(
+    tmp_path: Path,
+) -> None:
+    lake = tmp_path / "lake"
+    with ps.SessionStore.open(tmp_path / "a.db", publish_interval=None) as a:
+        new_session(a, "run-1")
+        commits(a, "run-1", 3, "a")
+        small_session(a, "a-only")
+        first = export_parquet(a, lake)
+        assert first.ok and not first.conflicts
+        a_root = a.log_root("run-1")
+    before = lake_files(lake)
+    with ps.SessionStore.open(tmp_path / "b.db", publish_interval=None) as b:
+        new_session(b, "run-1")
+        commits(b, "run-1", 1, "b")
+        small_session(b, "b-only")
+        report = export_parquet(b, lake)
+    assert not report.ok and not report
+    (conflict,) = report.conflicts
+    assert conflict.session_id == "run-1"
+    assert "different history" in conflict.detail and "3 commits" in conflict.detail
+    # The other session went in; the lake's copy of run-1 is untouched, byte for byte.
+    assert report.session_ids == ["b-only"]
+    assert set(report.rows) and report.manifest["sessions"]["run-1"] == (
+        first.manifest["sessions"]["run-1"])
+    after = lake_files(lake)
+    assert {k: v for k, v in after.items() if "b-only" not in k and k != MANIFEST} == {
+        k: v for k, v in before.items() if k != MANIFEST}
+    manifest = json.loads((lake / MANIFEST).read_text())
+    assert manifest["sessions"]["run-1"]["checkpoint"]["size"] == 3
+    assert set(manifest["sessions"]) == {"run-1", "a-only", "b-only"}
+    assert leftovers(lake) == []
+    with ps.SessionStore.in_memory() as central:
+        assert import_lake(central, lake).ok
+        assert central.log_root("run-1") == a_root and central.verify_session("run-1").ok
+
+
+def test_a_log_that_extends_the_lakes_copy_replaces_it(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    with ps.SessionStore.open(tmp_path / "a.db", publish_interval=None) as a:
+        new_session(a, "run-1")
+        commits(a, "run-1", 3)
+        export_parquet(a, lake)
+        assert export_parquet(a, lake).session_ids == ["run-1"]  # the same log: re-exported
+        old = ps.Checkpoint.from_json(json.dumps(
+            json.loads((lake / MANIFEST).read_text())["sessions"]["run-1"]["checkpoint"]))
+        commits(a, "run-1", 4, "later")
+        a.record_energy(ps.EnergyRecord(session_id="run-1", node_id="later0", v_total=2.0))
+        report = export_parquet(a, lake)
+        assert report.ok and report.session_ids == ["run-1"] and not report.conflicts
+        entry = json.loads((lake / MANIFEST).read_text())["sessions"]["run-1"]
+        assert entry["checkpoint"]["size"] == 7
+        assert entry["checkpoint"]["log_root"] == a.log_root("run-1").hex()
+        assert entry["rows"]["energy_history"] == 1
+        assert leftovers(lake) == []
+        with ps.SessionStore.in_memory() as central:
+            assert import_lake(central, lake).imported == ["run-1"]
+            assert central.verify_session("run-1", against=old).ok
+            assert central.log_root("run-1") == a.log_root("run-1")
+
+
+def test_a_store_behind_the_lakes_copy_does_not_roll_it_back(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    with ps.SessionStore.open(tmp_path / "a.db", publish_interval=None) as a:
+        new_session(a, "run-1")
+        commits(a, "run-1", 3)
+    (tmp_path / "old.db").write_bytes((tmp_path / "a.db").read_bytes())  # a copy at 3
+    with ps.SessionStore.open(tmp_path / "a.db", publish_interval=None) as a:
+        commits(a, "run-1", 2, "later")
+        export_parquet(a, lake)
+    before = lake_files(lake)
+    with ps.SessionStore.open_read_only(tmp_path / "old.db") as old:
+        report = export_parquet(old, lake)
+    (conflict,) = report.conflicts
+    assert "more commits" in conflict.detail and report.session_ids == []
+    assert lake_files(lake) == before
+
+
+def test_sessions_without_commits_are_told_apart_by_creation(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    with ps.SessionStore.in_memory() as a, ps.SessionStore.in_memory() as b:
+        new_session(a, "run-1")
+        a.record_energy(ps.EnergyRecord(session_id="run-1", node_id="n", v_total=1.0))
+        export_parquet(a, lake)
+        a.record_energy(ps.EnergyRecord(session_id="run-1", node_id="n", v_total=0.5))
+        assert export_parquet(a, lake).session_ids == ["run-1"]  # the same session, later
+        time.sleep(0.01)  # created (a moment) later: another session with the same id
+        new_session(b, "run-1")
+        report = export_parquet(b, lake)
+        (conflict,) = report.conflicts
+        assert "another session" in conflict.detail
+        entry = json.loads((lake / MANIFEST).read_text())["sessions"]["run-1"]
+        assert entry["rows"]["energy_history"] == 2
+
+
+# Several processes exporting into one lake at once: each runs this with a JSON list of
+# [lake, session] jobs, waits for the GO file so that they start together, and prints what
+# each export reported.
+EXPORTER = """
+import json, sys, time
+from pathlib import Path
+import perspt_store as ps
+from perspt_store.lake import export_parquet
+
+db, go, jobs = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+with ps.SessionStore.open_read_only(db) as store:
+    deadline = time.monotonic() + 60
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    out = []
+    for lake, sid in jobs:
+        report = export_parquet(store, lake, [sid])
+        out.append({"exported": report.session_ids,
+                    "conflicts": [c.session_id for c in getattr(report, "conflicts", [])]})
+print(json.dumps(out))
+"""
+
+
+def run_exporters(tmp_path: Path, work: list[tuple[Path, list[tuple[Path, str]]]]) -> list[Any]:
+    """Start one process per (database, jobs), release them together, and return what each
+    printed (bounded in time: a hung exporter fails the test)."""
+    script = tmp_path / "exporter.py"
+    script.write_text(EXPORTER)
+    go = tmp_path / "GO"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(db), str(go),
+             json.dumps([[str(lake), sid] for lake, sid in jobs])],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for db, jobs in work
+    ]
+    go.touch()
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+            results.append(json.loads(out))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
+
+
+def test_two_processes_export_forty_sessions_into_one_lake_at_once(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    work = []
+    for p in range(2):
+        db = tmp_path / f"p{p}.db"
+        with ps.SessionStore.open(db, publish_interval=None) as store:
+            for i in range(20):
+                new_session(store, f"p{p}-s{i}")
+                commits(store, f"p{p}-s{i}", 1 + i % 3, f"p{p}")
+        work.append((db, [(lake, f"p{p}-s{i}") for i in range(20)]))
+    results = run_exporters(tmp_path, work)
+    assert all(r == {"exported": [r["exported"][0]], "conflicts": []}
+               for out in results for r in out)
+    manifest = json.loads((lake / MANIFEST).read_text())
+    expected = {f"p{p}-s{i}" for p in range(2) for i in range(20)}
+    assert set(manifest["sessions"]) == expected
+    assert leftovers(lake) == []
+    with ps.SessionStore.in_memory() as central:
+        report = import_lake(central, lake)
+        assert report.ok and set(report.imported) == expected
+        assert all(central.verify_session(sid).ok for sid in expected)
+
+
+def test_two_processes_exporting_one_id_with_different_histories_one_wins(
+    tmp_path: Path,
+) -> None:
+    lakes = [tmp_path / f"lake{i}" for i in range(5)]
+    work = []
+    roots = {}
+    for p in range(2):
+        db = tmp_path / f"p{p}.db"
+        with ps.SessionStore.open(db, publish_interval=None) as store:
+            new_session(store, "run-1")
+            commits(store, "run-1", 2 + p, f"p{p}")
+            roots[p] = store.log_root("run-1")
+        work.append((db, [(lake, "run-1") for lake in lakes]))
+    results = run_exporters(tmp_path, work)
+    for i, lake in enumerate(lakes):
+        outcomes = [results[p][i] for p in range(2)]
+        winners = [p for p in range(2) if outcomes[p]["exported"] == ["run-1"]]
+        losers = [p for p in range(2) if outcomes[p]["conflicts"] == ["run-1"]]
+        assert len(winners) == 1 and len(losers) == 1 and winners != losers, outcomes
+        entry = json.loads((lake / MANIFEST).read_text())["sessions"]["run-1"]
+        assert entry["checkpoint"]["log_root"] == roots[winners[0]].hex()
+        assert leftovers(lake) == []
+        with ps.SessionStore.in_memory() as central:
+            assert import_lake(central, lake).imported == ["run-1"]
+            assert central.verify_session("run-1").ok
+            assert central.log_root("run-1") == roots[winners[0]]
+
+
+def test_an_import_reads_a_session_again_if_an_export_replaced_it_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = tmp_path / "lake"
+    with ps.SessionStore.open(tmp_path / "a.db", publish_interval=None) as source, \
+            ps.SessionStore.open(tmp_path / "c.db", publish_interval=None) as central:
+        small_session(source, "s")
+        export_parquet(source, lake)
+        commits(source, "s", 2, "later")
+        source.record_energy(ps.EnergyRecord(session_id="s", node_id="later0", v_total=1.0))
+        write = central._write
+        replaced = []
+
+        def write_then_export(*args: Any, **kwargs: Any) -> Any:
+            result = write(*args, **kwargs)
+            if not replaced:  # after the import read its first table: a newer export
+                replaced.append(export_parquet(source, lake).session_ids)
+            return result
+
+        monkeypatch.setattr(central, "_write", write_then_export)
+        report = import_lake(central, lake)
+        assert replaced == [["s"]]
+        assert report.imported == ["s"], report.sessions
+        assert central.verify_session("s").ok
+        assert central.log_root("s") == source.log_root("s")
+        assert contents(central, "s") == contents(source, "s")
+
+
+# --- a killed exporter, a stale lock ------------------------------------------------------------
+
+# Re-exports the lake's sessions and kills itself (SIGKILL) at its N-th rename inside the lake.
+KILLED_EXPORTER = """
+import os, signal, sys
+from pathlib import Path
+import perspt_store as ps
+from perspt_store.lake import export_parquet
+
+db, lake, n = sys.argv[1], os.path.realpath(sys.argv[2]), int(sys.argv[3])
+renames = 0
+
+def patched(real):
+    def rename(src, dst, *args, **kwargs):
+        global renames
+        if os.path.realpath(str(dst)).startswith(lake):
+            renames += 1
+            if renames == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real(src, dst, *args, **kwargs)
+    return rename
+
+os.replace, os.rename = patched(os.replace), patched(os.rename)
+with ps.SessionStore.open_read_only(db) as store:
+    export_parquet(store, lake)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_an_exporter_killed_at_any_step_leaves_an_importable_lake(tmp_path: Path) -> None:
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_EXPORTER)
+    db = tmp_path / "a.db"
+    for n in (1, 2, 3, 5, 8, 12, 17, 40):
+        lake = tmp_path / f"lake{n}"
+        with ps.SessionStore.open(db, publish_interval=None) as store:
+            if n == 1:
+                small_session(store, "s")
+                small_session(store, "t")
+            old = {sid: store.log_root(sid) for sid in ("s", "t")}
+            export_parquet(store, lake)
+            commits(store, "s", 2, f"k{n}-")
+            store.record_energy(ps.EnergyRecord(session_id="t", node_id="n", v_total=3.0))
+            new = {sid: store.log_root(sid) for sid in ("s", "t")}
+        proc = subprocess.run([sys.executable, str(script), str(db), str(lake), str(n)],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode in (0, -signal.SIGKILL), proc.stderr
+        # The lake holds each session as it was or as it is now, never a mixture.
+        with ps.SessionStore.in_memory() as central:
+            report = import_lake(central, lake)
+            assert report.ok, report.conflicts
+            for sid in ("s", "t"):
+                assert central.verify_session(sid).ok
+                assert central.log_root(sid) in (old[sid], new[sid])
+        # The next export is not blocked by what the killed one left, and cleans it up.
+        with ps.SessionStore.open_read_only(db) as store:
+            report = export_parquet(store, lake)
+            assert report.ok and sorted(report.session_ids) == ["s", "t"]
+        assert leftovers(lake) == []
+        with ps.SessionStore.in_memory() as central:
+            assert import_lake(central, lake).ok
+            assert central.log_root("s") == new["s"]
+
+
+def test_a_lock_left_by_a_dead_process_on_this_machine_is_broken_at_once(
+    tmp_path: Path,
+) -> None:
+    lake = tmp_path / "lake"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    lake.mkdir()
+    (lake / LOCK).write_text(json.dumps({"host": socket.gethostname(),
+                                         "pid": int(dead.stdout), "token": "dead"}))
+    with ps.SessionStore.in_memory() as store:
+        small_session(store, "s")
+        assert export_parquet(store, lake).session_ids == ["s"]
+    assert leftovers(lake) == []
+
+
+def test_a_lock_from_another_machine_is_broken_once_it_stops_changing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import perspt_store.lake as lake_module
+
+    monkeypatch.setattr(lake_module, "_STALE_AFTER", 0.2)
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    (lake / LOCK).write_text(json.dumps({"host": "elsewhere", "pid": 1, "token": "t"}))
+    with ps.SessionStore.in_memory() as store:
+        small_session(store, "s")
+        assert export_parquet(store, lake).session_ids == ["s"]
+    assert leftovers(lake) == []
+
+
+def test_an_unreadable_lock_file_is_broken_once_it_stops_changing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import perspt_store.lake as lake_module
+
+    monkeypatch.setattr(lake_module, "_STALE_AFTER", 0.2)
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    (lake / LOCK).write_text("")  # a writer killed between creating and filling it
+    with ps.SessionStore.in_memory() as store:
+        small_session(store, "s")
+        assert export_parquet(store, lake).ok
+    assert leftovers(lake) == []
+
+
 # --- command line -----------------------------------------------------------------------------
 
 
@@ -606,6 +968,25 @@ def test_cli_import_conflicts_exit_1_with_the_details(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "conflict" in result.stdout and "1 conflict" in result.stdout
     assert result.stderr.startswith("conflict: s: already in the store with a different history")
+
+
+def test_cli_export_of_another_history_exits_1_and_leaves_the_lake_alone(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    with ps.SessionStore.open(tmp_path / "a.db", publish_interval=None) as a:
+        new_session(a, "run-1")
+        commits(a, "run-1", 3, "a")
+    with ps.SessionStore.open(tmp_path / "b.db", publish_interval=None) as b:
+        new_session(b, "run-1")
+        commits(b, "run-1", 1, "b")
+    assert invoke(tmp_path / "a.db", "export", "--parquet", str(lake)).exit_code == 0
+    before = lake_files(lake)
+    result = invoke(tmp_path / "b.db", "export", "--parquet", str(lake), "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == []
+    assert result.stderr.startswith("conflict: run-1: the lake holds a different history")
+    assert lake_files(lake) == before
+    # Exporting the longer log again is fine.
+    assert invoke(tmp_path / "a.db", "export", "--parquet", str(lake)).exit_code == 0
 
 
 def test_cli_export_of_an_unknown_session_suggests_the_closest(tmp_path: Path) -> None:

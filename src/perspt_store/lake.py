@@ -17,10 +17,23 @@ table's, with the stored values (ids too); rows upstream wrote into a migrated f
 decoded first, as the row models decode them. ``branch_lineage`` rows without a session are
 not exported.
 
-Re-exporting is idempotent: each exported session's partitions are replaced (deleted, then
-moved in from a staging directory), never appended to, and its manifest entry is replaced;
-other sessions' partitions and entries are left alone, so several stores may export into
-one directory (one at a time).
+A lake keeps histories. Re-exporting a session replaces its partitions and manifest entry
+(never appends to them) only when the store's commit log *extends* the checkpoint in the
+manifest, as a Merkle consistency proof shows (and the session was created at the same
+time); otherwise the export reports a conflict and leaves the lake's copy as it is. Other
+sessions' partitions and entries are left alone.
+
+Several exporters (processes, machines sharing the directory) may write into one lake at
+the same time. Each writes its Parquet files into a staging directory of its own, then
+takes the lake's lock (``.export.lock``, created with ``O_CREAT | O_EXCL``) for a short
+critical section: it re-reads the manifest, checks that each session's log extends the
+lake's copy, writes a journal (``.export-journal.json``), moves the partitions into place
+and writes the manifest (both files written to a temporary file, then renamed over).
+An exporter killed in the middle leaves the journal behind: whoever takes the lock next
+finishes its moves (rolls forward) before doing anything else, so the lake never keeps a
+mixture of two exports. A lock whose holder died on this machine is broken at once; any
+other lock (another machine's, or one that cannot be read) once it has stayed unchanged
+for ``_STALE_AFTER`` seconds (its holder refreshes it while it works).
 
 :func:`import_lake` merges a lake, or another store file, into a store. Each session is
 imported in one transaction, in the lake's insertion order, with new ids from the target's
@@ -33,12 +46,17 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
+import random
+import re
 import shutil
+import socket
 import tempfile
+import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +73,7 @@ from .errors import (
     StoreError,
 )
 from .frames import legacy_replacements, order_key
+from .merkle import MerkleTree, verify_consistency
 from .schema import SCHEMA_VERSION, SEQUENCED_TABLES, TABLES
 from .store import SessionStore
 from .store._base import PathLike, translate_error
@@ -63,6 +82,7 @@ __all__ = [
     "LAKE_FORMAT",
     "LAKE_TABLES",
     "MANIFEST",
+    "ExportConflict",
     "ExportReport",
     "ImportReport",
     "SessionImport",
@@ -90,6 +110,26 @@ writing such a session's partition as one file, in insertion order."""
 
 STATUSES = ("imported", "skipped", "conflict", "invalid")
 
+_LOCK = ".export.lock"
+"""The lake's lock file: held while an exporter swaps partitions and writes the manifest."""
+
+_JOURNAL = ".export-journal.json"
+"""What the lock's holder is moving into place; finished by the next holder if it died."""
+
+_STAGING = "_staging-"
+"""The prefix of an exporter's staging directory (``_staging-<host>-<pid>-<random>``)."""
+
+_STALE_AFTER = 120.0
+"""Seconds a lock (or lock breaker) must stay unchanged, content and modification time, as
+seen by a waiting exporter's own clock, before it is taken for a dead holder's and broken.
+A holder refreshes its lock's modification time at least once a second while it works. A
+lock whose holder ran on this machine and is no longer running is broken at once."""
+
+_ORPHAN_AFTER = 86400.0
+"""Seconds after which a staging directory or temporary file of an exporter on another
+machine is taken for a dead one's leftover and removed (this machine's: when its process
+is gone)."""
+
 
 def partition_dir(table: str, session_id: str) -> str:
     """The partition directory of a session's rows of ``table``, relative to the lake:
@@ -109,8 +149,19 @@ def _literal(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class ExportConflict:
+    """A session :func:`export_parquet` did not write: the lake holds a history of it that
+    the store's log does not extend."""
+
+    session_id: str
+    detail: str
+    """A sentence saying why (the two logs' sizes and roots, or the two creation times)."""
+
+
+@dataclass(frozen=True)
 class ExportReport:
-    """What :func:`export_parquet` wrote."""
+    """What :func:`export_parquet` wrote. ``ok`` unless a session conflicted with the
+    lake's copy (those were not written; the others were)."""
 
     path: Path
     """The lake directory."""
@@ -120,6 +171,18 @@ class ExportReport:
     """Rows written per table (over the exported sessions); tables without rows left out."""
     manifest: dict[str, Any] = field(repr=False)
     """The lake's manifest after the export (every session in the lake)."""
+    conflicts: list[ExportConflict] = field(default_factory=list)
+    """Sessions not exported because the lake holds a history of them that the store's log
+    does not extend; their partitions and manifest entries in the lake were left as they
+    were."""
+
+    @property
+    def ok(self) -> bool:
+        """True when no session conflicted with the lake's copy."""
+        return not self.conflicts
+
+    def __bool__(self) -> bool:
+        return self.ok
 
     def _repr_html_(self) -> str:
         from ._display import export_report_html
@@ -226,12 +289,324 @@ def _read_manifest(directory: Path) -> dict[str, Any] | None:
     return manifest
 
 
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a JSON file atomically: a temporary file (named after this process, so a
+    killed writer's leftover can be told from a live one's) renamed over it."""
+    temporary = path.with_name(f".{path.name}.{_tag()}-{uuid.uuid4().hex}.tmp")
+    try:
+        temporary.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+
+
 def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     """Write the manifest atomically (a temporary file renamed over it)."""
-    temporary = directory / f".{MANIFEST}.{uuid.uuid4().hex}.tmp"
-    temporary.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n",
-                         encoding="utf-8")
-    os.replace(temporary, directory / MANIFEST)
+    _write_json(directory / MANIFEST, manifest)
+
+
+# --- the lake's lock --------------------------------------------------------------------------
+
+
+def _host() -> str:
+    return socket.gethostname()
+
+
+def _tag() -> str:
+    """``<host>-<pid>`` of this process, safe in a file name."""
+    return f"{re.sub(r'[^A-Za-z0-9]', '_', _host())[:64]}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine may still run (True when it cannot be told)."""
+    if pid == os.getpid():
+        return True
+    if os.name == "nt" or pid <= 0:  # os.kill(pid, 0) would terminate it on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it runs, as another user
+        return True
+    try:  # a zombie (killed, not yet reaped by its parent) runs no more
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def _holder(content: bytes) -> tuple[str, int] | None:
+    """The host and pid a lock file names, None if it cannot be read."""
+    try:
+        info = json.loads(content)
+        host, pid = info["host"], info["pid"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(host, str) or not isinstance(pid, int) or isinstance(pid, bool):
+        return None
+    return host, pid
+
+
+def _look(path: Path) -> tuple[bytes, int] | None:
+    """A lock file's content and modification time (ns); None if there is none (now)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(), os.fstat(handle.fileno()).st_mtime_ns
+    except FileNotFoundError:
+        return None
+    except PermissionError:  # Windows: being deleted
+        if os.name == "nt":
+            return None
+        raise
+
+
+def _create_exclusive(path: Path, content: bytes) -> bool:
+    """Create ``path`` holding ``content`` if it does not exist (atomically); False if it
+    does."""
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileExistsError:
+        return False
+    except PermissionError:  # Windows: a file being deleted still blocks its name
+        if os.name == "nt" and path.exists():
+            return False
+        raise
+    try:
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        _unlink(path)
+        raise
+    os.close(fd)
+    return True
+
+
+def _unlink(path: Path) -> None:
+    """Remove a file if it is there (retrying a while on Windows, where an open file cannot
+    be removed)."""
+    for attempt in range(100):
+        try:
+            os.unlink(path)
+            return
+        except FileNotFoundError:
+            return
+        except PermissionError:
+            if os.name != "nt" or attempt == 99:
+                raise
+            time.sleep(0.01)
+
+
+class _LakeLock:
+    """The lake's lock: a file created with ``O_CREAT | O_EXCL`` (atomic on local file
+    systems, NFSv3+ and SMB), naming its holder's host, pid and a random token.
+
+    A waiter polls. It breaks the lock when the holder ran on this machine and is gone, or
+    when the lock has stayed unchanged (content and modification time, timed by the
+    waiter's own clock, so machines' clocks need not agree) for ``_STALE_AFTER`` seconds;
+    the holder refreshes the modification time at least once a second. Breaking takes a
+    second lock file (``.export.lock.break``, broken by the same rule) and removes the lock
+    only if it is still the one judged stale, so two waiters never remove a lock a third
+    has just taken.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / _LOCK
+        self._breaker = directory / f"{_LOCK}.break"
+        self.content = json.dumps({
+            "host": _host(), "pid": os.getpid(), "token": uuid.uuid4().hex, "since": _now(),
+        }).encode()
+        self._beat = 0.0
+
+    def __enter__(self) -> _LakeLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        first_seen: dict[tuple[str, bytes, int], float] = {}
+        pause = 0.001
+        while True:
+            if _create_exclusive(self.path, self.content):
+                self._beat = time.monotonic()
+                return
+            seen = _look(self.path)
+            if seen is None:
+                continue  # released meanwhile: try again at once
+            if self._stale(self.path, seen, first_seen) and self._break(seen, first_seen):
+                continue
+            time.sleep(pause * random.uniform(0.5, 1.0))
+            pause = min(pause * 2, 0.05)
+
+    def _stale(
+        self, path: Path, seen: tuple[bytes, int], first_seen: dict[tuple[str, bytes, int], float]
+    ) -> bool:
+        now = time.monotonic()
+        since = first_seen.setdefault((path.name, *seen), now)
+        if now - since >= _STALE_AFTER:
+            return True
+        holder = _holder(seen[0])
+        return holder is not None and holder[0] == _host() and not _alive(holder[1])
+
+    def _break(
+        self, seen: tuple[bytes, int], first_seen: dict[tuple[str, bytes, int], float]
+    ) -> bool:
+        """Remove the stale lock ``seen``, one breaker at a time; True if it is gone."""
+        if not _create_exclusive(self._breaker, self.content):
+            other = _look(self._breaker)
+            if (other is not None and self._stale(self._breaker, other, first_seen)
+                    and _look(self._breaker) == other):
+                _unlink(self._breaker)  # a breaker that died while breaking
+            return False
+        try:
+            if _look(self.path) != seen:  # released, refreshed or taken meanwhile
+                return False
+            _unlink(self.path)
+            return True
+        finally:
+            _unlink(self._breaker)
+
+    def held(self) -> bool:
+        """Whether the lock file is still this holder's."""
+        seen = _look(self.path)
+        return seen is not None and seen[0] == self.content
+
+    def beat(self) -> None:
+        """Refresh the lock's modification time (at most once a second), so waiters see
+        that its holder is alive."""
+        now = time.monotonic()
+        if now - self._beat >= 1.0:
+            self._beat = now
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+    def release(self) -> None:
+        if self.held():
+            _unlink(self.path)
+
+
+# --- the journal: moving an export into place ---------------------------------------------------
+
+
+def _apply(directory: Path, journal: dict[str, Any], beat: Callable[[], None]) -> dict[str, Any]:
+    """Move the journal's staged partitions into place (the replaced ones into its staging
+    directory) and merge its entries into the manifest; returns the manifest written.
+
+    Every step is a rename that a repeat skips once done, so a holder of the lock can
+    finish the journal of an exporter that died at any point (roll forward).
+    """
+    staging = directory / journal["staging"]
+    replaced = staging / "_replaced"
+    for sid, staged_tables in journal["staged"].items():
+        staged = set(staged_tables)
+        for table in LAKE_TABLES:
+            target = directory / partition_dir(table, sid)
+            source = staging / partition_dir(table, sid)
+            if table in staged and not source.exists():
+                continue  # moved into place already
+            if target.exists():
+                old = replaced / partition_dir(table, sid)
+                old.parent.mkdir(parents=True, exist_ok=True)
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(target, old)
+            if table in staged:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, target)
+            beat()
+    manifest = _read_manifest(directory) or {"format": LAKE_FORMAT, "sessions": {}}
+    sessions = dict(manifest["sessions"])
+    sessions.update(journal["sessions"])
+    manifest = {
+        "format": LAKE_FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "library_version": journal["library_version"],
+        "exported_at": journal["exported_at"],
+        "layout": "<table>/session_id=<url-encoded session id>/*.parquet",
+        "tables": list(LAKE_TABLES),
+        "sessions": sessions,
+    }
+    _write_manifest(directory, manifest)
+    return manifest
+
+
+def _read_journal(directory: Path) -> dict[str, Any] | None:
+    path = directory / _JOURNAL
+    try:
+        journal = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path} cannot be read ({exc}); the lake needs a look by hand",
+                         operation="export") from exc
+    if not isinstance(journal, dict) or not {"staging", "staged", "sessions"} <= set(journal):
+        raise StoreError(f"{path} is not an export journal; the lake needs a look by hand",
+                         operation="export")
+    return journal
+
+
+def _orphaned(path: Path, tag: str) -> bool:
+    """Whether an exporter's leftover named ``<host>-<pid>-<random>`` is a dead one's."""
+    host, _, pid = tag.rpartition("-")[0].rpartition("-")
+    if host and host == _tag().rpartition("-")[0] and pid.isdigit() and not _alive(int(pid)):
+        return True
+    try:
+        return time.time() - path.lstat().st_mtime > _ORPHAN_AFTER
+    except OSError:
+        return False
+
+
+def _check_held(lock: _LakeLock, directory: Path) -> None:
+    """Raise StoreError unless ``lock`` is still ours (checked before each change)."""
+    if not lock.held():
+        raise StoreError(
+            f"another exporter broke this one's lock on {directory} (it was taken for a "
+            f"dead one's after {_STALE_AFTER:.0f} s without a sign of life); nothing was "
+            "changed: export again",
+            operation="export",
+        )
+
+
+def _recover(directory: Path, lock: _LakeLock) -> None:
+    """Under the lock: finish an export that died after writing its journal, then remove
+    what dead exporters left (staging directories, temporary files)."""
+    journal = _read_journal(directory)
+    if journal is not None:
+        _check_held(lock, directory)
+        _apply(directory, journal, lock.beat)
+        _unlink(directory / _JOURNAL)
+    for path in directory.iterdir():
+        name = path.name
+        if name.startswith(_STAGING) and _orphaned(path, name[len(_STAGING):]):
+            shutil.rmtree(path, ignore_errors=True)
+        elif name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3:
+            tag = name[: -len(".tmp")].rpartition(".")[2]
+            if _orphaned(path, tag):
+                _unlink(path)
+
+
+def _finish_interrupted_export(directory: Path) -> None:
+    """Before reading a lake: if an exporter died in the middle of moving an export into
+    place, finish it (under the lock). Skipped when the lake cannot be written."""
+    if not (directory / _JOURNAL).exists():
+        return
+    try:
+        with _LakeLock(directory) as lock:
+            _recover(directory, lock)
+    except PermissionError:
+        return
+    except OSError as exc:
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return
+        raise StoreError(f"finishing an interrupted export in {directory} failed: {exc}",
+                         operation="import") from exc
 
 
 # --- export ---------------------------------------------------------------------------------
@@ -311,14 +686,24 @@ def export_parquet(
     on a read-only store, and is idempotent: a session exported again has its partitions and
     manifest entry replaced, never duplicated.
 
+    A lake keeps histories: a session already in the lake is replaced only when the store's
+    commit log extends the manifest's checkpoint of it (a Merkle consistency proof; an equal
+    log is re-exported) and it was created at the same time. Otherwise it is a conflict:
+    reported in :attr:`ExportReport.conflicts`, not raised, and the lake's copy is left as
+    it is; the other sessions are exported.
+
+    Several exporters, in several processes or on several machines sharing the directory,
+    may export into one lake at the same time: the partitions and manifest are swapped
+    under the lake's lock (see the module docs), so no manifest entry is lost and no
+    session is left a mixture of two exports.
+
     Args:
         store: The store to export (read-only is fine).
-        directory: The lake directory; created if needed. Keep one exporter per directory
-            at a time.
+        directory: The lake directory; created if needed.
         session_ids: The sessions to export; all of them by default.
 
     Returns:
-        What was written.
+        What was written, and what conflicted (``report.ok`` is False then).
 
     Raises:
         RecordNotFoundError: A named session is not in the store (nothing was written).
@@ -337,15 +722,14 @@ def export_parquet(
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot export to {directory}: {exc}", operation="export") from exc
-    manifest = _read_manifest(directory) or {"format": LAKE_FORMAT, "sessions": {}}
-    staging = directory / f"_staging-{uuid.uuid4().hex}"
+    _read_manifest(directory)  # refuse what is not a lake (or a newer one) before any work
+    staging = directory / f"{_STAGING}{_tag()}-{uuid.uuid4().hex}"
     marks = store._legacy_marks
-    rows: dict[str, int] = {}
     try:
         with _read_snapshot(store) as cursor:
             present = [sid for (sid,) in _run(
-                cursor, "SELECT session_id FROM sessions ORDER BY rowid", None,
-                table="sessions", operation="export")] if store.schema_version else []
+                cursor, f"SELECT session_id FROM sessions ORDER BY {order_key('sessions')}",
+                None, table="sessions", operation="export")] if store.schema_version else []
             if session_ids is None:
                 ids = present
             else:
@@ -358,13 +742,25 @@ def export_parquet(
                         table="sessions", operation="export",
                     )
             counts: dict[str, dict[str, int]] = {sid: {} for sid in ids}
+            leaves: dict[str, list[bytes]] = {sid: [] for sid in ids}
+            created: dict[str, str | None] = dict.fromkeys(ids)
             when = _now()
             if ids:
                 for table, sid, count in _run(
                     cursor, _COUNTS_SQL, [ids], table=None, operation="export"
                 ):
                     counts[sid][table] = count
-                    rows[table] = rows.get(table, 0) + count
+                for sid, leaf in _run(
+                    cursor, "SELECT session_id, leaf_hash FROM merkle_log WHERE session_id IN "
+                    "(SELECT unnest(?)) ORDER BY session_id, seq", [ids],
+                    table="merkle_log", operation="export",
+                ):
+                    leaves[sid].append(bytes(leaf))
+                for sid, at in _run(
+                    cursor, "SELECT session_id, created_at FROM sessions WHERE session_id IN "
+                    "(SELECT unnest(?))", [ids], table="sessions", operation="export",
+                ):
+                    created[sid] = None if at is None else str(at)
                 staging.mkdir()
                 for table in LAKE_TABLES:
                     found = [(sid, counts[sid][table]) for sid in ids if table in counts[sid]]
@@ -375,37 +771,116 @@ def export_parquet(
                     "exported_at": when,
                     "schema_version": SCHEMA_VERSION,
                     "library_version": __version__,
+                    "created_at": created[sid],
                     "checkpoint": store.checkpoint(sid).to_dict(),
                     "rows": {table: counts[sid].get(table, 0) for table in LAKE_TABLES},
                 }
                 for sid in ids
             }
-        for table in LAKE_TABLES:
-            for sid in ids:
-                target = directory / partition_dir(table, sid)
-                if target.exists():
-                    shutil.rmtree(target)
-                staged = staging / partition_dir(table, sid)
-                if staged.exists():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(staged, target)
-        sessions = dict(manifest["sessions"])
-        sessions.update(entries)
-        manifest = {
-            "format": LAKE_FORMAT,
-            "schema_version": SCHEMA_VERSION,
-            "library_version": __version__,
-            "exported_at": when,
-            "layout": "<table>/session_id=<url-encoded session id>/*.parquet",
-            "tables": list(LAKE_TABLES),
-            "sessions": sessions,
-        }
-        _write_manifest(directory, manifest)
+        with _LakeLock(directory) as lock:
+            _recover(directory, lock)
+            manifest = _read_manifest(directory) or {"format": LAKE_FORMAT, "sessions": {}}
+            conflicts = [
+                ExportConflict(sid, reason)
+                for sid in ids
+                if (reason := _conflict(directory, sid, manifest["sessions"].get(sid),
+                                        entries[sid], leaves[sid])) is not None
+            ]
+            rejected = {c.session_id for c in conflicts}
+            exported = [sid for sid in ids if sid not in rejected]
+            if exported or not (directory / MANIFEST).exists():
+                journal = {
+                    "staging": staging.name,
+                    "exported_at": when,
+                    "library_version": __version__,
+                    "sessions": {sid: entries[sid] for sid in exported},
+                    "staged": {
+                        sid: [t for t in LAKE_TABLES
+                              if (staging / partition_dir(t, sid)).is_dir()]
+                        for sid in exported
+                    },
+                }
+                _check_held(lock, directory)
+                _write_json(directory / _JOURNAL, journal)
+                manifest = _apply(directory, journal, lock.beat)
+                _unlink(directory / _JOURNAL)
     except OSError as exc:
         raise StoreError(f"exporting to {directory} failed: {exc}", operation="export") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ExportReport(path=directory, session_ids=ids, rows=rows, manifest=manifest)
+    rows: dict[str, int] = {}
+    for sid in exported:
+        for table, count in counts[sid].items():
+            rows[table] = rows.get(table, 0) + count
+    return ExportReport(path=directory, session_ids=exported, rows=rows, manifest=manifest,
+                        conflicts=conflicts)
+
+
+def _commits(n: int) -> str:
+    return f"{n} commit" if n == 1 else f"{n} commits"
+
+
+def _lake_log(directory: Path, session_id: str, size: int, root: bytes) -> MerkleTree | None:
+    """The lake's commit log of a session, read from its ``merkle_log`` files; None unless
+    it is there and matches the manifest's checkpoint (``size`` commits, ``root``)."""
+    files = _parquet(directory, "merkle_log", session_id)
+    if files is None:
+        return None
+    try:
+        with duckdb.connect() as connection:
+            found = connection.execute(
+                "SELECT leaf_hash FROM read_parquet(?, hive_partitioning=false) ORDER BY seq",
+                [files],
+            ).fetchall()
+        tree = MerkleTree(bytes(leaf) for (leaf,) in found)
+    except (duckdb.Error, TypeError, ValueError):
+        return None
+    return tree if tree.size == size and tree.root() == root else None
+
+
+def _conflict(
+    directory: Path, session_id: str, there: Any, entry: dict[str, Any], leaves: list[bytes]
+) -> str | None:
+    """Why the store's copy of a session may not replace the lake's (``there``, its
+    manifest entry), None if it may: the lake has no copy, or the store's log extends the
+    lake's checkpoint (a consistency proof) and the session was created at the same time."""
+    if there is None:
+        return None
+    kept = "; the lake's copy was left as it is"
+    try:
+        size = there["checkpoint"]["size"]
+        root = bytes.fromhex(there["checkpoint"]["log_root"])
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError(size)
+    except (KeyError, TypeError, ValueError):
+        return ("the lake's manifest entry for it has no readable checkpoint, so the store's "
+                "log cannot be shown to extend it" + kept)
+    tree = MerkleTree(leaves)
+    ours = f"{_commits(tree.size)}, root {tree.root().hex()[:16]}…"
+    theirs = f"{_commits(size)}, root {root.hex()[:16]}…"
+    different = (f"the lake holds a different history of this session: the store's log "
+                 f"({ours}) does not extend the lake's ({theirs})" + kept)
+    if size > tree.size:
+        # The store's log cannot extend a longer one; say whether it is behind (a prefix of
+        # the lake's log, read from the lake's merkle_log files) or another history.
+        lake = _lake_log(directory, session_id, size, root)
+        if lake is None:
+            return (f"the lake's copy has more commits than the store's log ({theirs}; the "
+                    f"store {ours}), so the store's log does not extend it" + kept)
+        if verify_consistency(tree.size, size, tree.root(), root,
+                              lake.consistency_proof(tree.size, size)):
+            return (f"the lake's copy has more commits than the store's log ({theirs}; the "
+                    f"store {ours}): the store is behind, its log a prefix of the lake's"
+                    + kept)
+        return different
+    if not verify_consistency(size, tree.size, root, tree.root(),
+                              tree.consistency_proof(size, tree.size)):
+        return different
+    there_created, ours_created = there.get("created_at"), entry.get("created_at")
+    if there_created is not None and ours_created is not None and there_created != ours_created:
+        return (f"the lake's copy is another session with the same id (created "
+                f"{there_created}; the store's {ours_created})" + kept)
+    return None
 
 
 _COUNTS_SQL = " UNION ALL ".join(
@@ -443,8 +918,8 @@ def _export_table(
             replacements = legacy_replacements(table, marks)
             replace = f" REPLACE ({', '.join(replacements)})" if replacements else ""
             query = (
-                f"SELECT * EXCLUDE (session_id, _order) FROM (SELECT *{replace}, rowid AS "
-                f"_order FROM {table} WHERE session_id = ?) ORDER BY _order"
+                f"SELECT * EXCLUDE (session_id, _order) FROM (SELECT *{replace}, "
+                f"{order_key(table)} AS _order FROM {table} WHERE session_id = ?) ORDER BY _order"
             )
             _run(
                 cursor,
@@ -518,6 +993,8 @@ def import_lake(
 def _import_directory(
     store: SessionStore, directory: Path, session_ids: Iterable[str] | None
 ) -> ImportReport:
+    _finish_interrupted_export(directory)
+    key = _manifest_key(directory)  # before reading: a change after it is seen as one
     manifest = _read_manifest(directory)
     if manifest is None:
         raise StoreError(
@@ -540,8 +1017,81 @@ def _import_directory(
     position = {sid: i for i, sid in enumerate(names)}
     names.sort(key=lambda sid: (created.get(sid) is None, created.get(sid) or _dt.datetime.min,
                                 position[sid]))
-    results = [_import_session(store, directory, sid, entries[sid]) for sid in names]
+    watch = _LakeWatch(directory, key, entries)
+    results = [_import_watched(store, directory, sid, watch) for sid in names]
     return ImportReport(source=str(directory), sessions=results)
+
+
+_READ_ATTEMPTS = 50
+"""Times an import reads a session that an exporter keeps replacing before it gives up."""
+
+
+def _manifest_key(directory: Path) -> tuple[int, int, int] | None:
+    """What changes whenever the manifest is written (it is renamed over: a new file)."""
+    try:
+        stat = os.stat(directory / MANIFEST)
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+class _LakeWatch:
+    """Tells whether an exporter replaced, or is replacing, a session of the lake while an
+    import reads it. An export lists its sessions in the journal before it moves anything,
+    and writes their new manifest entries (a new ``exported_at``) before it removes the
+    journal; so if the session is in no journal before and after the read, and its entry is
+    the same, no export of it overlapped the read."""
+
+    def __init__(
+        self, directory: Path, key: tuple[int, int, int] | None, entries: dict[str, Any]
+    ) -> None:
+        self.directory = directory
+        self._key = key
+        self._entries = entries
+
+    def entry(self, session_id: str) -> Any:
+        """The session's manifest entry as it is now (None if it has none)."""
+        key = _manifest_key(self.directory)
+        if key != self._key:
+            manifest = _read_manifest(self.directory)
+            self._key, self._entries = key, manifest["sessions"] if manifest else {}
+        return self._entries.get(session_id)
+
+    def busy(self, session_id: str) -> bool:
+        """Whether an export of the session is moving it into place (its journal lists it)."""
+        try:
+            journal = _read_journal(self.directory)
+        except StoreError:
+            return True
+        return journal is not None and session_id in journal.get("sessions", {})
+
+
+def _import_watched(
+    store: SessionStore, directory: Path, session_id: str, watch: _LakeWatch
+) -> SessionImport:
+    """Import a session, again if an exporter replaced it while it was read."""
+    pause = 0.002
+    for _ in range(_READ_ATTEMPTS):
+        entry = watch.entry(session_id)
+        if entry is None:
+            return SessionImport(session_id, "invalid",
+                                 "it is no longer in the lake's manifest; nothing was imported")
+        if not watch.busy(session_id):
+
+            def changed(entry: Any = entry) -> bool:
+                # The journal first: an export removes it only after writing the manifest.
+                return watch.busy(session_id) or watch.entry(session_id) != entry
+
+            result = _import_session(store, directory, session_id, entry, changed)
+            if result is not None:
+                return result
+        time.sleep(pause * random.uniform(0.5, 1.0))
+        pause = min(pause * 2, 0.1)
+    return SessionImport(
+        session_id, "invalid",
+        "an export was replacing it in the lake each time it was read (or one died doing so "
+        "in a lake this process cannot write to); nothing was imported: import again",
+    )
 
 
 def _parquet(directory: Path, table: str, session_id: str) -> str | None:
@@ -561,36 +1111,53 @@ def _created_at(
         files = _parquet(directory, "sessions", sid)
         if files is None:
             continue
-        found = _run(cursor, "SELECT max(created_at) FROM read_parquet(?, hive_partitioning=false)",
-                     [files], table="sessions", operation="import")
+        try:
+            found = _run(cursor,
+                         "SELECT max(created_at) FROM read_parquet(?, hive_partitioning=false)",
+                         [files], table="sessions", operation="import")
+        except StoreError:  # replaced meanwhile: only the order is at stake; read it later
+            continue
         if found and found[0][0] is not None:
             created[sid] = found[0][0]
     return created
 
 
+class _Replaced(Exception):
+    """Internal: an exporter replaced the session in the lake while it was read."""
+
+
 def _import_session(
-    store: SessionStore, directory: Path, session_id: str, entry: dict[str, Any]
-) -> SessionImport:
+    store: SessionStore, directory: Path, session_id: str, entry: dict[str, Any],
+    changed: Callable[[], bool],
+) -> SessionImport | None:
+    """Import one session; None (nothing written) if ``changed()`` says an exporter
+    replaced it in the lake while it was read."""
     files = {t: f for t in LAKE_TABLES if (f := _parquet(directory, t, session_id)) is not None}
     if store.get_session(session_id) is not None:
         try:
-            return _compare(store, session_id, entry, files)
+            result = _compare(store, session_id, entry, files)
         except (ReadOnlyStoreError, StoreClosedError):
             raise
         except StoreError as exc:  # e.g. a lake file without a column the store has
-            return SessionImport(session_id, "invalid",
-                                 f"it could not be compared with the store's copy: {exc}")
+            result = SessionImport(session_id, "invalid",
+                                   f"it could not be compared with the store's copy: {exc}")
+        return None if changed() else result
     if "sessions" not in files:
-        return SessionImport(session_id, "invalid",
-                             "the lake has no sessions row for it (a partial copy?)")
+        return None if changed() else SessionImport(
+            session_id, "invalid", "the lake has no sessions row for it (a partial copy?)")
     try:
         with store.transaction():
             written = _insert_session(store, session_id, files)
             _check_imported(store, session_id, entry, written)
+            if changed():
+                raise _Replaced
+    except _Replaced:
+        return None
     except _Invalid as exc:
-        return SessionImport(session_id, "invalid", f"{exc}; nothing was imported")
+        return None if changed() else SessionImport(
+            session_id, "invalid", f"{exc}; nothing was imported")
     except DuplicateRecordError as exc:
-        return SessionImport(
+        return None if changed() else SessionImport(
             session_id, "conflict",
             f"a key of this session is already used by another session of the store "
             f"({exc}); nothing was imported",
@@ -598,8 +1165,8 @@ def _import_session(
     except (ReadOnlyStoreError, StoreClosedError):
         raise
     except StoreError as exc:
-        return SessionImport(session_id, "invalid",
-                             f"its rows could not be read or written: {exc}")
+        return None if changed() else SessionImport(
+            session_id, "invalid", f"its rows could not be read or written: {exc}")
     store._commit_logs.pop(session_id, None)
     total = sum(written.values())
     return SessionImport(session_id, "imported", f"{total} rows imported",

@@ -1099,7 +1099,10 @@ def export(ctx: click.Context, directory: Path, session_ids: tuple[str, ...], fm
     Every table is written with DuckDB's COPY to DIR/<table>/session_id=<id>/, beside a
     manifest.json with the schema version and each session's Merkle checkpoint, so any
     engine that reads Parquet can query many machines' sessions together. Exporting a
-    session again replaces its files. Without SESSION, every session is exported.
+    session again replaces its files, but only with a log that extends the lake's copy:
+    a different history under the same id is a conflict, the lake's copy is left alone
+    and the command exits 1. Several exporters may write into one DIR at the same time.
+    Without SESSION, every session is exported.
 
     \b
     Example:
@@ -1121,12 +1124,17 @@ def export(ctx: click.Context, directory: Path, session_ids: tuple[str, ...], fm
         }
         for sid in report.session_ids
     ]
+    conflicts = f"; {plural(len(report.conflicts), 'conflict')}" if report.conflicts else ""
     emit_rows(
         rows,
         fmt,
         columns=["session_id", "commits", "rows", "log_root"],
-        caption=f"exported {plural(len(rows), 'session')} to {directory}",
+        caption=f"exported {plural(len(rows), 'session')} to {directory}{conflicts}",
     )
+    if not report.ok:
+        for conflict in report.conflicts:
+            click.echo(f"conflict: {conflict.session_id}: {conflict.detail}", err=True)
+        ctx.exit(1)
 
 
 @cli.command(name="import")
