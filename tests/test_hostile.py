@@ -214,7 +214,7 @@ def _drive_every_method(store: ps.SessionStore, rows: dict[str, ps.Row], session
     )
     store.resolve_repair_footprint(rows["repair_footprints"].footprint_id)  # type: ignore[attr-defined]
     store.update_session_status(session, HOSTILE)
-    store.update_merkle_root(session, BLOB)
+    store.update_merkle_root(session, BLOB.ljust(32, b"\0"))  # a digest is 32 bytes
     store.rollback(session, to_seq=0)
     assert store.verify_session(session).ok
 
