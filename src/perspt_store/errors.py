@@ -7,7 +7,7 @@ earlier, when a row model is built, with pydantic's ``ValidationError``.
 
 ```
 StoreError                     anything the store refuses or cannot do
-├── SessionNotFoundError       a write names a session that does not exist (nothing is written)
+├── SessionNotFoundError       an operation names a session that does not exist
 ├── RecordNotFoundError        an operation names a row that does not exist (nothing is changed)
 ├── ReadOnlyStoreError         a write on a store opened read-only
 ├── StoreClosedError           use after close()
@@ -49,16 +49,32 @@ class StoreError(Exception):
         self.operation = operation
 
 
-class SessionNotFoundError(StoreError):
-    """A write names a session that does not exist; nothing was written."""
+_WRITES = frozenset({"insert", "update", "delete", "write"})
 
-    def __init__(self, session_id: str, *, table: str | None = None) -> None:
-        where = f" (writing {table})" if table else ""
-        super().__init__(
-            f"session {session_id!r} does not exist{where}; create it with create_session() first",
-            table=table,
-            operation="insert",
-        )
+
+class SessionNotFoundError(StoreError):
+    """An operation names a session that does not exist; nothing was read or written.
+
+    Args:
+        session_id: The session named.
+        table: The table the operation touched.
+        operation: What was being done: a write (``"insert"``, ``"update"``, ...) says that
+            nothing was written to ``table`` and how to create the session; anything else
+            (a read, or None) only that the session does not exist.
+    """
+
+    def __init__(
+        self, session_id: str, *, table: str | None = None, operation: str | None = None
+    ) -> None:
+        if operation in _WRITES:
+            where = f" to {table}" if table else ""
+            message = (
+                f"session {session_id!r} does not exist, so nothing was written{where}; "
+                "create it with create_session() first"
+            )
+        else:
+            message = f"session {session_id!r} does not exist"
+        super().__init__(message, table=table, operation=operation)
         self.session_id = session_id
 
 
