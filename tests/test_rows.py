@@ -322,6 +322,69 @@ def test_text_fields_are_not_coerced_from_bytes_or_numbers(model: type[ps.Row], 
             model(**{**_minimal(model), name: bad})
 
 
+# Text DuckDB cannot store: a Python str holding a surrogate code point (a lone one, or a
+# UTF-16 pair kept as two code points) has no UTF-8 encoding, and DuckDB refuses it on insert.
+UNSTORABLE_TEXT = ["caf\udce9", "\ud800", "\udfff", "a\ud83d\ude00b"]
+# Text that looks odd but DuckDB 2.0 stores and returns intact: kept.
+STORABLE_ODD_TEXT = ["a\x00b", "\x00", "\ufffe", "\uffff", "\U0010ffff", "\ufeff",
+                     "\x01\x7f\x85", "\ue000", "\u202e"]
+
+
+def test_the_text_rule_matches_what_duckdb_stores() -> None:
+    """Ground truth for the rule below, from the engine itself (parameter and list paths)."""
+    conn = duckdb.connect()
+    try:
+        conn.execute("CREATE TABLE t (v VARCHAR)")
+        for value in STORABLE_ODD_TEXT:
+            conn.execute("INSERT INTO t VALUES (?)", [value])
+            conn.execute("INSERT INTO t SELECT unnest(?)", [[value]])
+            got = conn.execute("SELECT v FROM t").fetchall()
+            assert got == [(value,), (value,)], repr(value)
+            conn.execute("DELETE FROM t")
+        for value in UNSTORABLE_TEXT:
+            with pytest.raises(duckdb.Error):
+                conn.execute("INSERT INTO t VALUES (?)", [value])
+            with pytest.raises(duckdb.Error):
+                conn.execute("INSERT INTO t SELECT unnest(?)", [[value]])
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(("model", "name"), STR_FIELDS, ids=_ids(STR_FIELDS))
+def test_text_fields_reject_what_duckdb_cannot_store(model: type[ps.Row], name: str) -> None:
+    base = _minimal(model)
+    for bad in UNSTORABLE_TEXT:
+        with pytest.raises(ValidationError, match=name):
+            model(**{**base, name: bad})
+        with pytest.raises(ValidationError, match=name):
+            model.model_validate({**base, name: bad})
+    for ok in STORABLE_ODD_TEXT:
+        assert getattr(model(**{**base, name: ok}), name) == ok
+
+
+@pytest.mark.parametrize(("model", "name"), LIST_FIELDS, ids=_ids(LIST_FIELDS))
+def test_list_fields_reject_items_duckdb_cannot_store(model: type[ps.Row], name: str) -> None:
+    base = _minimal(model)
+    for bad in UNSTORABLE_TEXT:
+        with pytest.raises(ValidationError, match=name):
+            model(**{**base, name: ["ok", bad]})
+    assert getattr(model(**{**base, name: STORABLE_ODD_TEXT}), name) == STORABLE_ODD_TEXT
+
+
+def test_odd_but_storable_text_round_trips_through_a_file(tmp_path: Path) -> None:
+    row = ps.LlmRequestRecord(session_id="s", model="m", prompt="".join(STORABLE_ODD_TEXT),
+                              response="\U0010ffff\x00")
+    state = ps.NodeStateRecord(node_id="n", session_id="s", state="x",
+                               children=STORABLE_ODD_TEXT)
+    with ps.SessionStore.open(tmp_path / "odd.db", durability="batched") as store:
+        store.create_session(ps.SessionRecord(session_id="s", task="t", working_dir="/w"))
+        store.record_llm_request(row)
+        store.record_node_state(state)
+    with ps.SessionStore.open_read_only(tmp_path / "odd.db") as store:
+        assert store.get_llm_requests("s") == [row]
+        assert store.get_node_states("s") == [state]
+
+
 @pytest.mark.parametrize(("model", "name"), BOOL_FIELDS, ids=_ids(BOOL_FIELDS))
 def test_bool_fields_are_not_coerced_from_text_or_ints(model: type[ps.Row], name: str) -> None:
     for bad in ("true", "false", 1, 0):

@@ -9,8 +9,8 @@ the fields only, so a row read back equals the row you wrote.
 Types follow SPEC §4: hashes are ``bytes`` (raw BLOBs), lists of ids or paths are
 ``list[str]`` (stored as compact JSON text, as upstream), opaque JSON documents stay ``str``.
 Values are validated on construction: integers must fit their column (INTEGER is 32-bit),
-floats must be finite (and fit upstream's REAL, i.e. float32, for the energy fields), and
-nothing is coerced from a string.
+floats must be finite (and fit upstream's REAL, i.e. float32, for the energy fields), text
+must be storable (see :func:`storable_text`), and nothing is coerced from a string.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "ROW_MODELS",
@@ -66,6 +67,33 @@ StrList = Annotated[list[str], BeforeValidator(_tuple_to_list)]
 """A list of ids or paths, stored as compact JSON text (``'["a","b"]'``)."""
 
 
+def storable_text(value: str) -> str:
+    """``value`` if DuckDB can store it in a VARCHAR, else raise.
+
+    DuckDB stores UTF-8. A Python ``str`` can hold code points UTF-8 cannot encode: the
+    surrogates U+D800..U+DFFF (a lone one, e.g. from ``bytes.decode(errors="surrogateescape")``,
+    or a UTF-16 pair kept as two code points); DuckDB refuses them on insert. Every other
+    code point is stored and read back intact, NUL, noncharacters (U+FFFE) and U+10FFFF
+    included (checked by ``tests/test_rows.py`` against the engine).
+
+    Raises:
+        pydantic_core.PydanticCustomError: The text holds a surrogate (a row model turns it
+            into a ``ValidationError`` naming the field).
+    """
+    if not value.isascii():  # ASCII (the common case) is known storable without a scan
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise PydanticCustomError(
+                "string_not_storable",
+                "text DuckDB cannot store: code point U+{code} at index {index} is a "
+                "surrogate, which has no UTF-8 encoding (decode bytes with errors='replace', "
+                "or re-encode UTF-16 pairs, before building the row)",
+                {"code": f"{ord(value[exc.start]):04X}", "index": exc.start},
+            ) from None
+    return value
+
+
 class Row(BaseModel):
     """Base of every row model: frozen, strict, and compared by its fields only."""
 
@@ -85,6 +113,18 @@ class Row(BaseModel):
     """Optional text fields that upstream wrote as '' for None (decoded so on legacy rows)."""
 
     _db: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        """Every text field, and every item of a list field, must be storable
+        (:func:`storable_text`): rejected here, never by the database at a later flush."""
+        if type(value) is str:
+            storable_text(value)
+        elif type(value) is list:
+            for item in value:
+                storable_text(item)
+        return value
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
