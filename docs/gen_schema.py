@@ -100,13 +100,16 @@ OWN_TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "merkle_root_overrides": (
         "`sessions.merkle_root` values that are not a state root: set through "
         "`update_merkle_root`, or carried over from an upstream file at migration. "
-        "`verify_session` reports them as notes, not as problems.",
+        "`verify_session` reports the current one (no commit since) as a note, not as a "
+        "problem.",
         {
             "id": "Insertion order.",
             "session_id": "The session (FK).",
             "merkle_root": "The value written to `sessions.merkle_root`.",
             "source": "`update_merkle_root` or `upstream`.",
             "created_at": "When it was recorded (naive UTC).",
+            "log_size": "The session's commit count when it was set: a commit since ends "
+            "the excuse.",
         },
     ),
     "perspt_store_meta": (
@@ -194,6 +197,11 @@ def _description(model: type[Row], column: str) -> tuple[str, str, str]:
     if isinstance(attribute, property) and column in model.__db_columns__:
         doc = (attribute.__doc__ or "").strip()
         return f"{_DB_COLUMN_TYPES[column]} | None", "read-only", doc
+    if column == "row_order":  # ours, and no model's: the store orders by it
+        return "—", "not in the model", (
+            "Insertion order, drawn from `seq_<table>_row_order` (perspt-store; DuckDB gives "
+            "an updated row a new rowid, so the order is stored)."
+        )
     raise SystemExit(f"{model.__name__} has no field or read-only property for {column!r}")
 
 

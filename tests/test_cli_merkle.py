@@ -86,8 +86,11 @@ def test_rollback_errors(db: Path) -> None:
     assert run(db, "rollback", "nope", "--to", "1")[0] == 1
 
 
-def test_a_bad_checkpoint_file_is_a_one_line_error(db: Path, tmp_path: Path) -> None:
+def test_a_bad_checkpoint_file_is_a_one_line_usage_error(db: Path, tmp_path: Path) -> None:
+    # Exit 2, not 1: exit 1 from verify means the log failed, never that the input was bad.
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     code, out = run(db, "verify", SID, "--against", str(bad))
-    assert code == 1 and out.startswith("Error:") and "checkpoint" in out
+    last = out.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("Error: Invalid value for '--against'")
+    assert "not a perspt-store checkpoint: no scheme" in last

@@ -269,3 +269,30 @@ def test_two_handles_committing_at_once_lose_nothing(tmp_path: Path) -> None:
         assert report.log_size == 2 * per_thread
         latest = {r.node_id: r.attempt_count for r in b.get_latest_node_states(S)}
         assert latest == {"p": per_thread - 1, "q": per_thread - 1}
+
+
+# --- threads: reads never wait for writers; cursors of exited threads are released ----------
+
+
+def test_a_new_thread_reads_while_another_holds_a_transaction(store: ps.SessionStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store.create_session(ps.SessionRecord(session_id=S, task="t", working_dir="/w"))
+    with ThreadPoolExecutor(max_workers=2) as pool, store.transaction():
+        store.record_energy(ps.EnergyRecord(node_id="n", session_id=S, v_total=1.0))
+        # Fresh threads' first calls: they see the last commit, not this transaction.
+        futures = [pool.submit(store.get_energy_history, S, "n") for _ in range(4)]
+        futures.append(pool.submit(store.load_session_snapshot, S))
+        results = [future.result(timeout=30) for future in futures]
+    assert results[:4] == [[], [], [], []]
+    assert len(store.get_energy_history(S, "n")) == 1
+
+
+def test_cursors_of_exited_threads_are_released(store: ps.SessionStore) -> None:
+    store.create_session(ps.SessionRecord(session_id=S, task="t", working_dir="/w"))
+    for _ in range(500):
+        thread = threading.Thread(target=store.get_session, args=(S,))
+        thread.start()
+        thread.join()
+    assert store.get_session(S) is not None
+    assert len(store._cursors) <= 3  # this thread's, the last one's at most, and one spare

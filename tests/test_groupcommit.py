@@ -1,5 +1,5 @@
 """Group commit (``durability="batched"``): ``record_*`` calls return once buffered, a
-background thread commits in bulk, the store reads its own writes, ``flush()``/``close()``
+background thread commits in bulk, a thread reads its own writes, ``flush()``/``close()``
 make everything durable, and a failed flush never loses rows silently.
 
 "Committed" is observed through a second connection to the same database instance (raw
@@ -40,9 +40,18 @@ def batched(db_path: Path) -> Iterator[ps.SessionStore]:
 @pytest.fixture
 def observer(db_path: Path, batched: ps.SessionStore) -> Iterator[duckdb.DuckDBPyConnection]:
     """A raw connection to the same database: it sees only committed rows."""
-    conn = duckdb.connect(str(db_path))
+    conn = connect(db_path)
     yield conn
     conn.close()
+
+
+def connect(path: Path) -> duckdb.DuckDBPyConnection:
+    """A raw connection to the database instance a store in this process holds open."""
+    try:
+        return duckdb.connect(str(path))
+    except duckdb.ConnectionException:  # the store's connection has settings of its own
+        return duckdb.connect(str(path), config={
+            "autoinstall_known_extensions": False, "autoload_known_extensions": False})
 
 
 def energy(v_total: float, node_id: str = "n", session_id: str = "s") -> ps.EnergyRecord:
@@ -106,7 +115,7 @@ def test_the_background_flusher_commits_within_the_interval(db_path: Path) -> No
         db_path, durability="batched", flush_interval=0.02, publish_interval=None
     ) as store:
         store.create_session(ps.SessionRecord(session_id="s", task="t", working_dir="/w"))
-        conn = duckdb.connect(str(db_path))
+        conn = connect(db_path)
         try:
             for i in range(10):
                 store.record_energy(energy(float(i)))
@@ -116,15 +125,26 @@ def test_the_background_flusher_commits_within_the_interval(db_path: Path) -> No
 
 
 def test_a_full_buffer_is_flushed_before_the_interval(db_path: Path) -> None:
+    """``flush_rows`` buffered rows wake the flusher long before the (never elapsing)
+    interval. How many rows one flush takes depends on thread timing (it takes whatever is
+    buffered when it runs, e.g. 73 of 120), so the test waits for the state that must follow
+    whatever the timing: fewer than ``flush_rows`` rows left, every other one committed."""
+    flush_rows, recorded = 50, 120
     with ps.SessionStore.open(
-        db_path, durability="batched", flush_interval=SLOW, flush_rows=50, publish_interval=None
+        db_path, durability="batched", flush_interval=SLOW, flush_rows=flush_rows,
+        publish_interval=None,
     ) as store:
         store.create_session(ps.SessionRecord(session_id="s", task="t", working_dir="/w"))
-        conn = duckdb.connect(str(db_path))
+        conn = connect(db_path)
         try:
-            for i in range(120):
+            for i in range(recorded):
                 store.record_energy(energy(float(i)))
-            wait_for(lambda: committed(conn) >= 100, "a flush triggered by size")
+            wait_for(lambda: store.pending_writes < flush_rows, "flushes triggered by size")
+            left = store.pending_writes  # in-flight rows count: these are all committed
+            assert committed(conn) == recorded - left >= recorded - flush_rows + 1
+            assert [v for (v,) in conn.execute(
+                "SELECT v_total FROM energy_history ORDER BY id").fetchall()] == [
+                float(i) for i in range(recorded - left)], "a prefix, in order"
         finally:
             conn.close()
 
@@ -235,52 +255,150 @@ def _restore_session(conn: duckdb.DuckDBPyConnection) -> None:
     conn.execute("INSERT INTO sessions (session_id, task, working_dir) VALUES ('s', 't', '/w')")
 
 
-def test_a_failed_flush_keeps_the_rows_and_says_so(
+def test_a_flush_hands_back_rows_it_cannot_write_and_never_retries_them(
     batched: ps.SessionStore, observer: duckdb.DuckDBPyConnection
 ) -> None:
-    """The session disappears behind the store's back: the flush fails, nothing is lost,
-    and a later flush writes everything once the cause is fixed."""
+    """The session disappears behind the store's back: its rows cannot be written. flush()
+    raises once, with those rows; they leave the buffer (they would fail forever), and the
+    store goes on as if they had never been recorded."""
     batched.record_energy(energy(1.0))  # the session is checked (and remembered) here
     _delete_session(observer)
     batched.record_energy(energy(2.0))
-    for _ in range(2):  # failures repeat while the cause remains, and lose nothing
-        with pytest.raises(ps.FlushError) as info:
-            batched.flush()
-        assert [r.v_total for r in info.value.rows] == [1.0, 2.0]
-        assert isinstance(info.value, ps.StoreError)
+    with pytest.raises(ps.FlushError) as info:
+        batched.flush()
+    assert [r.v_total for r in info.value.rows] == [1.0, 2.0]
+    assert isinstance(info.value, ps.StoreError)
+    assert "handed back" in str(info.value) and "'s' does not exist" in str(info.value)
+    assert batched.pending_writes == 0
+    batched.flush()  # reported once: nothing is stuck
+    assert committed(observer) == 0
+    with pytest.raises(ps.SessionNotFoundError):  # no longer remembered as existing
+        batched.record_energy(energy(3.0))
     _restore_session(observer)
+    batched.record_many(info.value.rows)  # the caller decides what to do with them
+    assert [e.v_total for e in batched.get_energy_history("s", "n")] == [1.0, 2.0]
+
+
+def test_a_bad_row_among_good_ones_from_several_threads_is_isolated(
+    batched: ps.SessionStore, observer: duckdb.DuckDBPyConnection
+) -> None:
+    """Rows that fail are found (by session, by table, then by halving) and handed back;
+    every other buffered row commits, in each thread's order."""
+    batched.create_session(ps.SessionRecord(session_id="gone", task="t", working_dir="/w"))
+    threads, per_thread = 4, 60
+    bad: list[ps.Row] = []
+    barrier = threading.Barrier(threads)
+
+    def produce(t: int) -> None:
+        barrier.wait()
+        for i in range(per_thread):
+            batched.record_energy(energy(float(i), node_id=f"t{t}"))
+            batched.record_llm_request(ps.LlmRequestRecord(
+                session_id="s", node_id=f"t{t}", model="m", tokens_in=i))
+            if i in (7, 41):
+                row: ps.Row
+                if t % 2:  # a row whose session will be gone when it is flushed
+                    row = energy(-1.0, node_id=f"t{t}", session_id="gone")
+                else:  # a row that skipped validation: DuckDB cannot encode its prompt
+                    row = ps.LlmRequestRecord.model_construct(
+                        session_id="s", node_id=f"t{t}", model="m", prompt="caf\udce9",
+                        response="", tokens_in=-i)
+                bad.append(row)
+                batched._insert(row)  # record_energy or record_llm_request
+
+    run_threads(produce, threads)
+    observer.execute("DELETE FROM sessions WHERE session_id = 'gone'")
+    with pytest.raises(ps.FlushError) as info:
+        batched.flush()
+    assert sorted(map(repr, info.value.rows)) == sorted(map(repr, bad))
+    assert batched.pending_writes == 0
+    for t in range(threads):
+        assert [e.v_total for e in batched.get_energy_history("s", f"t{t}")] == [
+            float(i) for i in range(per_thread)]
+        assert [r.tokens_in for r in batched.get_llm_requests("s")
+                if r.node_id == f"t{t}"] == list(range(per_thread))
+    batched.record_energy(energy(99.0, node_id="after"))
     batched.flush()
+    assert committed(observer) == threads * per_thread + 1
+
+
+def test_bisection_finds_a_few_bad_rows_among_thousands(
+    batched: ps.SessionStore, observer: duckdb.DuckDBPyConnection
+) -> None:
+    """Enough rows for the bulk Arrow path; the bad rows (skipped validation) are found."""
+    bad_at = {5, 777, 1500}
+    bad: list[ps.Row] = []
+    for i in range(1600):
+        if i in bad_at:
+            row = ps.LlmRequestRecord.model_construct(
+                session_id="s", node_id=None, model="m", prompt="\ud800", response="",
+                tokens_in=i)
+            bad.append(row)
+        else:
+            row = ps.LlmRequestRecord(session_id="s", model="m", tokens_in=i)
+        batched.record_llm_request(row)
+    with pytest.raises(ps.FlushError) as info:
+        batched.flush()
+    assert list(info.value.rows) == bad, "handed back in the order they were recorded"
     assert [v for (v,) in observer.execute(
-        "SELECT v_total FROM energy_history ORDER BY id").fetchall()] == [1.0, 2.0]
+        "SELECT tokens_in FROM llm_requests ORDER BY id").fetchall()] == [
+        i for i in range(1600) if i not in bad_at]
 
 
-def test_a_background_failure_is_reported_to_the_next_call(db_path: Path) -> None:
+def test_when_isolation_gives_up_every_row_is_committed_or_handed_back(
+    batched: ps.SessionStore, observer: duckdb.DuckDBPyConnection
+) -> None:
+    """Half of 2,000 rows fail: isolation stops after MAX_FAILED_ATTEMPTS failed attempts
+    and hands back what it has not committed; no row is lost or written twice."""
+    for i in range(2000):
+        batched.record_llm_request(
+            ps.LlmRequestRecord.model_construct(
+                session_id="s", node_id=None, model="m", prompt="\ud800", response="",
+                tokens_in=i)
+            if i % 2 else ps.LlmRequestRecord(session_id="s", model="m", tokens_in=i))
+    with pytest.raises(ps.FlushError, match="gave up after 200 failed attempts") as info:
+        batched.flush()
+    written = [v for (v,) in observer.execute(
+        "SELECT tokens_in FROM llm_requests ORDER BY id").fetchall()]
+    handed_back = [r.tokens_in for r in info.value.rows]
+    assert written == sorted(written) and handed_back == sorted(handed_back)
+    assert sorted(written + handed_back) == list(range(2000))
+    assert all(v % 2 == 0 for v in written)
+    assert batched.pending_writes == 0
+    batched.record_energy(energy(1.0))
+    batched.flush()
+    assert committed(observer) == 1
+
+
+def test_a_background_flush_failure_is_reported_once_and_never_sticks(db_path: Path) -> None:
     with ps.SessionStore.open(
         db_path, durability="batched", flush_interval=0.01, publish_interval=None
     ) as store:
         store.create_session(ps.SessionRecord(session_id="s", task="t", working_dir="/w"))
-        conn = duckdb.connect(str(db_path))
+        store.create_session(ps.SessionRecord(session_id="gone", task="t", working_dir="/w"))
+        conn = connect(db_path)
         try:
             store.record_energy(energy(1.0))
-            wait_for(lambda: committed(conn) == 1, "the first flush")
-            conn.execute("DELETE FROM energy_history")  # so the session can go
-            _delete_session(conn)
-            store.record_energy(energy(2.0))  # the flusher will fail on this one
-            failure: ps.FlushError | None = None
-            deadline = time.monotonic() + WAIT
-            while failure is None and time.monotonic() < deadline:
-                try:
-                    store.record_energy(energy(99.0))
-                except ps.FlushError as exc:
-                    failure = exc
-                time.sleep(0.01)
-            assert failure is not None, "the failure reached a later record_* call"
-            assert "still buffered" in str(failure)
-            _restore_session(conn)
+            store.record_energy(energy(-1.0, session_id="gone"))  # checked, remembered
+            wait_for(lambda: store.pending_writes == 0, "the first flush")
+            conn.execute("DELETE FROM energy_history WHERE session_id = 'gone'")
+            conn.execute("DELETE FROM sessions WHERE session_id = 'gone'")
+            store.record_energy(energy(2.0))
+            store.record_energy(energy(-2.0, session_id="gone"))  # cannot be written
+            store.record_energy(energy(3.0))
+            wait_for(lambda: store.pending_writes == 0, "the flusher to deal with all three")
+            assert committed(conn) == 3, "the good rows committed without anybody asking"
+            for _ in range(3):  # reads never raise it
+                assert [e.v_total for e in store.get_energy_history("s", "n")] == [
+                    1.0, 2.0, 3.0]
+            with pytest.raises(ps.FlushError, match="this call wrote nothing") as info:
+                store.record_energy(energy(98.0))
+            assert info.value.rows == (energy(-2.0, session_id="gone"),)
+            store.record_energy(energy(4.0))  # reported once: the store goes on
             store.flush()
-            values = [v for (v,) in conn.execute(
-                "SELECT v_total FROM energy_history ORDER BY id").fetchall()]
-            assert values[0] == 2.0 and set(values[1:]) <= {99.0}, "nothing was lost"
+            assert [v for (v,) in conn.execute(
+                "SELECT v_total FROM energy_history ORDER BY id").fetchall()] == [
+                1.0, 2.0, 3.0, 4.0]
         finally:
             conn.close()
 
@@ -290,8 +408,10 @@ def test_close_returns_rows_it_could_not_write(db_path: Path) -> None:
         db_path, durability="batched", flush_interval=SLOW, publish_interval=None
     )
     store.create_session(ps.SessionRecord(session_id="s", task="t", working_dir="/w"))
+    store.create_session(ps.SessionRecord(session_id="kept", task="t", working_dir="/w"))
     store.record_energy(energy(1.0))
-    conn = duckdb.connect(str(db_path))
+    store.record_energy(energy(2.0, session_id="kept"))
+    conn = connect(db_path)
     try:
         _delete_session(conn)
         with pytest.raises(ps.FlushError) as info:
@@ -302,6 +422,206 @@ def test_close_returns_rows_it_could_not_write(db_path: Path) -> None:
     assert info.value.rows == (energy(1.0),)
     with pytest.raises(ps.StoreClosedError):
         store.record_energy(energy(2.0))
+    with ps.SessionStore.open_read_only(db_path) as reader:
+        assert reader.get_session_energy_history("kept") == [energy(2.0, session_id="kept")]
+
+
+def run_threads(target: Callable[[int], None], n: int) -> None:
+    """Run ``target(0..n-1)`` in n threads; re-raise the first exception one of them raised."""
+    errors: list[BaseException] = []
+
+    def run(t: int) -> None:
+        try:
+            target(t)
+        except BaseException as exc:  # re-raised below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
+
+
+def test_a_read_by_a_thread_with_nothing_buffered_does_not_wait_for_writers(
+    batched: ps.SessionStore,
+) -> None:
+    """One thread holds the write lock (an open transaction) while another has rows
+    buffered: a third thread's reads complete meanwhile. They see what is committed; the
+    thread that buffered the rows sees them (read your writes) once it reads."""
+    in_transaction, recorded, reads_done = (threading.Event() for _ in range(3))
+    seen: dict[str, object] = {}
+
+    def writer() -> None:
+        with batched.transaction():
+            in_transaction.set()
+            seen["reads finished while the lock was held"] = reads_done.wait(WAIT)
+
+    def reader() -> None:  # its first use of the store: it opens its cursor meanwhile too
+        assert recorded.wait(WAIT)
+        seen["energy"] = batched.get_energy_history("s", "n")
+        seen["sql"] = batched.sql("SELECT count(*) FROM energy_history").fetchall()
+        seen["steps"] = batched.get_session_steps("s")
+        seen["pending"] = batched.pending_writes
+        reads_done.set()
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert in_transaction.wait(WAIT)
+        batched.record_energy(energy(0.0))  # this (the main) thread now has rows buffered
+        batched.record_step(
+            ps.SrbnStepRecord(session_id="s", node_id="n", step="v", outcome="ok"))
+    finally:
+        recorded.set()
+        for thread in threads:
+            thread.join()
+    assert seen == {
+        "reads finished while the lock was held": True,
+        "energy": [], "sql": [(0,)], "steps": [], "pending": 2,
+    }
+    assert batched.pending_writes == 2
+    assert batched.get_energy_history("s", "n") == [energy(0.0)], "read your own writes"
+    assert batched.pending_writes == 0
+
+
+def test_a_thread_reads_its_own_buffered_rows_and_only_those_are_flushed_for_it(
+    batched: ps.SessionStore, observer: duckdb.DuckDBPyConnection
+) -> None:
+    other_recorded = threading.Event()
+
+    def other(_: int) -> None:
+        batched.record_energy(energy(1.0, node_id="other"))
+        other_recorded.set()
+
+    run_threads(other, 1)
+    assert other_recorded.is_set()
+    assert batched.get_energy_history("s", "other") == [], "not committed yet, not waited for"
+    assert batched.pending_writes == 1
+    batched.record_energy(energy(2.0, node_id="mine"))
+    assert [e.node_id for e in batched.get_session_energy_history("s")] == ["other", "mine"]
+    assert batched.pending_writes == 0, "draining for this thread commits the whole buffer"
+    assert committed(observer) == 2
+
+
+@pytest.mark.parametrize("durability", ["batched", "immediate"])
+def test_close_inside_a_transaction_is_refused_and_changes_nothing(
+    db_path: Path, durability: str
+) -> None:
+    """Rows other threads buffer while a transaction is open never join it: close() inside
+    the block refuses; after the block everything commits."""
+    store = ps.SessionStore.open(
+        db_path, durability=durability, flush_interval=SLOW, publish_interval=None
+    )
+    store.create_session(ps.SessionRecord(session_id="s", task="t", working_dir="/w"))
+    others = 5 if durability == "batched" else 0  # (immediate: they would wait for the block)
+    with store.transaction():
+        store.record_energy(energy(0.0, node_id="caller"))
+        # Buffered while the block is open (batched mode takes no lock to buffer a row).
+        run_threads(lambda t: store.record_energy(energy(1.0, node_id=f"t{t}")), others)
+        assert store.pending_writes == others
+        with pytest.raises(ps.StoreError, match=r"close\(\) inside transaction\(\)"):
+            store.close()
+        assert not store.closed and store.in_transaction
+        store.record_energy(energy(2.0, node_id="caller"))
+    store.close()
+    with ps.SessionStore.open_read_only(db_path) as reader:
+        rows = reader.get_session_energy_history("s")
+    assert sorted((e.node_id, e.v_total) for e in rows) == [
+        ("caller", 0.0), ("caller", 2.0), *((f"t{t}", 1.0) for t in range(others))]
+
+
+def test_consistent_read_blocks_neither_buffer_rows_nor_close_the_store(
+    batched: ps.SessionStore, observer: duckdb.DuckDBPyConnection
+) -> None:
+    """Inside consistent_read() (a read-only transaction on this thread's cursor) writes
+    are refused as in immediate mode, and close() refuses, changing nothing."""
+    batched.record_energy(energy(1.0))
+    with batched.consistent_read():
+        with pytest.raises(ps.ReadOnlyStoreError):
+            batched.record_energy(energy(2.0))
+        with pytest.raises(ps.StoreError, match=r"close\(\) inside consistent_read\(\)"):
+            batched.close()
+        assert not batched.closed
+    batched.record_energy(energy(3.0))  # the buffer still takes rows
+    batched.close()
+    assert [v for (v,) in observer.execute(
+        "SELECT v_total FROM energy_history ORDER BY id").fetchall()] == [1.0, 3.0]
+
+
+def test_threads_recording_reading_and_flushing_while_the_store_closes_lose_nothing(
+    db_path: Path,
+) -> None:
+    """Every row whose record_* call returned is in the file after close(), whatever the
+    interleaving; a call that raised (the store was closing) wrote nothing."""
+    store = ps.SessionStore.open(
+        db_path, durability="batched", flush_interval=0.005, flush_rows=64,
+        publish_interval=None,
+    )
+    store.create_session(ps.SessionRecord(session_id="s", task="t", working_dir="/w"))
+    producers = 6
+    acknowledged: list[list[float]] = [[] for _ in range(producers)]
+    started = threading.Barrier(producers + 3)
+
+    def produce(t: int) -> None:
+        started.wait()
+        for i in range(100_000):
+            try:
+                store.record_energy(energy(float(i), node_id=f"t{t}"))
+            except ps.StoreError:  # closed (or closing): this call wrote nothing
+                return
+            acknowledged[t].append(float(i))
+
+    def read_and_flush(t: int) -> None:
+        started.wait()
+        while not store.closed:
+            try:
+                if t:
+                    store.flush()
+                else:
+                    store.get_session_energy_history("s")
+            except ps.StoreError:  # closed meanwhile
+                return
+
+    def close(_: int) -> None:
+        started.wait()
+        wait_for(lambda: all(len(a) > 200 for a in acknowledged), "some rows")
+        store.close()
+
+    run_threads(
+        lambda t: produce(t) if t < producers else
+        read_and_flush(t - producers) if t < producers + 2 else close(t), producers + 3)
+    with ps.SessionStore.open_read_only(db_path) as reader:
+        rows = reader.get_session_energy_history("s")
+    for t in range(producers):
+        assert [e.v_total for e in rows if e.node_id == f"t{t}"] == acknowledged[t]
+
+
+def test_a_normal_exit_commits_the_good_rows_and_reports_the_bad_ones(db_path: Path) -> None:
+    result = _run_child(db_path, """
+        import duckdb, threading
+        store.create_session(ps.SessionRecord(session_id="gone", task="t", working_dir="/w"))
+        store.record_energy(ps.EnergyRecord(node_id="x", session_id="gone", v_total=-1.0))
+        store.flush()
+        store._cursor().execute("DELETE FROM energy_history WHERE session_id = 'gone'")
+        store._cursor().execute("DELETE FROM sessions WHERE session_id = 'gone'")
+        store.record_energy(ps.EnergyRecord(node_id="x", session_id="gone", v_total=-2.0))
+        def more():
+            for i in range(200, 300):
+                store.record_energy(ps.EnergyRecord(node_id="n", session_id="s", v_total=float(i)))
+        t = threading.Thread(target=more, daemon=True)
+        t.start(); t.join()
+        raise SystemExit(0)  # never closes the store
+        """)
+    assert result.returncode == 0, result.stderr
+    assert "closing a batched store at exit failed" in result.stderr
+    assert "1 buffered row" in result.stderr
+    with ps.SessionStore.open_read_only(db_path) as reader:
+        assert [e.v_total for e in reader.get_session_energy_history("s")] == [
+            float(i) for i in range(300)]
 
 
 def _run_child(db_path: Path, body: str) -> subprocess.CompletedProcess[str]:

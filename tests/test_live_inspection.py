@@ -225,7 +225,7 @@ def test_the_writer_publishes_only_after_changes_and_on_close(db_path: Path) -> 
         (taken,) = conn.execute(
             "SELECT value FROM perspt_store_meta WHERE key = 'snapshot_taken_at'"
         ).fetchone()
-        assert dt.datetime.fromisoformat(taken) <= dt.datetime.now(dt.timezone.utc)
+        assert dt.datetime.fromisoformat(taken) <= dt.datetime.now(dt.UTC)
     # Nothing but the database and its snapshot is left beside it.
     assert sorted(p.name for p in db_path.parent.iterdir()) == ["perspt.db", "perspt.db.snapshot"]
 

@@ -419,3 +419,49 @@ def test_commits_after_a_rollback_continue_the_log(store: ps.SessionStore, sessi
     c = store.record_node_state(node(session, "n9"))
     assert c.seq == len(store.get_commit_log(session)) - 1
     assert store.verify_session(session).ok
+
+
+# --- verify_session(against=...) and overrides: only what is true is excused ----------------
+
+
+def test_a_checkpoint_of_another_session_does_not_verify_this_one(
+    store: ps.SessionStore, session: str
+) -> None:
+    key = bytes(range(32))
+    other = add_session(store, "other")
+    store.record_node_state(node(other, "a"))
+    checkpoint = store.checkpoint(other, key=key)
+    store.record_node_state(node(session, "a"))  # the same first commit: b extends a's log
+    store.record_node_state(node(session, "b"))
+    assert store.verify_session(other, against=checkpoint, key=key).ok
+    report = store.verify_session(session, against=checkpoint, key=key)
+    assert not report.ok
+    assert [p.kind for p in report.problems] == ["checkpoint"]
+    assert "other" in report.problems[0].detail
+
+
+def test_a_macd_checkpoint_verified_without_a_key_says_so(
+    store: ps.SessionStore, session: str
+) -> None:
+    store.record_node_state(node(session, "a"))
+    signed = store.checkpoint(session, key=bytes(32))
+    report = store.verify_session(session, against=signed)
+    assert report.ok
+    assert any("MAC" in note and "not checked" in note for note in report.notes)
+    unsigned = store.checkpoint(session)
+    assert not any("MAC" in n for n in store.verify_session(session, against=unsigned).notes)
+
+
+def test_only_the_current_override_is_excused(store: ps.SessionStore, session: str) -> None:
+    forged = bytes([7]) * 32
+    store.record_node_state(node(session, "a"))
+    store.update_merkle_root(session, forged)
+    assert store.verify_session(session).ok  # a note: set by update_merkle_root
+    store.record_node_state(node(session, "b"))  # the commit sets the state root again
+    assert store.verify_session(session).ok
+    store.sql("UPDATE sessions SET merkle_root = ? WHERE session_id = ?", [forged, session])
+    report = store.verify_session(session)
+    assert [p.kind for p in report.problems] == ["root-mismatch"]
+    assert not any("update_merkle_root" in note for note in report.notes)
+    store.update_merkle_root(session, forged)  # set through the API again: excused again
+    assert store.verify_session(session).ok

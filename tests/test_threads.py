@@ -119,6 +119,9 @@ def run_threads(store: ps.SessionStore, n_writes: int) -> list[Written]:
 
 
 def check(store: ps.SessionStore, written: list[Written]) -> None:
+    # Batched mode: a thread reads its own writes, not the rows other threads buffered;
+    # commit them. (A no-op in immediate mode.)
+    store.flush()
     energies = store.get_session_energy_history(SESSION)
     llm = store.get_llm_requests(SESSION)
     nodes = store.get_node_states(SESSION)

@@ -233,7 +233,12 @@ def test_migration_keeps_every_upstream_column_and_only_adds_nullable_ones(
         assert after[(table, column)] == (index, "DOUBLE" if widened else dtype, nullable)
     added = {key: value for key, value in after.items() if key not in before}
     in_upstream_tables = {k: v for k, v in added.items() if k[0] in TABLES_062}
-    assert in_upstream_tables == {("branch_lineage", "session_id"): (7, "VARCHAR", True)}
+    ordered = ("sessions", "feature_charters", "plan_revisions", "budget_envelopes")
+    last = {t: max(i for (table, _), (i, _, _) in before.items() if table == t) for t in ordered}
+    assert in_upstream_tables == {
+        ("branch_lineage", "session_id"): (7, "VARCHAR", True),
+        **{(t, "row_order"): (last[t] + 1, "BIGINT", True) for t in ordered},
+    }
     node_columns = sorted((i, c) for (t, c), (i, _, _) in after.items() if t == "node_states")
     assert [c for _, c in node_columns][-7:] == [c for c, _ in NODE_STATES_LATER_COLUMNS]
     assert len(node_columns) == 15

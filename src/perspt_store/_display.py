@@ -361,7 +361,7 @@ def session_summary_html(summary: Any) -> str:
             ("branches", f"{summary.branches_total}: {summary.active_branches} active, "
                          f"{summary.sealed_branches} sealed, {summary.merged_branches} merged, "
                          f"{summary.flushed_branches} flushed "
-                         f"({_count(summary.flush_decisions, 'flush', 'flushes')})"),
+                         f"({_count(len(summary.flush_decisions), 'flush', 'flushes')})"),
             ("reviews", f"{summary.review_total}: {summary.reviews_approved} approved, "
                         f"{summary.reviews_rejected} rejected, "
                         f"{summary.reviews_corrected} corrected"),

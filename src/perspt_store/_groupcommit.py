@@ -3,8 +3,14 @@
 In batched mode, ``record_*`` calls for the append-only tables (:data:`BUFFERED_MODELS`) only
 append the row to an in-memory buffer and return. A daemon thread commits the buffer in one
 transaction, with one bulk statement per table, at most ``flush_interval`` seconds after the
-oldest buffered row arrived (sooner once ``flush_rows`` rows are waiting). The store's own
-reads flush first, so a store always reads its own writes.
+oldest buffered row arrived (sooner once ``flush_rows`` rows are waiting).
+
+Reads: a thread reads its own writes. A read (or ``sql()``) by a thread that has rows
+buffered first commits the buffer; a read by a thread with nothing buffered neither commits
+nor waits for the write lock, and sees what is committed (rows other threads buffered appear
+once flushed). Writes that are not buffered (node states, ``record_many``,
+``transaction()``, …) commit the whole buffer first, so they follow every row acknowledged
+before them.
 
 Loss window: a crash (SIGKILL, power loss) loses the rows not committed yet: normally those
 of the last ``flush_interval`` seconds plus a flush in progress. If the flusher falls behind
@@ -15,11 +21,8 @@ before going on, so the window stays about ``2 * flush_interval`` plus two flush
 everything durable, and so does a normal interpreter exit (an ``atexit`` hook closes every
 open batched store).
 
-Failures never drop rows silently: the rows of a failed flush go back to the head of the
-buffer (order kept) and are retried by the next flush; the failure is reported as a
-:class:`FlushError` by the next ``record_*`` call (which then buffers nothing), by ``flush()``
-if its own retry fails too, or by ``close()``, which hands the unwritten rows back on the
-error's ``rows`` attribute.
+A row that cannot be written never blocks the others, and is never dropped silently: see
+:class:`FlushError`.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ __all__ = [
     "DEFAULT_FLUSH_INTERVAL",
     "DEFAULT_FLUSH_ROWS",
     "DURABILITY_MODES",
+    "MAX_FAILED_ATTEMPTS",
     "FlushError",
     "WriteBuffer",
 ]
@@ -100,12 +104,31 @@ synchronously."""
 
 
 class FlushError(StoreError):
-    """A group commit (``durability="batched"``) failed to write buffered rows.
+    """A group commit (``durability="batched"``) could not write some buffered rows.
+
+    When a flush fails, the store finds the rows that cause it and commits every other row:
+    rows naming a session that no longer exists are set aside first (one query), then the
+    rest is retried table by table, and a table whose rows still fail is split in halves
+    until the failing rows are isolated (a few failed attempts per bad row). The rows that
+    cannot be written leave the buffer for good (retrying them would fail forever) and are
+    handed back on this error, raised once, by whichever comes first:
+
+    * the next ``record_*`` call that would buffer a row (in any thread; that call then
+      writes nothing);
+    * ``flush()``;
+    * ``close()`` (which closes the store anyway; at interpreter exit it is logged).
+
+    Reads never raise it, and the store goes on working normally after it.
+
+    Isolation stops early when the cause is not a row (the database or the connection
+    failed: an I/O error, a fatal or internal engine error), or after
+    :data:`MAX_FAILED_ATTEMPTS` failed attempts in one flush; the rows not written by then
+    are handed back too, whether or not they were at fault.
 
     Attributes:
-        rows: The rows that were not written. After a background or ``flush()`` failure they
-            are still buffered and will be retried; from ``close()`` they are handed back
-            (the store no longer holds them).
+        rows: The rows that were not written, in the order they were recorded (per
+            thread). The store no longer holds them: record them again (e.g. with
+            ``record_many``) once the cause is fixed, or keep them elsewhere.
     """
 
     def __init__(self, message: str, *, rows: Sequence[Row] = ()) -> None:
@@ -113,12 +136,21 @@ class FlushError(StoreError):
         self.rows: tuple[Row, ...] = tuple(rows)
 
 
+MAX_FAILED_ATTEMPTS = 200
+"""Failed attempts one flush makes to isolate bad rows before it hands back the rest."""
+
+
 class WriteBuffer:
     """Rows waiting for the next group commit, and the daemon thread that commits them.
 
-    The buffer only decides *when* to flush; ``flush`` (the store's) decides *how*: it takes
-    the rows with :meth:`take` under the store's write lock, writes them, and on failure puts
-    them back with :meth:`restore` and raises.
+    The buffer only decides *when* to flush; ``flush`` (the store's) decides *how*: under the
+    store's write lock it takes the rows with :meth:`take`, writes what it can, and ends with
+    :meth:`flushed` (naming the rows it could not write) or, if it was interrupted before
+    deciding, :meth:`restore`.
+
+    Every row gets a ticket (its number in arrival order); each thread remembers the ticket of
+    the last row it buffered, so :meth:`owes_current_thread` tells, without a lock, whether
+    the calling thread has rows that are not committed yet (read your own writes).
     """
 
     def __init__(
@@ -141,7 +173,13 @@ class WriteBuffer:
         self._in_flight = 0  # rows taken by a flush that has not finished
         self._oldest = 0.0  # monotonic time the oldest buffered row arrived
         self._cond = threading.Condition(threading.Lock())
-        self._error: BaseException | None = None  # a background flush failure, unreported
+        self._tickets = 0  # rows ever buffered (the last row's ticket)
+        self._taken = 0  # every row up to this ticket was taken by a flush...
+        self._done = 0  # ...and up to this one, the flush finished (written or handed back)
+        self._mine = threading.local()  # .ticket: the last row this thread buffered
+        self._failed: list[Row] = []  # rows a flush could not write, not reported yet
+        self._causes: dict[str, None] = {}  # why, one line per distinct cause, in order
+        self._cause: BaseException | None = None  # the first of them
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -154,17 +192,19 @@ class WriteBuffer:
         rows older than twice the interval) that the caller should flush itself.
 
         Raises:
-            FlushError: An earlier background flush failed (reported once; this row is not
-                buffered; the failed rows are still buffered and will be retried).
+            FlushError: Rows an earlier flush could not write are handed back (reported
+                once; this row is not buffered).
             StoreClosedError: The buffer was stopped (the store is closing).
         """
         with self._cond:
-            if self._error is not None:
-                self._raise_error()
+            if self._failed:
+                self._raise_failure("; this call wrote nothing")
             if self._stopping:
                 raise StoreClosedError("the store is closed; open a new SessionStore to use it")
             rows = self._rows
             rows.append(row)
+            self._tickets += 1
+            self._mine.ticket = self._tickets
             n = len(rows)
             if n == 1:
                 self._oldest = time.monotonic()
@@ -183,6 +223,10 @@ class WriteBuffer:
         """How many rows are not committed yet (buffered, or in a flush still running)."""
         return len(self._rows) + self._in_flight
 
+    def owes_current_thread(self) -> bool:
+        """True if the calling thread buffered rows that no flush has finished with yet."""
+        return getattr(self._mine, "ticket", 0) > self._done
+
     # --- the flush protocol (called by the store under its write lock) ------------------
 
     def take(self) -> list[Row]:
@@ -190,39 +234,54 @@ class WriteBuffer:
         with self._cond:
             rows, self._rows = self._rows, []
             self._in_flight = len(rows)
+            self._taken = self._tickets
             return rows
 
     def restore(self, rows: list[Row]) -> None:
-        """Put rows whose flush failed back at the head of the buffer."""
+        """Put rows back at the head of the buffer: a flush was interrupted (e.g. by
+        KeyboardInterrupt) before it wrote them or decided they cannot be written."""
         with self._cond:
             self._in_flight = 0
             if rows:
                 self._rows[:0] = rows
                 self._oldest = time.monotonic()
 
-    def flushed(self) -> None:
-        """A flush wrote every row it took: any recorded failure lost nothing, forget it."""
+    def flushed(self, failed: Sequence[tuple[Row, BaseException]] = ()) -> None:
+        """The flush finished with every row it took: written, or (``failed``, in order,
+        with the cause of each) handed back to the next caller (:class:`FlushError`)."""
+        if failed:
+            logger.warning(
+                "group commit: %d buffered rows could not be written; they are handed back "
+                "to the next record_*, flush() or close() (FlushError): %s",
+                len(failed), failed[0][1],
+            )
         with self._cond:
             self._in_flight = 0
-            if self._error is not None:
-                self._error = None
-                self._cond.notify()
+            self._done = max(self._done, self._taken)
+            for row, cause in failed:
+                self._failed.append(row)
+                self._causes[f"{type(row).__name__}: {cause}"] = None
+                if self._cause is None:
+                    self._cause = cause
 
-    def failed(self, error: BaseException) -> None:
-        """A flush the caller ran for rows it had already buffered failed: record it for the
-        next call to report, as a background failure is (the rows stay buffered)."""
+    def report(self, tail: str = "") -> None:
+        """Raise the :class:`FlushError` for rows not written since the last report, if any
+        (and forget them: each is reported once); ``tail`` ends its message."""
         with self._cond:
-            if self._error is None:
-                self._error = error
+            if self._failed:
+                self._raise_failure(tail)
 
-    def _raise_error(self) -> None:
-        error, self._error = self._error, None
-        self._cond.notify()  # let the flusher retry
+    def _raise_failure(self, tail: str) -> None:
+        rows, causes, cause = self._failed, list(self._causes), self._cause
+        self._failed, self._causes, self._cause = [], {}, None
+        shown = "; ".join(causes[:3]) + (f"; and {len(causes) - 3} more" if len(causes) > 3 else "")
         raise FlushError(
-            f"a background group commit failed ({error}); its {len(self._rows)} rows are "
-            "still buffered and will be retried; this call wrote nothing",
-            rows=self._rows,
-        ) from error
+            f"a group commit could not write {len(rows)} buffered "
+            f"row{'s' if len(rows) != 1 else ''} ({shown}); every other buffered row was "
+            f"committed; the rows were removed from the buffer and are handed back on this "
+            f"error's rows{tail}",
+            rows=rows,
+        ) from cause
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -243,8 +302,8 @@ class WriteBuffer:
         cond = self._cond
         while True:
             with cond:
-                # Sleep until there is something to flush and no unreported failure.
-                while not self._stopping and (not self._rows or self._error is not None):
+                # Sleep until there is something to flush.
+                while not self._stopping and not self._rows:
                     cond.wait()
                 if self._stopping:
                     return
@@ -257,13 +316,9 @@ class WriteBuffer:
                 if self._stopping:
                     return
             try:
-                self._flush()
-            except BaseException as exc:  # recorded, reported to the next caller
-                with cond:
-                    if self._stopping:
-                        return
-                    self._error = exc
-                logger.warning("group commit failed; rows kept for retry: %s", exc)
+                self._flush()  # isolates bad rows itself; raises only if interrupted
+            except BaseException as exc:  # the rows were restored: retried after the interval
+                logger.warning("group commit interrupted; rows kept for retry: %r", exc)
 
 
 _AT_EXIT: dict[int, Callable[[], None]] = {}

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import duckdb
 
+from . import _engine
 from .errors import StoreLockedError
 
 __all__ = [
@@ -131,7 +132,7 @@ def publish(conn: duckdb.DuckDBPyConnection, db: Path) -> _dt.datetime:
     try:
         cursor.execute(f"ATTACH ? AS {alias}", [str(tmp)]).fetchall()
         try:
-            taken_at = _dt.datetime.now(_dt.timezone.utc)
+            taken_at = _dt.datetime.now(_dt.UTC)
             cursor.execute("BEGIN TRANSACTION").fetchall()
             try:
                 _copy_tables(cursor, alias, taken_at, db)
@@ -164,11 +165,8 @@ def _copy_tables(
         if _PLAIN_IDENTIFIER.fullmatch(name)
     ]
     for table in tables:
-        # rowid order matters for sessions (it breaks created_at ties); ids carry the rest.
-        order = " ORDER BY rowid" if table == "sessions" else ""
-        cursor.execute(
-            f"CREATE TABLE {alias}.{table} AS SELECT * FROM main.{table}{order}"
-        ).fetchall()
+        # Insertion order travels in the columns (id, row_order), not in the copy's rowids.
+        cursor.execute(f"CREATE TABLE {alias}.{table} AS SELECT * FROM main.{table}").fetchall()
     if _META_TABLE not in tables:
         cursor.execute(
             f"CREATE TABLE {alias}.{_META_TABLE} (key VARCHAR, value VARCHAR)"
@@ -276,7 +274,7 @@ def open_snapshot(db: Path, cause: BaseException) -> tuple[duckdb.DuckDBPyConnec
             it was opened with ``publish_interval=None``, or has not published yet).
     """
     path = snapshot_path(db)
-    conn = duckdb.connect(":memory:")
+    conn = _engine.connect(":memory:")  # extensions off: a bad file never reaches the network
     try:
         # A rename swaps whole files: this opens either the previous snapshot or the next.
         # It is attached to a private in-memory instance rather than connected to by path:
@@ -305,4 +303,4 @@ def staleness(taken_at: _dt.datetime | None) -> float | None:
     """Seconds since ``taken_at`` (None if unknown)."""
     if taken_at is None:
         return None
-    return (_dt.datetime.now(_dt.timezone.utc) - taken_at).total_seconds()
+    return (_dt.datetime.now(_dt.UTC) - taken_at).total_seconds()

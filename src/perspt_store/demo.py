@@ -137,7 +137,7 @@ child branches are flushed."""
 
 _MODEL = "claude-sonnet-4-5"
 _PRICE_IN, _PRICE_OUT = 3e-6, 15e-6  # US dollars per token
-_BASE_START = _dt.datetime(2026, 1, 5, 9, 0, 0, tzinfo=_dt.timezone.utc)
+_BASE_START = _dt.datetime(2026, 1, 5, 9, 0, 0, tzinfo=_dt.UTC)
 _WORKING_DIR = "/home/dev/src/httpkit"
 
 
@@ -147,7 +147,7 @@ def demo_session_id(seed: int) -> str:
 
 
 def _iso(moment: _dt.datetime) -> str:
-    return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _hash(text: str) -> bytes:

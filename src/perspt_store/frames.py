@@ -33,7 +33,7 @@ import duckdb
 from ._commitlog import REMOVED_STATE
 from ._mapping import table_map
 from .rows import ROW_MODELS, ReviewOutcomeRow
-from .schema import SEQUENCED_TABLES, TABLES
+from .schema import SEQUENCED_TABLES, TABLES, order_key
 
 if TYPE_CHECKING:
     from .store._base import StoreBase as _StoreBase
@@ -101,9 +101,12 @@ def convert(relation: duckdb.DuckDBPyRelation, to: Target = "relation") -> Any:
     return to_table() if to_table is not None else relation.arrow()
 
 
-def legacy_replacements(table: str, marks: dict[str, int]) -> list[str]:
+def legacy_replacements(
+    table: str, marks: dict[str, int], schema_version: int | None = None
+) -> list[str]:
     """``expr AS column`` items that decode the rows upstream wrote (at or below the table's
-    legacy high-water mark) as the row models do; empty when the table has none."""
+    legacy high-water mark) as the row models do; empty when the table has none.
+    ``schema_version`` is the file's (default: current), which names the mark's column."""
     if table == "merkle_root_overrides" and marks.get("sessions") is not None:
         # The raw sessions.merkle_root of upstream's rows, recorded at migration: decoded
         # as that column is, so an override still matches the root it stands for.
@@ -114,7 +117,11 @@ def legacy_replacements(table: str, marks: dict[str, int]) -> list[str]:
             "THEN unhex(merkle_root::VARCHAR) ELSE merkle_root END AS merkle_root"
         ]
     mark = marks.get(table)
-    key = "rowid" if table == "sessions" else ("id" if table in SEQUENCED_TABLES else None)
+    key = (
+        order_key(table, schema_version)
+        if table == "sessions" or table in SEQUENCED_TABLES
+        else None
+    )
     model = ROW_MODELS.get(table)
     if mark is None or key is None or model is None:
         return []
@@ -139,11 +146,6 @@ def legacy_replacements(table: str, marks: dict[str, int]) -> list[str]:
             f"CASE WHEN {legacy} AND degraded = false THEN NULL ELSE degraded END AS degraded"
         )
     return items
-
-
-def order_key(table: str) -> str:
-    """The column that orders a table's rows by insertion: ``id``, or ``rowid``."""
-    return "id" if table in SEQUENCED_TABLES else "rowid"
 
 
 def check_table(table: str) -> str:
@@ -172,9 +174,9 @@ class FramesMixin(_StoreBase):
     ) -> Any:
         """``SELECT select FROM table`` (upstream's rows decoded, an ``_order`` column added),
         filtered, in insertion order."""
-        replacements = legacy_replacements(table, self._legacy_marks)
+        replacements = legacy_replacements(table, self._legacy_marks, self.schema_version)
         replace = f" REPLACE ({', '.join(replacements)})" if replacements else ""
-        source = f"(SELECT *{replace}, {order_key(table)} AS _order FROM {table})"
+        source = f"(SELECT *{replace}, {self._order_column(table)} AS _order FROM {table})"
         where: list[str] = []
         params: list[Any] = []
         if session_id is not None:

@@ -72,9 +72,9 @@ from .errors import (
     StoreClosedError,
     StoreError,
 )
-from .frames import legacy_replacements, order_key
+from .frames import legacy_replacements
 from .merkle import MerkleTree, verify_consistency
-from .schema import SCHEMA_VERSION, SEQUENCED_TABLES, TABLES
+from .schema import SCHEMA_VERSION, SEQUENCED_TABLES, TABLES, order_key
 from .store import SessionStore
 from .store._base import PathLike, translate_error
 
@@ -138,7 +138,7 @@ def partition_dir(table: str, session_id: str) -> str:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _literal(text: str) -> str:
@@ -1207,9 +1207,12 @@ def _insert_session(store: SessionStore, session_id: str, files: dict[str, str])
                 session_id=session_id,
             )
         else:
+            # Rows keep the lake's order (the files are written in it); row_order, like an
+            # id, is drawn anew from the target's sequence.
             result = store._write(
-                f"INSERT INTO {table} BY NAME SELECT * EXCLUDE (filename, file_row_number), "
-                "$1 AS session_id FROM read_parquet($2, hive_partitioning=false, filename=true, "
+                f"INSERT INTO {table} BY NAME SELECT COLUMNS(lambda c: c NOT IN "
+                "('filename', 'file_row_number', 'row_order')), $1 AS session_id "
+                "FROM read_parquet($2, hive_partitioning=false, filename=true, "
                 "file_row_number=true) ORDER BY filename, file_row_number",
                 [session_id, glob], table=table, operation="import", session_id=session_id,
             )
@@ -1267,7 +1270,10 @@ def _compare(
         replacements = legacy_replacements(table, store._legacy_marks)
         replace = f" REPLACE ({', '.join(replacements)})" if replacements else ""
         key = "seq" if table == "merkle_log" else order_key(table)
-        skip = {"id", "session_id"} | ({"node_state_id"} if table == "merkle_log" else set())
+        # Ids and row_order are the store's own numbering; the order they give is compared.
+        skip = {"id", "session_id", "row_order"} | (
+            {"node_state_id"} if table == "merkle_log" else set()
+        )
         digest = _digest_sql([c for c in columns[table] if c not in skip])
         ours = (
             f"(SELECT {digest.format(order='_order')} FROM (SELECT *{replace}, {key} AS _order "

@@ -230,9 +230,10 @@ def plot_task_graph(store: SessionStore, session_id: str) -> Figure:
         SessionNotFoundError: No such session.
         ModuleNotFoundError: matplotlib is not installed.
     """
-    _require_session(store, session_id)
-    states = {s.node_id: s for s in store.get_latest_node_states(session_id)}
-    edges = store.get_task_graph_edges(session_id)
+    with store.consistent_read():  # the states and the edges of one moment
+        _require_session(store, session_id)
+        states = {s.node_id: s for s in store.get_latest_node_states(session_id)}
+        edges = store.get_task_graph_edges(session_id)
     nodes = list(dict.fromkeys([*states, *(n for e in edges
                                            for n in (e.parent_node_id, e.child_node_id))]))
     if not nodes:

@@ -10,7 +10,11 @@ so a file stays readable by the Rust crate) with purely additive changes:
 * ``branch_lineage`` gains a nullable ``session_id`` so lineage can be scoped per session;
 * ``merkle_log`` holds each session's append-only commit log (see :mod:`perspt_store.merkle`).
 * ``merkle_root_overrides`` records ``sessions.merkle_root`` values that are not a state root
-  (set through ``update_merkle_root``, or carried over from an upstream file).
+  (set through ``update_merkle_root``, or carried over from an upstream file), each with the
+  ``log_size`` it was set at: a commit since then ends its excuse;
+* the four tables without an ``id`` sequence (sessions, feature charters, plan revisions,
+  budget envelopes) gain a nullable ``row_order``, drawn from ``seq_<table>_row_order``:
+  their insertion order, stored (DuckDB gives an updated row a new ``rowid``).
 
 Schema changes are an append-only list, :data:`MIGRATIONS`: the position of a migration in
 the list is the version it brings the file to. :func:`init_schema` applies the missing ones in
@@ -29,10 +33,12 @@ __all__ = [
     "ENERGY_COLUMNS",
     "META_TABLE",
     "MIGRATIONS",
+    "ROW_ORDER_VERSION",
     "SCHEMA_VERSION",
     "SEQUENCED_TABLES",
     "TABLES",
     "init_schema",
+    "order_key",
     "read_schema_version",
 ]
 
@@ -673,10 +679,62 @@ def _migrate_3_commit_log(conn: Connection, *, legacy: bool) -> None:
     backfill(conn, int(mark[0]) if mark else None)
 
 
+ROW_ORDER_VERSION = 4
+"""The schema version from which the natural-key tables carry ``row_order``."""
+
+
+def order_key(table: str, schema_version: int | None = None) -> str:
+    """The column that orders a table's rows by insertion: ``id`` where a sequence draws
+    it, else ``row_order`` (``rowid`` in a file older than :data:`ROW_ORDER_VERSION`, which
+    is only ever read: DuckDB gives an updated row a new rowid)."""
+    if table in SEQUENCED_TABLES or table == "merkle_root_overrides":
+        return "id"
+    if table not in _NATURAL_KEY_TABLES:
+        return "rowid"  # merkle_log orders by (session_id, seq); the meta table by key
+    if schema_version is not None and schema_version < ROW_ORDER_VERSION:
+        return "rowid"
+    return "row_order"
+
+
+def _migrate_4_stored_order(conn: Connection, *, legacy: bool) -> None:
+    """Insertion order as a stored column of the natural-key tables, and the log size at
+    which each ``merkle_root`` override was set (only the current one is excused)."""
+    for table in (t for t in TABLES if t in _NATURAL_KEY_TABLES):
+        sequence = f"seq_{table}_row_order"
+        conn.execute(f"CREATE SEQUENCE IF NOT EXISTS {sequence} START 1")
+        # Existing rows draw their numbers in rowid order: the best record of it there is.
+        conn.execute(
+            f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS row_order BIGINT "
+            f"DEFAULT nextval('{sequence}')"
+        )
+        conn.execute(
+            f"UPDATE {table} SET row_order = ranked.n FROM (SELECT rowid AS r, "
+            f"row_number() OVER (ORDER BY rowid) AS n FROM {table}) AS ranked "
+            f"WHERE {table}.rowid = ranked.r"
+        )
+    if legacy or conn.execute(
+        f"SELECT 1 FROM {META_TABLE} WHERE key = 'legacy_max_rowid:sessions'"
+    ).fetchone():
+        (mark,) = conn.execute(
+            "SELECT coalesce(max(row_order), 0) FROM sessions WHERE rowid <= coalesce(("
+            f"SELECT CAST(value AS BIGINT) FROM {META_TABLE} "
+            "WHERE key = 'legacy_max_rowid:sessions'), -1)"
+        ).fetchone()
+        _set_meta(conn, "legacy_max_row_order:sessions", str(mark))
+    conn.execute("ALTER TABLE merkle_root_overrides ADD COLUMN IF NOT EXISTS log_size INTEGER")
+    # Older overrides: the commits made before them (or in their transaction).
+    conn.execute(
+        "UPDATE merkle_root_overrides SET log_size = (SELECT count(*) FROM merkle_log l "
+        "WHERE l.session_id = merkle_root_overrides.session_id "
+        "AND l.created_at <= merkle_root_overrides.created_at) WHERE log_size IS NULL"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _migrate_1_upstream_layout,
     _migrate_2_python_port,
     _migrate_3_commit_log,
+    _migrate_4_stored_order,
 )
 """Append-only: the position of a migration (1-based) is the schema version it produces."""
 

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import duckdb
@@ -24,7 +24,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from .. import __version__, plots
+from .. import __version__, _engine, plots
 from ..errors import StoreError
 from ..lake import export_parquet, import_lake
 from ..rows import (
@@ -50,9 +50,13 @@ _NONE = "—"
 _TEXT_LIMIT = 72
 
 
+_SHOWN_ID = 60
+"""The longest id an error message quotes in full."""
+
+
 class _Group(click.Group):
-    """The root group: commands listed in the order defined; any StoreError in a
-    command becomes ``Error: <message>`` and exit code 1."""
+    """The root group: commands listed in the order defined; any StoreError (or an OS
+    error on some file) in a command becomes ``Error: <message>`` and exit code 1."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
@@ -64,6 +68,71 @@ class _Group(click.Group):
             raise click.ClickException(one_line(str(exc))) from exc
         except duckdb.Error as exc:  # only from relations that `sql` fetches
             raise click.ClickException(one_line(str(exc))) from exc
+        except OSError as exc:  # a file a command reads or writes: never a traceback
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{_engine.os_reason(exc)}") from exc
+
+
+if TYPE_CHECKING:  # click's ParamType is generic from 8.2 on; 8.1 is supported too
+    _TextParamType = click.ParamType[str, Any]
+else:
+    _TextParamType = click.ParamType
+
+
+class Utf8Text(_TextParamType):
+    """Text that is valid UTF-8: ids, queries and values go to the database as UTF-8, so
+    a lone surrogate (what Python makes of bytes in argv that are not UTF-8) is a usage
+    error rather than a conversion failure deep in DuckDB."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            self.fail(
+                f"{shown(text)} is not valid UTF-8 text (character {exc.start + 1} is a byte "
+                "that decodes to no character)",
+                param,
+                ctx,
+            )
+        return text
+
+
+TEXT = Utf8Text()
+
+
+class OutputFile(click.Path):
+    """A file a command writes: its directory must exist (a usage error otherwise)."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False, writable=True, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = Path(os.fsdecode(super().convert(value, param, ctx)))
+        parent = path.parent
+        try:
+            blocker = next((p for p in (parent, *parent.parents) if p.exists()), None)
+        except OSError as exc:
+            self.fail(f"cannot look at {parent}: {_engine.os_reason(exc)}", param, ctx)
+        if blocker is not None and not blocker.is_dir():
+            self.fail(f"cannot write {path}: {blocker} is not a directory", param, ctx)
+        if blocker != parent:
+            self.fail(f"cannot write {path}: directory {parent} does not exist", param, ctx)
+        return path
+
+
+def _fits_bigint(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    """An option value the database can take as a BIGINT."""
+    if value >= 2**63:
+        raise click.BadParameter(f"{value} is too large (at most {2**63 - 1})", ctx, param)
+    return value
+
+
+def shown(text: str) -> str:
+    """``text`` quoted for a message, shortened to :data:`_SHOWN_ID` characters."""
+    return repr(text) if len(text) <= _SHOWN_ID else f"{text[:_SHOWN_ID]!r}… ({len(text)} chars)"
 
 
 def db_path(ctx: click.Context) -> Path:
@@ -79,7 +148,8 @@ def open_store(ctx: click.Context, *, write: bool = False) -> Iterator[SessionSt
     Read-only unless ``write``: a read never creates, migrates or changes the file.
     """
     path = db_path(ctx)
-    if not write and not path.exists():
+    # A directory, a path under a file or a file that is no DuckDB database: one line.
+    if not _engine.check_database_file(path, create=write) and not write:
         raise click.ClickException(
             f"no database at {path}; create one with `perspt-store init`, "
             "or record a sample session with `perspt-store demo`"
@@ -102,7 +172,7 @@ def require_session(store: SessionStore, session_id: str) -> None:
     known = [
         sid
         for (sid,) in store.sql(
-            "SELECT session_id FROM sessions ORDER BY created_at DESC, rowid DESC"
+            "SELECT session_id FROM sessions ORDER BY created_at DESC, session_id"
         ).fetchall()
     ]
     where = f" in {store.path}" if store.path else ""
@@ -113,7 +183,7 @@ def require_session(store: SessionStore, session_id: str) -> None:
         suggestion = "list them with `perspt-store sessions`"
     else:
         suggestion = "the database has no sessions yet"
-    raise click.ClickException(f"no session {session_id!r}{where}; {suggestion}")
+    raise click.ClickException(f"no session {shown(session_id)}{where}; {suggestion}")
 
 
 def require_node(store: SessionStore, session_id: str, node_id: str | None) -> None:
@@ -129,7 +199,9 @@ def require_node(store: SessionStore, session_id: str, node_id: str | None) -> N
         return
     hint = closest(node_id, known)
     suggestion = f"; did you mean {' or '.join(hint)}?" if hint else ""
-    raise click.ClickException(f"no node {node_id!r} in session {session_id!r}{suggestion}")
+    raise click.ClickException(
+        f"no node {shown(node_id)} in session {shown(session_id)}{suggestion}"
+    )
 
 
 def _format_options(
@@ -268,7 +340,7 @@ def plot_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
     return click.option(
         "--plot",
         "plot_file",
-        type=click.Path(dir_okay=False, writable=True, path_type=Path),
+        type=OutputFile(),
         metavar="FILE.png",
         help=f"Also draw {what} to this image file (.png, .svg or .pdf; needs the plot "
         "extra: pip install 'perspt-store[plot]').",
@@ -349,7 +421,7 @@ def init(ctx: click.Context) -> None:
     help="Seed for every generated value. [default: the first seed whose "
     "demo session is not in the database yet]",
 )
-@click.option("--session-id", default=None, help="Record under this session id.")
+@click.option("--session-id", type=TEXT, default=None, help="Record under this session id.")
 @document_options
 @click.pass_context
 def demo(ctx: click.Context, seed: int | None, session_id: str | None, fmt: str) -> None:
@@ -388,7 +460,7 @@ def demo(ctx: click.Context, seed: int | None, session_id: str | None, fmt: str)
                 store,
                 session_id,
                 seed=seed,
-                started_at=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0),
+                started_at=_dt.datetime.now(_dt.UTC).replace(microsecond=0),
                 progress=lambda node: bar.update(task, advance=1, node=node),
             )
         overview = session_overview(store, recorded)
@@ -406,6 +478,7 @@ def demo(ctx: click.Context, seed: int | None, session_id: str | None, fmt: str)
 @click.option(
     "--limit",
     type=click.IntRange(min=0),
+    callback=_fits_bigint,
     default=20,
     show_default=True,
     help="How many sessions to list.",
@@ -413,6 +486,7 @@ def demo(ctx: click.Context, seed: int | None, session_id: str | None, fmt: str)
 @click.option(
     "--offset",
     type=click.IntRange(min=0),
+    callback=_fits_bigint,
     default=0,
     show_default=True,
     help="How many of the newest sessions to skip.",
@@ -542,7 +616,7 @@ def print_overview(overview: dict[str, Any]) -> None:
 
 
 @cli.command()
-@click.argument("session_id", metavar="SESSION")
+@click.argument("session_id", metavar="SESSION", type=TEXT)
 @document_options
 @click.pass_context
 def show(ctx: click.Context, session_id: str, fmt: str) -> None:
@@ -567,7 +641,7 @@ def show(ctx: click.Context, session_id: str, fmt: str) -> None:
 
 
 @cli.command()
-@click.argument("session_id", metavar="SESSION")
+@click.argument("session_id", metavar="SESSION", type=TEXT)
 @click.option("--history", is_flag=True, help="Every snapshot, not just the latest per node.")
 @output_options
 @click.pass_context
@@ -605,8 +679,10 @@ def nodes(ctx: click.Context, session_id: str, history: bool, fmt: str) -> None:
 
 
 @cli.command()
-@click.argument("session_id", metavar="SESSION")
-@click.option("--node", "node_id", metavar="NODE", help="Only this node's measurements.")
+@click.argument("session_id", metavar="SESSION", type=TEXT)
+@click.option(
+    "--node", "node_id", metavar="NODE", type=TEXT, help="Only this node's measurements."
+)
 @plot_option("the energy convergence per node")
 @output_options
 @click.pass_context
@@ -652,7 +728,7 @@ def energy(
 
 
 @cli.command()
-@click.argument("session_id", metavar="SESSION")
+@click.argument("session_id", metavar="SESSION", type=TEXT)
 @plot_option("tokens and latency per request")
 @output_options
 @click.pass_context
@@ -703,8 +779,8 @@ def llm(ctx: click.Context, session_id: str, plot_file: Path | None, fmt: str) -
 
 
 @cli.command()
-@click.argument("session_id", metavar="SESSION")
-@click.option("--node", "node_id", metavar="NODE", help="Only this node's timeline.")
+@click.argument("session_id", metavar="SESSION", type=TEXT)
+@click.option("--node", "node_id", metavar="NODE", type=TEXT, help="Only this node's timeline.")
 @output_options
 @click.pass_context
 def timeline(ctx: click.Context, session_id: str, node_id: str | None, fmt: str) -> None:
@@ -757,7 +833,7 @@ def timeline(ctx: click.Context, session_id: str, node_id: str | None, fmt: str)
 
 
 @cli.command()
-@click.argument("session_id", metavar="SESSION")
+@click.argument("session_id", metavar="SESSION", type=TEXT)
 @click.option("--flushes", is_flag=True, help="List the flush decisions instead.")
 @output_options
 @click.pass_context
@@ -805,7 +881,7 @@ def branches(ctx: click.Context, session_id: str, flushes: bool, fmt: str) -> No
 
 
 @cli.command()
-@click.argument("session_id", metavar="SESSION")
+@click.argument("session_id", metavar="SESSION", type=TEXT)
 @click.option(
     "--format",
     "graph_format",
@@ -843,12 +919,13 @@ def graph(
 
 
 @cli.command()
-@click.argument("query")
+@click.argument("query", type=TEXT)
 @click.option(
     "-p",
     "--param",
     "params",
     multiple=True,
+    type=TEXT,
     metavar="VALUE",
     help="A value for the next ? placeholder (as text); repeatable.",
 )
@@ -905,13 +982,33 @@ def read_key(path: Path | None) -> bytes | None:
     """A 32-byte checkpoint key from a file holding it raw or as 64 hex digits."""
     if path is None:
         return None
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot read {path}: {_engine.os_reason(exc)}", param_hint="'--key-file'"
+        ) from exc
     text = raw.strip()
     if len(text) == 64 and all(chr(c) in "0123456789abcdefABCDEF" for c in text):
         return bytes.fromhex(text.decode())
     if len(raw) == 32:
         return raw
-    raise click.BadParameter("the key file must hold 32 raw bytes or 64 hex digits")
+    raise click.BadParameter(
+        f"{path} must hold the key as 32 raw bytes or 64 hex digits", param_hint="'--key-file'"
+    )
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """The checkpoint in ``path``; a file that is unreadable or holds no valid checkpoint is a
+    usage error (exit 2), so exit 1 from ``verify`` always means the log failed."""
+    try:
+        return Checkpoint.from_json(path.read_bytes())
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot read {path}: {_engine.os_reason(exc)}", param_hint="'--against'"
+        ) from exc
+    except ValueError as exc:
+        raise click.BadParameter(f"{path}: {exc}", param_hint="'--against'") from exc
 
 
 def commit_dict(commit: NodeCommit) -> dict[str, Any]:
@@ -934,7 +1031,7 @@ key_file_option = click.option(
 
 
 @cli.command()
-@click.argument("session_id", metavar="SESSION")
+@click.argument("session_id", metavar="SESSION", type=TEXT)
 @click.option(
     "--against",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -957,12 +1054,7 @@ def verify(
         perspt-store verify SESSION --against checkpoint.json --key-file key.hex
     """
     key = read_key(key_file)
-    checkpoint = None
-    if against is not None:
-        try:
-            checkpoint = Checkpoint.from_json(against.read_bytes())
-        except ValueError as exc:
-            raise click.ClickException(f"{against}: {exc}") from exc
+    checkpoint = None if against is None else read_checkpoint(against)
     with open_store(ctx) as store:
         require_session(store, session_id)
         report = store.verify_session(session_id, against=checkpoint, key=key)
@@ -988,7 +1080,7 @@ def verify(
 
 
 @cli.command()
-@click.argument("session_id", metavar="SESSION")
+@click.argument("session_id", metavar="SESSION", type=TEXT)
 @output_options
 @click.pass_context
 def log(ctx: click.Context, session_id: str, fmt: str) -> None:
@@ -1011,12 +1103,12 @@ def log(ctx: click.Context, session_id: str, fmt: str) -> None:
 
 
 @cli.command()
-@click.argument("session_id", metavar="SESSION")
+@click.argument("session_id", metavar="SESSION", type=TEXT)
 @key_file_option
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    type=OutputFile(),
     help="Write the checkpoint to this file instead of standard output.",
 )
 @click.pass_context
@@ -1035,12 +1127,17 @@ def checkpoint(
         document = store.checkpoint(session_id, key=key).to_json()
     if output is None:
         click.echo(document)
-    else:
+        return
+    try:
         output.write_text(document + "\n")
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot write the checkpoint to {output}: {_engine.os_reason(exc)}"
+        ) from exc
 
 
 @cli.command()
-@click.argument("session_id", metavar="SESSION")
+@click.argument("session_id", metavar="SESSION", type=TEXT)
 @click.option(
     "--to",
     "target",
@@ -1059,7 +1156,7 @@ def rollback(ctx: click.Context, session_id: str, target: str, fmt: str) -> None
     Example:
         perspt-store rollback SESSION --to 12
     """
-    if target.isdigit():
+    if re.fullmatch(r"[0-9]+", target):
         options: dict[str, Any] = {"to_seq": int(target)}
     elif re.fullmatch(r"[0-9a-fA-F]{64}", target):
         options = {"to_root": bytes.fromhex(target)}
@@ -1143,6 +1240,7 @@ def export(ctx: click.Context, directory: Path, session_ids: tuple[str, ...], fm
     "--session",
     "session_ids",
     multiple=True,
+    type=TEXT,
     metavar="SESSION",
     help="Only this session of SOURCE; repeatable.",
 )

@@ -3,9 +3,10 @@
 ``record_energy(LlmRequestRecord(...))`` would otherwise write an LLM request, and
 ``get_session(123)`` would reach DuckDB as an INT32 conversion error. Each public method of
 ``SessionStore`` is wrapped once, at class creation, by :func:`check_arguments`: parameters
-annotated with a plain type (``str``, ``int``, ``float``, ``bool``, ``bytes``, a row model,
-or one of those ``| None``) must be given one, else :class:`TypeError` names the parameter
-and the expected type. Containers and anything else are left to the method.
+annotated with a class (``str``, ``int``, ``float``, ``bool``, ``bytes``, a row model, a
+``Checkpoint``…, or a union of classes and ``None``) must be given one, else
+:class:`TypeError` names the parameter and the expected type. Generic containers
+(``Iterable[Row]``), literals and anything else are left to the method.
 """
 
 from __future__ import annotations
@@ -17,10 +18,6 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from ..rows import Row
-
-_PLAIN = (str, int, float, bool, bytes)
-
 
 def _accepted(hint: Any) -> tuple[type, ...] | None:
     """The runtime types a hint accepts, or None if it is not one we check."""
@@ -29,12 +26,9 @@ def _accepted(hint: Any) -> tuple[type, ...] | None:
         options = typing.get_args(hint)
     accepted: list[type] = []
     for option in options:
-        if option is type(None) or option in _PLAIN:
-            accepted.append(option)
-        elif isinstance(option, type) and issubclass(option, Row):
-            accepted.append(option)
-        else:
-            return None
+        if not isinstance(option, type) or typing.get_origin(option) is not None:
+            return None  # a generic alias, a literal, a type variable...
+        accepted.append(option)
     if float in accepted:
         accepted.append(int)  # an int is a valid float argument, as in typing
     if bytes in accepted:

@@ -16,19 +16,17 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Self, TypeVar
 
 import duckdb
-from typing_extensions import Self
 
-from .. import _publish
+from .. import _engine, _publish
 from .._commitlog import SessionLog
 from .._groupcommit import (
     BUFFERED_MODELS,
     DEFAULT_FLUSH_INTERVAL,
     DEFAULT_FLUSH_ROWS,
     DURABILITY_MODES,
-    FlushError,
     WriteBuffer,
 )
 from .._mapping import table_map
@@ -48,6 +46,7 @@ from ..schema import (
     SEQUENCED_TABLES,
     TABLES,
     init_schema,
+    order_key,
     read_schema_version,
 )
 
@@ -69,22 +68,97 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_path(roaming=False)) / "perspt"
 
 
+# The columns of each table's key that a caller's rows can repeat (``id`` columns come from
+# sequences, never from a caller): what a duplicate-key error names. Checked against the
+# schema by tests/test_errors_seen.py.
+_KEY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "budget_envelopes": ("session_id",),
+    "feature_charters": ("charter_id",),
+    "merkle_log": ("session_id", "seq"),
+    META_TABLE: ("key",),
+    "plan_revisions": ("revision_id",),
+    "repair_footprints": ("footprint_id",),
+    "sessions": ("session_id",),
+}
+_NUMERIC_KEY_COLUMNS = frozenset({"seq"})
+
+# What an operation was doing, in words: (with a table, without one).
+_DOING: dict[str, tuple[str, str]] = {
+    "select": ("reading {table}", "reading"),
+    "insert": ("writing {table}", "writing"),
+    "update": ("updating {table}", "updating"),
+    "delete": ("deleting from {table}", "deleting"),
+    "export": ("exporting {table}", "exporting"),
+    "import": ("importing {table}", "importing"),
+    "create view": ("creating the view {table}", "creating a view"),
+    "migrate": ("migrating {table}", "migrating the database"),
+    "open": ("opening the database", "opening the database"),
+    "commit": ("committing the transaction", "committing the transaction"),
+    "begin transaction": ("starting a transaction", "starting a transaction"),
+    "rollback": ("rolling back the transaction", "rolling back the transaction"),
+    "sql": ("running the SQL", "running the SQL"),
+    "flush": ("writing buffered rows", "writing buffered rows"),
+    "read manifest": ("reading the lake manifest", "reading the lake manifest"),
+}
+
+
+def _doing(operation: str, table: str | None) -> str:
+    """``operation`` on ``table`` in words: ``("select", "merkle_log")`` is "reading
+    merkle_log"; an operation without words is said as given."""
+    words = _DOING.get(operation)
+    if words is None:
+        return f"{operation} on {table}" if table else operation
+    return words[0].format(table=table) if table else words[1]
+
+
+def _key_in_words(table: str | None, text: str, *, named: bool) -> str:
+    """The key DuckDB quotes in a duplicate-key message, in words: ``charter_id 'ch-1'``,
+    ``session_id 's' and seq 3``. ``named``: the text names its columns (``"a: x, b: 2"``),
+    else it is the bare values (``"x, 2"``)."""
+    columns = _KEY_COLUMNS.get(table or "")
+    if columns:
+        # Only the last column may be numeric, so a greedy match splits the values right.
+        pattern = ", ".join(f"{re.escape(c)}: (.*)" if named else "(.*)" for c in columns)
+        found = re.fullmatch(pattern, text, re.DOTALL)
+        if found:
+            return " and ".join(
+                f"{column} {value if column in _NUMERIC_KEY_COLUMNS else repr(value)}"
+                for column, value in zip(columns, found.groups(), strict=True)
+            )
+    return f"the key {text!r}"
+
+
 def translate_error(
     exc: duckdb.Error, *, table: str | None, operation: str, session_id: str | None = None
 ) -> StoreError:
-    """Map a DuckDB exception to the store's error tree (the caller chains it with ``from``)."""
+    """Map a DuckDB exception to the store's error tree (the caller chains it with ``from``).
+
+    The message says what was being done, in words ("reading merkle_log failed: ...",
+    "writing node_states failed: ..."), and a duplicate names its key.
+    """
     message = str(exc)
-    where = f"{operation} on {table}" if table else operation
+    where = _doing(operation, table)
     if isinstance(exc, duckdb.ConstraintException):
         if "foreign key" in message.lower() and session_id is not None:
-            return SessionNotFoundError(session_id, table=table)
-        if "duplicate key" in message.lower() or "unique" in message.lower():
-            key = re.search(r'Duplicate key "([^"]*)"', message)
-            detail = key.group(1) if key else message
+            return SessionNotFoundError(session_id, table=table, operation=operation)
+        # A key already committed: 'Duplicate key "a: x" violates primary key constraint.'
+        # One repeated within the statement or the transaction: '... constraint violation:
+        # duplicate key "x"' (bare values; values may hold quotes, so match greedily).
+        committed = re.search(
+            r'Duplicate key "(.*)" violates (?:primary key|unique) constraint', message, re.DOTALL
+        )
+        repeated = re.search(r'duplicate key "(.*)"\s*$', message, re.DOTALL)
+        if committed or repeated or "unique" in message.lower():
+            if committed:
+                detail = f"a row with {_key_in_words(table, committed.group(1), named=True)} "
+                detail += "already exists"
+            elif repeated:
+                detail = f"{_key_in_words(table, repeated.group(1), named=False)} is given "
+                detail += "twice in this batch or transaction"
+            else:
+                detail = f"a row with the same key already exists ({message})"
             return DuplicateRecordError(
-                f"{where} failed: a row with {detail} already exists; nothing was written",
-                table=table,
-                operation=operation,
+                f"{where} failed: {detail}; nothing was written", table=table, operation=operation
             )
     if "read-only" in message or "read only" in message:
         return ReadOnlyStoreError(
@@ -197,6 +271,13 @@ class StoreBase:
                 ``"batched"``: group commit; ``record_*`` calls of the append-only tables
                 return once buffered and a background thread commits them in bulk, at most
                 ``flush_interval`` seconds later (see :mod:`perspt_store._groupcommit`).
+                A thread reads its own writes: its reads (and ``sql()``) first commit the
+                buffer if it holds rows this thread recorded. A thread with nothing buffered
+                reads without committing or waiting for the write lock, and sees committed
+                rows only: rows other threads buffered appear once flushed. Writes that are
+                not buffered, and ``transaction()``, commit the whole buffer first. A row
+                that a flush cannot write is handed back (:class:`FlushError`) while every
+                other row commits.
             flush_interval: Batched mode: the longest a buffered row waits to be committed.
             flush_rows: Batched mode: flush as soon as this many rows are buffered.
 
@@ -215,7 +296,10 @@ class StoreBase:
         # under the lock, dropped whenever a transaction rolls back.
         self._commit_logs: dict[str, SessionLog] = {}
         self._local = threading.local()
-        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        # One cursor per thread that used the store; a thread's is closed once it has exited
+        # (checked when another thread makes its first), so they never pile up.
+        self._cursors: dict[threading.Thread, duckdb.DuckDBPyConnection] = {}
+        self._cursors_lock = threading.Lock()  # never the write lock: reads must not wait
         self._closed = False
         self._read_only = read_only
         self._owns_conn = not isinstance(path, duckdb.DuckDBPyConnection)
@@ -247,10 +331,10 @@ class StoreBase:
                     f"this store reads a snapshot of {self.path} published by the process "
                     "writing it; it cannot be written"
                 )
-            except _SameProcessWriter:
+            except _SameProcessWriter as shared:
                 # This process already holds the file read-write: share that engine instance
                 # (a live view); the store refuses writes and sql() runs only SELECTs.
-                self._conn = duckdb.connect(str(self.path))
+                self._conn = shared.args[0]
                 self._shared_instance = True
         if sessions_dir is not None:
             self._sessions_dir = Path(sessions_dir)
@@ -287,28 +371,69 @@ class StoreBase:
 
     @staticmethod
     def _connect(path: Path | None, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Connect to ``path`` (None: a new in-memory database) with extension auto-install
+        and auto-load off, so no file makes DuckDB reach for the network.
+
+        Raises:
+            StoreError: Saying, with the path, why the file cannot be opened: missing
+                (read-only), a directory, under a regular file, not a DuckDB database,
+                permission denied, damaged, ...
+            StoreLockedError: Another process holds the file.
+            _SameProcessWriter: A read-only open of a file this process holds read-write;
+                its argument is a connection to that engine instance.
+        """
         if path is None:
-            return duckdb.connect(MEMORY)
-        if read_only and not path.exists():
+            return _engine.connect(MEMORY)
+        exists = _engine.check_database_file(path, create=not read_only)
+        if read_only and not exists:
             raise StoreError(f"no database at {path}; nothing was created", operation="open")
-        if not read_only:
-            path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            if not read_only and not path.exists():
+            if not exists:
+                path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise StoreError(
+                f"cannot create {path}: {_engine.os_reason(exc)}{where}", operation="open"
+            ) from exc
+        try:
+            if not exists:
                 # Create new files in the storage format of upstream's engine (DuckDB 1.5.4),
                 # so the Rust crate can open them; the format is fixed at creation.
-                duckdb.connect(
-                    str(path), config={"storage_compatibility_version": UPSTREAM_STORAGE}
-                ).close()
-            return duckdb.connect(str(path), read_only=read_only)
+                _engine.connect(path, storage_compatibility_version=UPSTREAM_STORAGE).close()
+            return _engine.connect(path, read_only=read_only)
         except duckdb.Error as exc:
-            message = str(exc)
-            if read_only and "different configuration" in message:
-                raise _SameProcessWriter from exc
+            message = " ".join(str(exc).split())
+            if "different configuration" in message:
+                shared = None
+                if read_only:  # this process holds the file read-write: share its instance
+                    with contextlib.suppress(duckdb.Error):
+                        shared = _engine.connect(path)
+                if shared is not None:
+                    raise _SameProcessWriter(shared) from exc
+                raise StoreError(
+                    f"cannot open {path}: this process already has it open with other "
+                    "settings (read-only, or through a duckdb connection of its own); close "
+                    "that first, or pass that connection to SessionStore",
+                    operation="open",
+                ) from exc
             if "Could not set lock" in message or "Conflicting lock" in message:
                 raise translate_error(exc, table=None, operation="open") from exc
             if "Corrupt database file" in message:
                 raise StoreError(_damaged(path, message), operation="open") from exc
+            if "not a valid DuckDB database" in message:
+                raise StoreError(f"{path} is not a DuckDB database", operation="open") from exc
+            if "xtension" in message:
+                raise StoreError(
+                    f"cannot open {path}: DuckDB would need an extension to read it, and the "
+                    f"store never installs or loads one on its own ({message})",
+                    operation="open",
+                ) from exc
+            os_error = re.search(r'(?:open|read from) file "[^"]*": (.+)$', message)
+            if os_error:
+                reason = os_error.group(1).rstrip(".!")
+                raise StoreError(
+                    f"cannot open {path}: {reason[:1].lower()}{reason[1:]}", operation="open"
+                ) from exc
             raise StoreError(
                 f"cannot open {path} as a DuckDB database: {message}", operation="open"
             ) from exc
@@ -335,10 +460,15 @@ class StoreBase:
             return dict.fromkeys(TABLES, _ALL_LEGACY)
         if self.schema_version is None:
             return {}
-        rows = self._conn.execute(
-            f"SELECT key, value FROM {META_TABLE} WHERE key LIKE 'legacy_max_%'"
-        ).fetchall()
-        return {key.split(":", 1)[1]: int(value) for key, value in rows}
+        rows = dict(
+            self._conn.execute(
+                f"SELECT key, value FROM {META_TABLE} WHERE key LIKE 'legacy_max_%'"
+            ).fetchall()
+        )
+        # sessions has no id: its mark counts rowid, or row_order from ROW_ORDER_VERSION on.
+        stale = "rowid" if order_key("sessions", self.schema_version) != "rowid" else "row_order"
+        rows.pop(f"legacy_max_{stale}:sessions", None)
+        return {key.split(":", 1)[1]: int(value) for key, value in rows.items()}
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -386,14 +516,17 @@ class StoreBase:
         """Make every buffered write durable now (batched mode; a no-op in immediate mode).
 
         Raises:
-            FlushError: The rows could not be written; they stay buffered for a retry.
+            FlushError: Some buffered rows could not be written, in this flush or in an
+                earlier one not reported yet: every other row was committed; the rows that
+                failed left the buffer and are on the error's ``rows`` (reported once).
             StoreError: Called inside ``transaction()`` in batched mode (the buffer is
                 committed on its own, never as part of a caller's transaction).
             StoreClosedError: The store is closed.
         """
         if self._closed:
             raise StoreClosedError("the store is closed; open a new SessionStore to use it")
-        if self._buffer is None:
+        buffer = self._buffer
+        if buffer is None:
             return
         if self.in_transaction:
             raise StoreError(
@@ -402,49 +535,62 @@ class StoreBase:
                 operation="flush",
             )
         self._drain()
+        buffer.report()
 
     def close(self) -> None:
         """Close the store and every per-thread cursor; idempotent.
 
         In batched mode it first commits every buffered row and stops the flusher thread.
+        Calling it inside a ``transaction()`` block is refused and changes nothing (closing
+        would lose the block's writes, and other threads' buffered rows must not join it):
+        close the store after the block.
 
         Raises:
-            FlushError: Batched mode: buffered rows could not be written. The store is closed
-                anyway; the error's ``rows`` hold the rows that were not written.
+            StoreError: Called inside ``transaction()`` (on this thread), or, in batched
+                mode, inside ``consistent_read()``; the store stays open and the block goes
+                on.
+            FlushError: Batched mode: some buffered rows could not be written (every other
+                row was committed). The store is closed anyway; the error's ``rows`` hold
+                the rows that were not written.
         """
+        if self.in_transaction and not self._closed:
+            raise StoreError(
+                "close() inside transaction() is refused: it would lose the block's writes; "
+                "nothing was changed: close the store after the block",
+                operation="close",
+            )
+        if self._buffer is not None and getattr(self._local, "reading", False):
+            raise StoreError(  # its buffered rows cannot commit inside a read transaction
+                "close() inside consistent_read() is refused in batched mode; nothing was "
+                "changed: close the store after the block",
+                operation="close",
+            )
         buffer = self._buffer
-        failure: Exception | None = None
-        unwritten: list[Row] = []
         if buffer is not None and not self._closed:
-            buffer.stop()
-            try:
-                self._drain()
-            except Exception as exc:
-                failure = exc
+            buffer.stop()  # from now on record_* raises StoreClosedError
+            self._drain()
+        unwritten: list[Row] = []
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             if buffer is not None:
-                unwritten = buffer.take()
+                unwritten = buffer.take()  # only if a flush was interrupted
             if self._publisher is not None:
                 self._publisher.close()  # stops its thread, publishes the final state
-            for cursor in self._cursors:
-                with contextlib.suppress(duckdb.Error):
-                    cursor.close()
-            self._cursors.clear()
+            with self._cursors_lock:
+                for cursor in self._cursors.values():
+                    with contextlib.suppress(duckdb.Error):
+                        cursor.close()
+                self._cursors.clear()
             if self._owns_conn:
                 with contextlib.suppress(duckdb.Error):
                     self._conn.close()
         if buffer is not None:
-            if not self.in_transaction:  # else the flusher may wait for our lock: leave it
-                buffer.join()
-            if failure is not None or unwritten:
-                raise FlushError(
-                    f"closing the store could not commit {len(unwritten)} buffered rows "
-                    f"({failure}); they were not written and are returned on this error",
-                    rows=unwritten,
-                ) from failure
+            buffer.join()
+            closed = StoreClosedError("the store closed before they were written")
+            buffer.flushed([(row, closed) for row in unwritten])
+            buffer.report("; the store is closed")
 
     def __enter__(self) -> Self:
         return self
@@ -465,12 +611,19 @@ class StoreBase:
             raise StoreClosedError("the store is closed; open a new SessionStore to use it")
         cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
         if cursor is None:
-            with self._lock:
+            with self._cursors_lock:
+                if self._closed:
+                    raise StoreClosedError(
+                        "the store is closed; open a new SessionStore to use it"
+                    )
+                for thread in [t for t in self._cursors if not t.is_alive()]:
+                    with contextlib.suppress(duckdb.Error):
+                        self._cursors.pop(thread).close()
                 cursor = self._conn.cursor()
                 cursor.execute("SET TimeZone = 'UTC'")
                 if self.snapshot_path is not None:  # the snapshot is attached, not opened
                     cursor.execute(f"USE {_publish.SNAPSHOT_ALIAS}")
-                self._cursors.append(cursor)
+                self._cursors[threading.current_thread()] = cursor
             self._local.cursor = cursor
         return cursor
 
@@ -558,7 +711,7 @@ class StoreBase:
         """
         self._check_writable(None)
         if self._buffer is not None:
-            self._drain_pending()  # buffered rows commit first, on their own
+            self._drain_pending(everyone=True)  # buffered rows commit first, on their own
         with self._lock:
             cursor = self._cursor()
             if self.in_transaction:
@@ -698,10 +851,15 @@ class StoreBase:
         """Append one row; columns come from the model's fields, by name.
 
         In batched mode, rows of the append-only tables are buffered instead (outside a
-        transaction) once their session is known to exist.
+        transaction or a consistent read) once their session is known to exist.
         """
         buffer = self._buffer
-        if buffer is not None and type(row) in BUFFERED_MODELS and not self.in_transaction:
+        if (
+            buffer is not None
+            and type(row) in BUFFERED_MODELS
+            and not self.in_transaction
+            and not getattr(self._local, "reading", False)
+        ):
             self._buffer_row(row, buffer)
             return
         self._insert_rows([row])
@@ -719,63 +877,87 @@ class StoreBase:
             except duckdb.Error as exc:
                 raise translate_error(exc, table="sessions", operation="select") from exc
             if not found:
-                raise SessionNotFoundError(session_id, table=row.__table__)
-            self._known_sessions.add(session_id)  # sessions are never deleted
+                raise SessionNotFoundError(session_id, table=row.__table__, operation="insert")
+            self._known_sessions.add(session_id)  # forgotten if a flush finds it gone
         if buffer.add(row):  # far behind: the producer commits (bounds memory and loss)
-            try:
-                self._drain()
-            except FlushError as exc:  # this row is buffered: report it on the next call
-                buffer.failed(exc)
+            self._drain()  # rows it cannot write are reported by the next call
 
-    def _drain_pending(self) -> None:
-        """Commit the buffer first if it holds rows (not inside a transaction or a flush)."""
+    def _drain_pending(self, *, everyone: bool = False) -> None:
+        """Before a statement: commit buffered rows it must see or follow.
+
+        Read your writes: if the calling thread has rows not committed yet, the buffer is
+        committed (all of it: one group commit). A thread with nothing buffered does not
+        commit and does not wait for the write lock: its reads see what is committed.
+        Writes (``everyone``, or a statement run while this thread holds the write lock)
+        commit the buffer if it holds anybody's rows, so a synchronous write follows every
+        row acknowledged before it. Never inside a transaction, a consistent read or a flush.
+        """
         buffer = self._buffer
         if (
-            buffer is not None
-            and buffer.pending
-            and not self.in_transaction
-            and not getattr(self._local, "draining", False)
-            and not getattr(self._local, "reading", False)
+            buffer is None
+            or self.in_transaction
+            or getattr(self._local, "draining", False)
+            or getattr(self._local, "reading", False)
         ):
-            self._drain()
+            return
+        if everyone or self._lock._is_owned():  # type: ignore[attr-defined]
+            if buffer.pending:
+                self._drain()
+        elif buffer.owes_current_thread():
+            self._drain(owed_only=True)
 
-    def _drain(self) -> None:
-        """Commit every buffered row in one transaction, one bulk statement per table.
+    def _drain(self, *, owed_only: bool = False) -> None:
+        """Commit every buffered row, one bulk statement per table, isolating the rows that
+        cannot be written (``BulkMixin._commit_buffered``).
 
         Holds the write lock, so flushes never interleave with other writes or each other
-        (and a flush in progress finishes before the next one starts). On failure the rows
-        go back to the head of the buffer.
+        (and a flush in progress finishes before the next one starts). Never runs inside a
+        transaction: buffered rows, other threads' included, commit on their own. Rows that
+        cannot be written leave the buffer and are reported once, as a :class:`FlushError`,
+        by the next ``record_*``, ``flush()`` or ``close()`` (:meth:`WriteBuffer.report`).
+
+        Args:
+            owed_only: Do nothing if, once the lock is held, the calling thread's rows are
+                committed already (a flush finished them while this thread waited).
 
         Raises:
-            FlushError: The rows could not be written (they stay buffered).
+            StoreError: Called inside ``transaction()`` or ``consistent_read()``, or a
+                transaction could not begin (the rows stay buffered).
         """
         buffer = self._buffer
         if buffer is None:
             return
+        if self.in_transaction or getattr(self._local, "reading", False):
+            raise StoreError(
+                "buffered rows are committed on their own, never inside a transaction() or "
+                "consistent_read() block",
+                operation="flush",
+            )
         with self._lock:
-            if self._closed:
+            if self._closed or (owed_only and not buffer.owes_current_thread()):
                 return
             rows = buffer.take()
             if not rows:
                 buffer.flushed()
                 return
+            committed = [False] * len(rows)
             self._local.draining = True
             try:
-                with self.transaction():
-                    self._write_rows(rows)
-            except Exception as exc:
-                buffer.restore(rows)
-                raise FlushError(
-                    f"group commit of {len(rows)} buffered rows failed: {exc}; they stay "
-                    "buffered and will be retried",
-                    rows=rows,
-                ) from exc
-            except BaseException:
-                buffer.restore(rows)
+                failed = self._commit_buffered(rows, committed)
+            except BaseException:  # interrupted: keep what was not committed
+                buffer.restore([row for row, done in zip(rows, committed, strict=True)
+                                if not done])
                 raise
             finally:
                 self._local.draining = False
-            buffer.flushed()
+            buffer.flushed(failed)
+
+    def _commit_buffered(
+        self, rows: Sequence[Row], committed: list[bool]
+    ) -> list[tuple[Row, BaseException]]:
+        """Commit buffered rows, isolating those that cannot be written; return those, with
+        their errors. Provided by ``store.bulk.BulkMixin``."""
+        raise NotImplementedError
 
     def _write_rows(self, rows: Sequence[Row]) -> None:
         """Append rows of any models, one bulk statement per table, each table's rows in
@@ -829,7 +1011,7 @@ class StoreBase:
         mapping = table_map(model)
         table = mapping.table
         mark = self._legacy_marks.get(table)
-        key = "rowid" if table == "sessions" else ("id" if table in SEQUENCED_TABLES else None)
+        key = self._legacy_key(table)
         extra = f", {key}" if mark is not None and key is not None else ""
         sql = f"SELECT {mapping.select_list}{extra} FROM {table}"
         if where:
@@ -844,6 +1026,16 @@ class StoreBase:
             values += [int(limit), int(offset)]
         rows = self._execute(sql, values, table=table, operation="select")
         return self._decode_rows(model, rows, mark if extra else None)
+
+    def _order_column(self, table: str) -> str:
+        """The column that orders ``table`` by insertion in this file (see ``order_key``)."""
+        return order_key(table, self.schema_version)
+
+    def _legacy_key(self, table: str) -> str | None:
+        """The column a table's legacy high-water mark counts, if it has one."""
+        if table == "sessions" or table in SEQUENCED_TABLES:
+            return self._order_column(table)
+        return None
 
     def _decode_rows(
         self, model: type[R], rows: Sequence[Sequence[Any]], mark: int | None

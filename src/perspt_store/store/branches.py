@@ -89,7 +89,9 @@ class BranchesMixin(StoreBase):
         """
         with self.transaction():
             if record.session_id is not None and not self._session_exists(record.session_id):
-                raise SessionNotFoundError(record.session_id, table="branch_lineage")
+                raise SessionNotFoundError(
+                    record.session_id, table="branch_lineage", operation="insert"
+                )
             self._insert(record)
 
     def get_child_branches(

@@ -14,11 +14,11 @@ import datetime as _dt
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import duckdb
 from blake3 import blake3
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .. import merkle
 from .._commitlog import (
@@ -110,15 +110,25 @@ class Checkpoint(_Frozen):
 
     Its JSON form (:meth:`to_json`) has hex hashes. With a 32-byte key, ``mac`` is the keyed
     blake3 of the canonical JSON of the other fields; verify it with :meth:`verify_mac`.
+
+    Every field is checked when a checkpoint is built or parsed: the scheme is this
+    library's, ``size`` an int from 0 (never a bool), the roots and the MAC 32 bytes.
     """
 
     scheme: str
     session_id: str
-    size: int
-    log_root: bytes
-    state_root: bytes
+    size: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    log_root: Annotated[bytes, Field(min_length=32, max_length=32)]
+    state_root: Annotated[bytes, Field(min_length=32, max_length=32)]
     time: str
-    mac: bytes | None = None
+    mac: Annotated[bytes, Field(min_length=32, max_length=32)] | None = None
+
+    @field_validator("scheme")
+    @classmethod
+    def _known_scheme(cls, scheme: str) -> str:
+        if scheme != CHECKPOINT_SCHEME:
+            raise ValueError(f"unknown scheme {scheme!r}; this library reads {CHECKPOINT_SCHEME!r}")
+        return scheme
 
     def _payload(self) -> bytes:
         body = self.to_dict()
@@ -143,24 +153,43 @@ class Checkpoint(_Frozen):
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Checkpoint:
-        """Parse :meth:`to_json` output.
+        """Parse :meth:`to_json` output (keys it does not know are ignored).
 
         Raises:
-            ValueError: The text is not a checkpoint.
+            ValueError: The text is not a checkpoint; the one-line message says which field
+                is wrong and why.
         """
+        prefix = "not a perspt-store checkpoint"
         try:
             data = json.loads(text)
-            return cls(
-                scheme=data["scheme"],
-                session_id=data["session_id"],
-                size=data["size"],
-                log_root=bytes.fromhex(data["log_root"]),
-                state_root=bytes.fromhex(data["state_root"]),
-                time=data["time"],
-                mac=None if data.get("mac") is None else bytes.fromhex(data["mac"]),
-            )
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise ValueError(f"not a perspt-store checkpoint: {exc}") from exc
+        except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+            raise ValueError(f"{prefix}: not JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"{prefix}: not a JSON object")
+        fields = ("scheme", "session_id", "size", "log_root", "state_root", "time")
+        missing = [name for name in fields if name not in data]
+        if missing:
+            raise ValueError(f"{prefix}: no {', '.join(missing)}")
+        values = {name: data[name] for name in (*fields, "mac") if name in data}
+        for name in ("log_root", "state_root", "mac"):
+            if isinstance(values.get(name), str):
+                try:
+                    values[name] = bytes.fromhex(values[name])
+                except ValueError:
+                    raise ValueError(f"{prefix}: {name}: not hex digits") from None
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                if error["type"] in ("bytes_too_short", "bytes_too_long"):
+                    n = len(error["input"])
+                    why = f"{n} byte{'' if n == 1 else 's'}, not 32"
+                else:
+                    why = error["msg"].removeprefix("Value error, ")
+                    why = why.replace("Input should", "should")
+                problems.append(f"{'.'.join(str(part) for part in error['loc'])}: {why}")
+            raise ValueError(f"{prefix}: {'; '.join(problems)}") from exc
 
     def sign(self, key: bytes) -> Checkpoint:
         """A copy with ``mac`` set from a 32-byte key."""
@@ -440,7 +469,7 @@ class CommitLogMixin(StoreBase):
             size=tree.size,
             log_root=tree.root(),
             state_root=entries[-1][5] if entries else merkle.empty_root(),
-            time=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            time=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         )
         if key is not None:
             if len(key) != 32:
@@ -554,9 +583,9 @@ class CommitLogMixin(StoreBase):
         state_root = merkle.tree_root(
             [leaf for _, leaf in sorted(latest.items()) if leaf is not None]
         )
-        self._check_merkle_root(session_id, state_root, bool(entries), problems, notes)
+        self._check_merkle_root(session_id, state_root, len(entries), problems, notes)
         if against is not None:
-            self._check_against(log_tree, against, key, problems)
+            self._check_against(session_id, log_tree, against, key, problems, notes)
         return VerificationReport(
             session_id=session_id,
             log_size=log_tree.size,
@@ -570,7 +599,7 @@ class CommitLogMixin(StoreBase):
         self,
         session_id: str,
         state_root: bytes,
-        has_commits: bool,
+        log_size: int,
         problems: list[Problem],
         notes: list[str],
     ) -> None:
@@ -579,16 +608,18 @@ class CommitLogMixin(StoreBase):
             [session_id],
             table="sessions",
         )
-        if stored == state_root or (stored is None and not has_commits):
+        if stored == state_root or (stored is None and not log_size):
             return
         override = self._execute(
-            "SELECT merkle_root, source FROM merkle_root_overrides WHERE session_id = ? "
-            "ORDER BY id DESC LIMIT 1",
+            "SELECT merkle_root, source, log_size FROM merkle_root_overrides "
+            "WHERE session_id = ? ORDER BY id DESC LIMIT 1",
             [session_id],
             table="merkle_root_overrides",
             operation="select",
         )
-        if override and override[0][0] == stored:
+        # Only the override that is current excuses the root: set after the last commit
+        # (a commit since would have set the state root).
+        if override and override[0][0] == stored and override[0][2] in (None, log_size):
             how = "update_merkle_root" if override[0][1] == "update_merkle_root" else "upstream"
             notes.append(
                 f"sessions.merkle_root was set by {how}, not by a commit; the state root is "
@@ -604,10 +635,26 @@ class CommitLogMixin(StoreBase):
 
     @staticmethod
     def _check_against(
-        log: merkle.MerkleTree, against: Checkpoint, key: bytes | None, problems: list[Problem]
+        session_id: str,
+        log: merkle.MerkleTree,
+        against: Checkpoint,
+        key: bytes | None,
+        problems: list[Problem],
+        notes: list[str],
     ) -> None:
+        if against.session_id != session_id:
+            problems.append(
+                Problem(
+                    kind="checkpoint",
+                    detail=f"the checkpoint is of session {against.session_id!r}, "
+                    f"not {session_id!r}",
+                )
+            )
+            return
         if key is not None and not against.verify_mac(key):
             problems.append(Problem(kind="checkpoint", detail="the checkpoint's MAC is wrong"))
+        elif key is None and against.mac is not None:
+            notes.append("the checkpoint's MAC was not checked: no key was given")
         if against.size > log.size:
             problems.append(
                 Problem(

@@ -41,7 +41,7 @@ class PlanningMixin(StoreBase):
         """The session's newest charter (last recorded), or None."""
         return self._select_one(
             FeatureCharterRow, "session_id = ?", [session_id],
-            order_by="created_at DESC, rowid DESC",
+            order_by=f"created_at DESC, {self._order_column('feature_charters')} DESC",
         )
 
     # --- plan_revisions -------------------------------------------------------------------
@@ -60,14 +60,14 @@ class PlanningMixin(StoreBase):
             PlanRevisionRow,
             "session_id = ? AND status = 'active'",
             [session_id],
-            order_by="sequence DESC, created_at DESC, rowid DESC",
+            order_by=f"sequence DESC, created_at DESC, {self._order_column('plan_revisions')} DESC",
         )
 
     def get_plan_revisions(self, session_id: str) -> list[PlanRevisionRow]:
         """All of the session's revisions by sequence, then insertion order."""
         return self._select(
             PlanRevisionRow, "session_id = ?", [session_id],
-            order_by="sequence, created_at, rowid",
+            order_by=f"sequence, created_at, {self._order_column('plan_revisions')}",
         )
 
     def supersede_plan_revision(self, revision_id: str) -> int:

@@ -59,10 +59,12 @@ class SessionsMixin(CommitLogMixin):
             )
         with self.transaction():
             changed = self._update_session(session_id, "merkle_root", bytes(merkle_root))
+            # The log size it was set at: a commit after it sets the state root again.
             self._write(
-                "INSERT INTO merkle_root_overrides (session_id, merkle_root, source) "
-                "VALUES (?, ?, 'update_merkle_root')",
-                [session_id, bytes(merkle_root)],
+                "INSERT INTO merkle_root_overrides (session_id, merkle_root, source, log_size) "
+                "VALUES (?, ?, 'update_merkle_root', "
+                "(SELECT count(*) FROM merkle_log WHERE session_id = ?))",
+                [session_id, bytes(merkle_root), session_id],
                 table="merkle_root_overrides",
                 session_id=session_id,
             )
@@ -84,7 +86,7 @@ class SessionsMixin(CommitLogMixin):
             operation="update",
         )[0]
         if changed == 0:
-            raise SessionNotFoundError(session_id, table="sessions")
+            raise SessionNotFoundError(session_id, table="sessions", operation="update")
         return int(changed)
 
     def get_session(self, session_id: str) -> SessionRecord | None:
@@ -97,7 +99,10 @@ class SessionsMixin(CommitLogMixin):
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must be >= 0")
         return self._select(
-            SessionRecord, order_by="created_at DESC, rowid DESC", limit=limit, offset=offset
+            SessionRecord,
+            order_by=f"created_at DESC, {self._order_column('sessions')} DESC",
+            limit=limit,
+            offset=offset,
         )
 
     def list_recent_sessions(self, limit: int) -> list[SessionRecord]:

@@ -208,8 +208,8 @@ class SessionReviewSummary:
     sealed_branches: int
     merged_branches: int
     flushed_branches: int
-    flush_decisions: int
-    """Rows in ``branch_flushes``."""
+    flush_decisions: list[BranchFlushRow]
+    """The session's branch flush decisions (``branch_flushes``), in insertion order."""
     review_total: int
     reviews_approved: int
     """Outcomes starting with ``approved``, or ``auto_approved``."""
@@ -254,7 +254,6 @@ SELECT
     (SELECT count(*) FROM b WHERE s = 'sealed'),
     (SELECT count(*) FROM b WHERE s = 'merged'),
     (SELECT count(*) FROM b WHERE s = 'flushed'),
-    (SELECT count(*) FROM branch_flushes WHERE session_id = $1),
     (SELECT count(*) FROM r),
     (SELECT count(*) FROM r WHERE starts_with(o, 'approved') OR o = 'auto_approved'),
     (SELECT count(*) FROM r WHERE o IN ('rejected', 'aborted')),
@@ -664,7 +663,7 @@ class SnapshotMixin(StoreBase):
     @_gc_paused
     @consistent
     def session_summary(self, session_id: str) -> SessionReviewSummary:
-        """Counts and energies over the session's nodes, in 4 queries.
+        """Counts and energies over the session's nodes, in 5 queries.
 
         Nodes are counted once each, by their latest state (upstream counted snapshot rows,
         D19), and states are classified case-insensitively with :func:`state_kind`.
@@ -676,8 +675,8 @@ class SnapshotMixin(StoreBase):
         counts = self._execute(
             _SUMMARY_COUNTS_SQL, [session_id], table="sessions", operation="select"
         )[0]
-        (exists, total, active, sealed, merged, flushed, flush_count, reviews, approved,
-         rejected, corrected) = (int(value) for value in counts)
+        (exists, total, active, sealed, merged, flushed, reviews, approved, rejected,
+         corrected) = (int(value) for value in counts)
         if not exists:
             raise SessionNotFoundError(session_id, table="sessions")
         where, params = "session_id = ?", [session_id]
@@ -692,6 +691,7 @@ class SnapshotMixin(StoreBase):
             self._load(EnergyRecord, where, params, latest_per="node_id")
         )
         escalations = self._load(EscalationReportRecord, where, params)
+        flushes = self._load(BranchFlushRow, where, params)
         kinds = {"completed": 0, "failed": 0, "escalated": 0, "other": 0}
         total_energy = 0.0
         node_energies: list[tuple[str, EnergyRecord]] = []
@@ -717,7 +717,7 @@ class SnapshotMixin(StoreBase):
             sealed_branches=sealed,
             merged_branches=merged,
             flushed_branches=flushed,
-            flush_decisions=flush_count,
+            flush_decisions=flushes,
             review_total=reviews,
             reviews_approved=approved,
             reviews_rejected=rejected,
