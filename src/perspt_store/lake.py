@@ -614,29 +614,13 @@ def _finish_interrupted_export(directory: Path) -> None:
 
 @contextlib.contextmanager
 def _read_snapshot(store: SessionStore) -> Iterator[duckdb.DuckDBPyConnection]:
-    """This thread's cursor inside one read transaction, so every query sees the same
-    committed state (a writer may go on in other threads); joins the caller's transaction.
-
-    The store counts it as a transaction on this thread, so its reads do not commit a
-    batched-mode buffer in the middle of it.
-    """
-    cursor = store._cursor()
-    if store.in_transaction:
-        yield cursor
-        return
-    store.flush()
-    try:
-        cursor.execute("BEGIN TRANSACTION")
-    except duckdb.Error as exc:
-        raise translate_error(exc, table=None, operation="export") from exc
-    local = store._local
-    local.depth, local.doomed = 1, False
-    try:
-        yield cursor
-    finally:
-        local.depth, local.doomed = 0, False
-        with contextlib.suppress(duckdb.Error):
-            cursor.execute("ROLLBACK")
+    """This thread's cursor inside the store's consistent read, so every query sees the
+    same committed state (a writer may go on in other threads); joins the caller's
+    transaction or consistent read. Rows buffered in batched mode are committed first."""
+    if not (store.in_transaction or store._reading_here()):
+        store.flush()
+    with store.consistent_read():
+        yield store._cursor()
 
 
 def _run(cursor: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None, *,

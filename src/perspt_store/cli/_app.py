@@ -145,7 +145,8 @@ def db_path(ctx: click.Context) -> Path:
 def open_store(ctx: click.Context, *, write: bool = False) -> Iterator[SessionStore]:
     """Open the database for one command, closed afterwards.
 
-    Read-only unless ``write``: a read never creates, migrates or changes the file.
+    Read-only unless ``write``: a read never creates, migrates or changes the file, and
+    the whole command reads one snapshot (its tables never disagree with each other).
     """
     path = db_path(ctx)
     # A directory, a path under a file or a file that is no DuckDB database: one line.
@@ -162,7 +163,11 @@ def open_store(ctx: click.Context, *, write: bool = False) -> Iterator[SessionSt
                 f"{store.staleness:.1f} s ago",
                 err=True,
             )
-        yield store
+        if write:
+            yield store
+        else:
+            with store.consistent_read():
+                yield store
 
 
 def require_session(store: SessionStore, session_id: str) -> None:
