@@ -30,6 +30,20 @@ _KNOWN_FORMATS = (
 )
 
 
+UPSTREAM_STORAGE = "v1.5.0"
+"""The DuckDB storage format new files are created in: the one upstream's engine reads."""
+BLOCK_SIZE = 16384
+"""The block size of new files (the store's and its snapshots): with DuckDB's default,
+256 KiB, every table and index claims whole blocks and a small store is ten times bigger."""
+NEW_FILE_CONFIG: dict[str, str | bool | int] = {
+    "storage_compatibility_version": UPSTREAM_STORAGE,
+    "default_block_size": BLOCK_SIZE,
+}
+"""``connect`` options that create a new file in that format and block size."""
+NEW_FILE_ATTACH = f"(STORAGE_VERSION '{UPSTREAM_STORAGE}', BLOCK_SIZE {BLOCK_SIZE})"
+"""The same, as ``ATTACH`` options."""
+
+
 def connect(
     database: str | Path, *, read_only: bool = False, **config: str | bool | int
 ) -> duckdb.DuckDBPyConnection:

@@ -130,7 +130,9 @@ def publish(conn: duckdb.DuckDBPyConnection, db: Path) -> _dt.datetime:
     alias = f"perspt_snapshot_{os.getpid()}_{next(_counter)}"  # digits only: a safe name
     cursor = conn.cursor()
     try:
-        cursor.execute(f"ATTACH ? AS {alias}", [str(tmp)]).fetchall()
+        cursor.execute(
+            f"ATTACH ? AS {alias} {_engine.NEW_FILE_ATTACH}", [str(tmp)]
+        ).fetchall()
         try:
             taken_at = _dt.datetime.now(_dt.UTC)
             cursor.execute("BEGIN TRANSACTION").fetchall()
