@@ -7,9 +7,9 @@ paths, and safe behaviour under crashes, threads and hostile input.
 
 from __future__ import annotations
 
-from ._groupcommit import FlushError
 from .errors import (
     DuplicateRecordError,
+    FlushError,
     IntegrityError,
     ReadOnlyStoreError,
     RecordNotFoundError,

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from .errors import StoreClosedError, StoreError
+from .errors import FlushError, StoreClosedError
 from .rows import (
     ArtifactBundleRow,
     BranchFlushRow,
@@ -60,7 +60,6 @@ __all__ = [
     "DEFAULT_FLUSH_ROWS",
     "DURABILITY_MODES",
     "MAX_FAILED_ATTEMPTS",
-    "FlushError",
     "WriteBuffer",
 ]
 
@@ -101,39 +100,6 @@ possible failure is a session that does not exist (checked before buffering). Se
 states (their Merkle commit is the durable path), branch lineage (checked in a transaction),
 charters, plan revisions, repair footprints and budget envelopes are always written
 synchronously."""
-
-
-class FlushError(StoreError):
-    """A group commit (``durability="batched"``) could not write some buffered rows.
-
-    When a flush fails, the store finds the rows that cause it and commits every other row:
-    rows naming a session that no longer exists are set aside first (one query), then the
-    rest is retried table by table, and a table whose rows still fail is split in halves
-    until the failing rows are isolated (a few failed attempts per bad row). The rows that
-    cannot be written leave the buffer for good (retrying them would fail forever) and are
-    handed back on this error, raised once, by whichever comes first:
-
-    * the next ``record_*`` call that would buffer a row (in any thread; that call then
-      writes nothing);
-    * ``flush()``;
-    * ``close()`` (which closes the store anyway; at interpreter exit it is logged).
-
-    Reads never raise it, and the store goes on working normally after it.
-
-    Isolation stops early when the cause is not a row (the database or the connection
-    failed: an I/O error, a fatal or internal engine error), or after
-    :data:`MAX_FAILED_ATTEMPTS` failed attempts in one flush; the rows not written by then
-    are handed back too, whether or not they were at fault.
-
-    Attributes:
-        rows: The rows that were not written, in the order they were recorded (per
-            thread). The store no longer holds them: record them again (e.g. with
-            ``record_many``) once the cause is fixed, or keep them elsewhere.
-    """
-
-    def __init__(self, message: str, *, rows: Sequence[Row] = ()) -> None:
-        super().__init__(message, operation="flush")
-        self.rows: tuple[Row, ...] = tuple(rows)
 
 
 MAX_FAILED_ATTEMPTS = 200
@@ -200,7 +166,7 @@ class WriteBuffer:
             if self._failed:
                 self._raise_failure("; this call wrote nothing")
             if self._stopping:
-                raise StoreClosedError("the store is closed; open a new SessionStore to use it")
+                raise StoreClosedError()
             rows = self._rows
             rows.append(row)
             self._tickets += 1

@@ -14,14 +14,25 @@ StoreError                     anything the store refuses or cannot do
 ├── StoreLockedError           another process holds the database file
 ├── DuplicateRecordError       a primary or unique key that already exists
 ├── SchemaVersionError         the file's schema is newer than this library, or cannot be migrated
-└── IntegrityError             a Merkle check failed (a proof, a log or a state root)
+├── IntegrityError             a Merkle check failed (a proof, a log or a state root)
+└── FlushError                 batched durability: buffered rows could not be written
 ```
+
+A message that several places raise is made here, once: ``StoreClosedError()`` and
+``SchemaVersionError.newer(...)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .rows import Row
+
 __all__ = [
     "DuplicateRecordError",
+    "FlushError",
     "IntegrityError",
     "ReadOnlyStoreError",
     "RecordNotFoundError",
@@ -89,6 +100,15 @@ class ReadOnlyStoreError(StoreError):
 class StoreClosedError(StoreError):
     """The store was used after ``close()``."""
 
+    def __init__(
+        self,
+        message: str = "the store is closed; open a new SessionStore to use it",
+        *,
+        table: str | None = None,
+        operation: str | None = None,
+    ) -> None:
+        super().__init__(message, table=table, operation=operation)
+
 
 class StoreLockedError(StoreError):
     """Another process holds the database file read-write (DuckDB allows one writer process)."""
@@ -101,6 +121,52 @@ class DuplicateRecordError(StoreError):
 class SchemaVersionError(StoreError):
     """The file's schema is newer than this library understands, or could not be migrated."""
 
+    @classmethod
+    def newer(
+        cls, version: object, supported: int, then: str, *, what: str = "the database",
+        operation: str,
+    ) -> SchemaVersionError:
+        """The error for ``what`` at schema ``version``, newer than the ``supported`` one;
+        ``then`` ends the message: what that means here and what to do."""
+        return cls(
+            f"{what} has schema version {version}, newer than this library's {supported}; "
+            f"{then}",
+            operation=operation,
+        )
+
 
 class IntegrityError(StoreError):
     """A Merkle check failed: a proof, the commit log or a state root does not match."""
+
+
+class FlushError(StoreError):
+    """A group commit (``durability="batched"``) could not write some buffered rows.
+
+    When a flush fails, the store finds the rows that cause it and commits every other row:
+    rows naming a session that no longer exists are set aside first (one query), then the
+    rest is retried table by table, and a table whose rows still fail is split in halves
+    until the failing rows are isolated (a few failed attempts per bad row). The rows that
+    cannot be written leave the buffer for good (retrying them would fail forever) and are
+    handed back on this error, raised once, by whichever comes first:
+
+    * the next ``record_*`` call that would buffer a row (in any thread; that call then
+      writes nothing);
+    * ``flush()``;
+    * ``close()`` (which closes the store anyway; at interpreter exit it is logged).
+
+    Reads never raise it, and the store goes on working normally after it.
+
+    Isolation stops early when the cause is not a row (the database or the connection
+    failed: an I/O error, a fatal or internal engine error), or after
+    :data:`~perspt_store._groupcommit.MAX_FAILED_ATTEMPTS` failed attempts in one flush; the
+    rows not written by then are handed back too, whether or not they were at fault.
+
+    Attributes:
+        rows: The rows that were not written, in the order they were recorded (per
+            thread). The store no longer holds them: record them again (e.g. with
+            ``record_many``) once the cause is fixed, or keep them elsewhere.
+    """
+
+    def __init__(self, message: str, *, rows: Sequence[Row] = ()) -> None:
+        super().__init__(message, operation="flush")
+        self.rows: tuple[Row, ...] = tuple(rows)

@@ -281,10 +281,9 @@ def _read_manifest(directory: Path) -> dict[str, Any] | None:
         )
     version = manifest.get("schema_version")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"the lake at {directory} has schema version {version}, newer than this "
-            f"library's {SCHEMA_VERSION}; upgrade perspt-store to use it",
-            operation="read manifest",
+        raise SchemaVersionError.newer(
+            version, SCHEMA_VERSION, "upgrade perspt-store to use it",
+            what=f"the lake at {directory}", operation="read manifest",
         )
     return manifest
 
@@ -634,10 +633,8 @@ def _run(cursor: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | No
 def _check_exportable(store: SessionStore) -> None:
     version = store.schema_version
     if version is not None and version > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"the database has schema version {version}, newer than this library's "
-            f"{SCHEMA_VERSION}; upgrade perspt-store to export it",
-            operation="export",
+        raise SchemaVersionError.newer(
+            version, SCHEMA_VERSION, "upgrade perspt-store to export it", operation="export"
         )
     if version is not None and version < SCHEMA_VERSION:
         raise StoreError(

@@ -770,10 +770,8 @@ def init_schema(conn: Connection) -> int:
     """
     version = read_schema_version(conn)
     if version is not None and version > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"the database has schema version {version}, newer than this library's "
-            f"{SCHEMA_VERSION}; upgrade perspt-store to write to it",
-            operation="migrate",
+        raise SchemaVersionError.newer(
+            version, SCHEMA_VERSION, "upgrade perspt-store to write to it", operation="migrate"
         )
     if version == SCHEMA_VERSION:
         return version
