@@ -20,10 +20,33 @@ import duckdb
 import pytest
 
 import perspt_store as ps
+from perspt_store._groupcommit import BUFFERED_MODELS
 
 SLOW = 3600.0  # a flush interval that never elapses during a test
 WAIT = 30.0  # generous deadline for the background flusher on a loaded machine
 
+
+
+def test_buffered_models_are_the_append_only_tables_without_a_unique_key() -> None:
+    """BUFFERED_MODELS is derived from the schema; this is the set it stands for."""
+    assert BUFFERED_MODELS == {
+        ps.EnergyRecord,
+        ps.LlmRequestRecord,
+        ps.SrbnStepRecord,
+        ps.CorrectionAttemptRow,
+        ps.StructuralDigestRecord,
+        ps.ContextProvenanceRecord,
+        ps.EscalationReportRecord,
+        ps.RewriteRecordRow,
+        ps.SheafValidationRow,
+        ps.ProvisionalBranchRow,
+        ps.InterfaceSealRow,
+        ps.BranchFlushRow,
+        ps.TaskGraphEdgeRow,
+        ps.ReviewOutcomeRow,
+        ps.VerificationResultRow,
+        ps.ArtifactBundleRow,
+    }
 
 @pytest.fixture
 def batched(db_path: Path) -> Iterator[ps.SessionStore]:

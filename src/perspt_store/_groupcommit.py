@@ -34,25 +34,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from .errors import FlushError, StoreClosedError
-from .rows import (
-    ArtifactBundleRow,
-    BranchFlushRow,
-    ContextProvenanceRecord,
-    CorrectionAttemptRow,
-    EnergyRecord,
-    EscalationReportRecord,
-    InterfaceSealRow,
-    LlmRequestRecord,
-    ProvisionalBranchRow,
-    ReviewOutcomeRow,
-    RewriteRecordRow,
-    Row,
-    SheafValidationRow,
-    SrbnStepRecord,
-    StructuralDigestRecord,
-    TaskGraphEdgeRow,
-    VerificationResultRow,
-)
+from .rows import ROW_MODELS, Row
+from .schema import SEQUENCED_TABLES
 
 __all__ = [
     "BUFFERED_MODELS",
@@ -75,25 +58,18 @@ DEFAULT_FLUSH_INTERVAL = 0.05
 DEFAULT_FLUSH_ROWS = 10_000
 """Buffered rows that trigger a flush before the interval is up."""
 
-BUFFERED_MODELS: frozenset[type[Row]] = frozenset(
+# The append-only tables (ids from a sequence, no natural key) that are written synchronously
+# all the same, and why.
+_SYNCHRONOUS_TABLES = frozenset(
     {
-        EnergyRecord,
-        LlmRequestRecord,
-        SrbnStepRecord,
-        CorrectionAttemptRow,
-        StructuralDigestRecord,
-        ContextProvenanceRecord,
-        EscalationReportRecord,
-        RewriteRecordRow,
-        SheafValidationRow,
-        ProvisionalBranchRow,
-        InterfaceSealRow,
-        BranchFlushRow,
-        TaskGraphEdgeRow,
-        ReviewOutcomeRow,
-        VerificationResultRow,
-        ArtifactBundleRow,
+        "node_states",  # its Merkle commit is the durable path
+        "branch_lineage",  # checked in a transaction (it has no foreign key)
+        "repair_footprints",  # footprint_id is unique: a duplicate must fail on the call
     }
+)
+
+BUFFERED_MODELS: frozenset[type[Row]] = frozenset(
+    ROW_MODELS[table] for table in SEQUENCED_TABLES if table not in _SYNCHRONOUS_TABLES
 )
 """Rows that batched mode buffers: the append-only tables with no unique key, whose only
 possible failure is a session that does not exist (checked before buffering). Sessions, node
