@@ -374,6 +374,11 @@ class CommitLogMixin(StoreBase):
     def _log_tree(self, session_id: str) -> merkle.MerkleTree:
         return merkle.MerkleTree(entry[4] for entry in self._log_entries(session_id))
 
+    def _log_tree_at(self, session_id: str, size: int | None) -> tuple[merkle.MerkleTree, int]:
+        """The session's log tree and ``size``, the whole log's when None (for the proofs)."""
+        tree = self._log_tree(session_id)
+        return tree, tree.size if size is None else size
+
     @consistent
     def get_commit_log(self, session_id: str) -> list[NodeCommit]:
         """Every commit of the session, in ``seq`` order.
@@ -416,15 +421,13 @@ class CommitLogMixin(StoreBase):
             SessionNotFoundError: No such session.
             ValueError: ``seq`` or ``size`` is out of range.
         """
-        tree = self._log_tree(session_id)
-        size = tree.size if size is None else size
-        path = tree.inclusion_proof(seq, size)
+        tree, size = self._log_tree_at(session_id, size)
         return InclusionProof(
+            path=tree.inclusion_proof(seq, size),  # first: it checks seq and size
             session_id=session_id,
             seq=seq,
             log_size=size,
             leaf_hash=tree.leaf(seq),
-            path=path,
             log_root=tree.root(size),
         )
 
@@ -438,16 +441,14 @@ class CommitLogMixin(StoreBase):
             SessionNotFoundError: No such session.
             ValueError: The sizes are out of range or ``old_size > new_size``.
         """
-        tree = self._log_tree(session_id)
-        new_size = tree.size if new_size is None else new_size
-        path = tree.consistency_proof(old_size, new_size)
+        tree, new_size = self._log_tree_at(session_id, new_size)
         return ConsistencyProof(
+            path=tree.consistency_proof(old_size, new_size),  # first: it checks the sizes
             session_id=session_id,
             old_size=old_size,
             new_size=new_size,
             old_root=tree.root(old_size),
             new_root=tree.root(new_size),
-            path=path,
         )
 
     @consistent
