@@ -45,15 +45,23 @@ NEW_FILE_ATTACH = f"(STORAGE_VERSION '{UPSTREAM_STORAGE}', BLOCK_SIZE {BLOCK_SIZ
 
 
 def connect(
-    database: str | Path, *, read_only: bool = False, **config: str | bool | int
+    database: str | Path,
+    *,
+    read_only: bool = False,
+    new_file: bool = False,
+    **config: str | bool | int,
 ) -> duckdb.DuckDBPyConnection:
-    """``duckdb.connect`` with extension auto-install and auto-load turned off.
+    """``duckdb.connect`` with extension auto-install and auto-load turned off; with
+    ``new_file``, a file that does not exist yet is created with :data:`NEW_FILE_CONFIG`.
 
     A file path is passed as an absolute path, so a name such as ``md:x`` or
     ``sqlite:x.db`` is a file name, never a DuckDB database-type prefix.
     """
     target = database if isinstance(database, str) else str(Path(database).absolute())
-    return duckdb.connect(target, read_only=read_only, config={**NO_AUTO_EXTENSIONS, **config})
+    settings: dict[str, str | bool | int | float | list[str]] = {**NO_AUTO_EXTENSIONS, **config}
+    if new_file:
+        settings.update(NEW_FILE_CONFIG)
+    return duckdb.connect(target, read_only=read_only, config=settings)
 
 
 def not_duckdb(header: bytes) -> str | None:

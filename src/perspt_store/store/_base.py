@@ -56,8 +56,7 @@ P = ParamSpec("P")
 PathLike = str | os.PathLike[str]
 
 MEMORY = ":memory:"
-UPSTREAM_STORAGE = "v1.5.0"
-"""The DuckDB storage format new files are created in: the one upstream's engine reads."""
+
 _ALL_LEGACY = 2**62  # an unmigrated upstream file opened read-only: every row is upstream's
 
 
@@ -398,8 +397,9 @@ class StoreBase:
         try:
             if not exists:
                 # Create new files in the storage format of upstream's engine (DuckDB 1.5.4),
-                # so the Rust crate can open them; the format is fixed at creation.
-                _engine.connect(path, storage_compatibility_version=UPSTREAM_STORAGE).close()
+                # so the Rust crate can open them, with small blocks (every table and index
+                # claims whole blocks): both are fixed at creation.
+                _engine.connect(path, new_file=True).close()
             return _engine.connect(path, read_only=read_only)
         except duckdb.Error as exc:
             message = " ".join(str(exc).split())
@@ -442,9 +442,8 @@ class StoreBase:
         try:
             version = read_schema_version(self._conn)
             if version is not None and version > SCHEMA_VERSION:
-                self._write_refusal = self._write_refusal or SchemaVersionError(
-                    f"the database has schema version {version}, newer than this library's "
-                    f"{SCHEMA_VERSION}; it is open read-only: upgrade perspt-store to write",
+                self._write_refusal = self._write_refusal or SchemaVersionError.newer(
+                    version, SCHEMA_VERSION, "it is open read-only: upgrade perspt-store to write",
                     operation="open",
                 )
                 return version
@@ -524,7 +523,7 @@ class StoreBase:
             StoreClosedError: The store is closed.
         """
         if self._closed:
-            raise StoreClosedError("the store is closed; open a new SessionStore to use it")
+            raise StoreClosedError()
         buffer = self._buffer
         if buffer is None:
             return
@@ -608,14 +607,12 @@ class StoreBase:
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         """This thread's cursor on the shared database instance."""
         if self._closed:
-            raise StoreClosedError("the store is closed; open a new SessionStore to use it")
+            raise StoreClosedError()
         cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
         if cursor is None:
             with self._cursors_lock:
                 if self._closed:
-                    raise StoreClosedError(
-                        "the store is closed; open a new SessionStore to use it"
-                    )
+                    raise StoreClosedError()
                 for thread in [t for t in self._cursors if not t.is_alive()]:
                     with contextlib.suppress(duckdb.Error):
                         self._cursors.pop(thread).close()
@@ -629,7 +626,7 @@ class StoreBase:
 
     def _check_writable(self, table: str | None) -> None:
         if self._closed:
-            raise StoreClosedError("the store is closed; open a new SessionStore to use it")
+            raise StoreClosedError()
         if self._write_refusal is not None:
             refusal = self._write_refusal
             raise type(refusal)(str(refusal), table=table, operation="write")
