@@ -59,11 +59,12 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import duckdb
 
+from ._displayable import Displayable
 from .errors import (
     DuplicateRecordError,
     ReadOnlyStoreError,
@@ -159,9 +160,11 @@ class ExportConflict:
 
 
 @dataclass(frozen=True)
-class ExportReport:
+class ExportReport(Displayable):
     """What :func:`export_parquet` wrote. ``ok`` unless a session conflicted with the
     lake's copy (those were not written; the others were)."""
+
+    _html_renderer: ClassVar[str] = "export_report_html"
 
     path: Path
     """The lake directory."""
@@ -184,11 +187,6 @@ class ExportReport:
     def __bool__(self) -> bool:
         return self.ok
 
-    def _repr_html_(self) -> str:
-        from ._display import export_report_html
-
-        return export_report_html(self)
-
 
 @dataclass(frozen=True)
 class SessionImport:
@@ -206,9 +204,11 @@ class SessionImport:
 
 
 @dataclass(frozen=True)
-class ImportReport:
+class ImportReport(Displayable):
     """What :func:`import_lake` did, session by session. ``ok`` unless something conflicted
     or was invalid (those sessions were not written; the others were)."""
+
+    _html_renderer: ClassVar[str] = "import_report_html"
 
     source: str
     sessions: list[SessionImport]
@@ -253,11 +253,6 @@ class ImportReport:
             f"{len(self._ids(status))} {status}" for status in STATUSES if self._ids(status)
         )
         return f"<ImportReport from {self.source}: {counts or 'no sessions'}>"
-
-    def _repr_html_(self) -> str:
-        from ._display import import_report_html
-
-        return import_report_html(self)
 
 
 # --- manifest -------------------------------------------------------------------------------

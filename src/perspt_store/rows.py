@@ -21,6 +21,8 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator
 from pydantic_core import PydanticCustomError
 
+from ._displayable import Displayable
+
 __all__ = [
     "ROW_MODELS",
     "ArtifactBundleRow",
@@ -94,8 +96,10 @@ def storable_text(value: str) -> str:
     return value
 
 
-class Row(BaseModel):
+class Row(Displayable, BaseModel):
     """Base of every row model: frozen, strict, and compared by its fields only."""
+
+    _html_renderer: ClassVar[str] = "row_html"
 
     model_config = ConfigDict(
         frozen=True,
@@ -139,12 +143,6 @@ class Row(BaseModel):
     def from_dict(cls, data: dict[str, Any]) -> Row:
         """Build (and validate) a row from a dict as returned by :meth:`to_dict`."""
         return cls.model_validate(data)
-
-    def _repr_html_(self) -> str:
-        """Jupyter: the row as a field/value table (long text and hashes shortened)."""
-        from ._display import row_html
-
-        return row_html(self)
 
 
 class _HasId:

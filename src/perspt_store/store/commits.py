@@ -14,7 +14,7 @@ import datetime as _dt
 import json
 import re
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import duckdb
 from blake3 import blake3
@@ -29,6 +29,7 @@ from .._commitlog import (
     SessionLog,
     log_rows,
 )
+from .._displayable import Displayable
 from .._mapping import table_map
 from ..errors import IntegrityError, RecordNotFoundError, SessionNotFoundError, StoreError
 from ..rows import NodeStateRecord
@@ -210,8 +211,11 @@ class Problem(_Frozen):
     node_id: str | None = None
 
 
-class VerificationReport(_Frozen):
+class VerificationReport(Displayable, _Frozen):
     """What ``verify_session`` recomputed and what differs. ``ok`` only if nothing does."""
+
+    _text_renderer: ClassVar[str | None] = "verification_repr"
+    _html_renderer: ClassVar[str] = "verification_html"
 
     session_id: str
     log_size: int
@@ -227,17 +231,6 @@ class VerificationReport(_Frozen):
 
     def __bool__(self) -> bool:
         return self.ok
-
-    def __repr__(self) -> str:
-        from .._display import verification_repr
-
-        return verification_repr(self)
-
-    def _repr_html_(self) -> str:
-        """Jupyter: the verdict, roots, notes and problems as HTML."""
-        from .._display import verification_html
-
-        return verification_html(self)
 
     def raise_for_problems(self) -> None:
         """Raise :class:`~perspt_store.IntegrityError` if any problem was found.

@@ -15,13 +15,14 @@ import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ClassVar, ParamSpec, TypeVar
 
 import annotated_types
 from pydantic import BaseModel, BeforeValidator
 from pydantic_core import SchemaValidator, ValidationError, core_schema
 
 from .._commitlog import REMOVED_STATE
+from .._displayable import Displayable
 from .._mapping import TableMap, _decode_json_list, _unwrap_optional, table_map
 from ..errors import SessionNotFoundError, StoreError
 from ..rows import (
@@ -111,9 +112,12 @@ class NodeSnapshotDetail:
         return None
 
 
-@dataclass(frozen=True)
-class SessionSnapshot:
+@dataclass(frozen=True, repr=False)
+class SessionSnapshot(Displayable):
     """Everything a resume needs about one session, read with one query per table."""
+
+    _text_renderer: ClassVar[str | None] = "snapshot_repr"
+    _html_renderer: ClassVar[str] = "snapshot_html"
 
     session_id: str
     node_details: list[NodeSnapshotDetail]
@@ -137,21 +141,13 @@ class SessionSnapshot:
                 return detail
         return None
 
-    def __repr__(self) -> str:
-        from .._display import snapshot_repr
 
-        return snapshot_repr(self)
-
-    def _repr_html_(self) -> str:
-        """Jupyter: an HTML rendering (long text and hashes shortened)."""
-        from .._display import snapshot_html
-
-        return snapshot_html(self)
-
-
-@dataclass(frozen=True)
-class NodeReviewSummary:
+@dataclass(frozen=True, repr=False)
+class NodeReviewSummary(Displayable):
     """What a reviewer sees about one node."""
+
+    _text_renderer: ClassVar[str | None] = "node_review_repr"
+    _html_renderer: ClassVar[str] = "node_review_html"
 
     node_id: str
     latest_energy: EnergyRecord | None
@@ -171,21 +167,13 @@ class NodeReviewSummary:
     branches: list[ProvisionalBranchRow]
     """The provisional branches working on the node, in insertion order."""
 
-    def __repr__(self) -> str:
-        from .._display import node_review_repr
 
-        return node_review_repr(self)
-
-    def _repr_html_(self) -> str:
-        """Jupyter: an HTML rendering (long text and hashes shortened)."""
-        from .._display import node_review_html
-
-        return node_review_html(self)
-
-
-@dataclass(frozen=True)
-class SessionReviewSummary:
+@dataclass(frozen=True, repr=False)
+class SessionReviewSummary(Displayable):
     """Counts and energies over a whole session, per node (not per snapshot row)."""
+
+    _text_renderer: ClassVar[str | None] = "session_summary_repr"
+    _html_renderer: ClassVar[str] = "session_summary_html"
 
     session_id: str
     total_nodes: int
@@ -217,17 +205,6 @@ class SessionReviewSummary:
     """Outcomes ``rejected`` or ``aborted``."""
     reviews_corrected: int
     """Outcomes ``correction_requested``."""
-
-    def __repr__(self) -> str:
-        from .._display import session_summary_repr
-
-        return session_summary_repr(self)
-
-    def _repr_html_(self) -> str:
-        """Jupyter: an HTML rendering (long text and hashes shortened)."""
-        from .._display import session_summary_html
-
-        return session_summary_html(self)
 
 
 # One statement: whether the session exists, and its budget envelope if any.
