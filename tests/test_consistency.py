@@ -296,3 +296,68 @@ def test_cursors_of_exited_threads_are_released(store: ps.SessionStore) -> None:
         thread.join()
     assert store.get_session(S) is not None
     assert len(store._cursors) <= 3  # this thread's, the last one's at most, and one spare
+
+
+def _a_batch(store: ps.SessionStore, k: int) -> None:
+    store.record_many([_node("p", k), _node("p2", k)])
+
+
+def _a_rollback(store: ps.SessionStore, k: int) -> None:
+    store.record_node_state(_node("p", k))
+    store.rollback(S, to_seq=0)
+
+
+def _a_status(store: ps.SessionStore, k: int) -> None:
+    store.update_session_status(S, f"RUNNING-{k}")
+    store.upsert_budget_envelope(ps.BudgetEnvelopeRow(session_id=S, max_steps=k))
+
+
+@pytest.mark.parametrize("write", [_a_batch, _a_rollback, _a_status], ids=lambda f: f.__name__)
+def test_two_handles_racing_on_one_session_lose_nothing(tmp_path: Path, write: Any) -> None:
+    """Whole transactions (record_many, rollback) and updates of the session row run again
+    when the other handle wins a race, instead of failing with a false duplicate."""
+    path = tmp_path / "perspt.db"
+    rounds = 40
+    with (
+        ps.SessionStore.open(path, publish_interval=None) as a,
+        ps.SessionStore.open(path, publish_interval=None) as b,
+    ):
+        a.create_session(ps.SessionRecord(session_id=S, task="t", working_dir="/w"))
+        a.record_node_state(_node("first", 0))
+        errors: list[BaseException] = []
+
+        def run(call: Callable[[int], Any]) -> None:
+            try:
+                for k in range(rounds):
+                    call(k)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=run, args=(lambda k: write(a, k),)),
+            threading.Thread(target=run, args=(lambda k: b.record_node_state(_node("q", k)),)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        report = b.verify_session(S)
+        assert report.ok, report.problems
+
+
+def test_a_race_inside_a_callers_transaction_says_to_run_it_again(tmp_path: Path) -> None:
+    path = tmp_path / "perspt.db"
+    with (
+        ps.SessionStore.open(path, publish_interval=None) as a,
+        ps.SessionStore.open(path, publish_interval=None) as b,
+    ):
+        a.create_session(ps.SessionRecord(session_id=S, task="t", working_dir="/w"))
+        with pytest.raises(ps.StoreError, match="run it again"), a.transaction():
+            a.get_session(S)  # the transaction's snapshot is taken
+            b.record_node_state(_node("q", 1))  # commits first, to the same session
+            a.record_node_state(_node("p", 1))
+        assert [c.node_id for c in a.get_commit_log(S)] == ["q"]
+        assert a.verify_session(S).ok
+        a.record_node_state(_node("p", 3))  # and the next commit goes through
+        assert a.verify_session(S).log_size == 2

@@ -329,6 +329,15 @@ SNEAKY_WRITES = (
     "LOAD sqlite",
     "CALL checkpoint()",
     "VACUUM",
+    # EXPLAIN ANALYZE runs the statement it explains.
+    "EXPLAIN ANALYZE COPY sessions TO 'x.csv'",
+    "EXPLAIN ANALYZE DELETE FROM energy_history",
+    "EXPLAIN ANALYZE SET GLOBAL autoinstall_known_extensions = true",
+    "EXPLAIN ANALYZE INSTALL httpfs",
+    "EXPLAIN ANALYZE VACUUM",
+    # Table functions that write, called from a SELECT.
+    "SELECT * FROM checkpoint()",
+    "SELECT * FROM (SELECT * FROM force_checkpoint()) AS c",
 )
 
 

@@ -465,3 +465,16 @@ def test_only_the_current_override_is_excused(store: ps.SessionStore, session: s
     assert not any("update_merkle_root" in note for note in report.notes)
     store.update_merkle_root(session, forged)  # set through the API again: excused again
     assert store.verify_session(session).ok
+
+
+def test_a_key_against_an_unsigned_checkpoint_says_it_has_no_mac(
+    store: ps.SessionStore, session: str
+) -> None:
+    store.record_node_state(node(session, "a"))
+    unsigned = store.checkpoint(session)
+    report = store.verify_session(session, against=unsigned, key=bytes(32))
+    assert [p.detail for p in report.problems] == [
+        "the checkpoint has no MAC to check the key against"
+    ]
+    with pytest.raises(ValueError, match="32 bytes, not 5"):
+        store.verify_session(session, against=unsigned, key=b"short")

@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
+import json
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, Self, TypeVar
@@ -191,6 +193,22 @@ def translate_error(
     return StoreError(f"{where} failed: {message}", table=table, operation=operation)
 
 
+RACE_ATTEMPTS = 100
+"""How often a write runs again after another store handle on the same file (same process,
+same engine) wrote the same rows first; each retry means that handle made progress."""
+
+
+def lost_a_race(exc: StoreError) -> bool:
+    """True if a write failed only because another handle on the file wrote first: a commit
+    whose log ``seq`` now exists, or DuckDB's write-write conflict on a row."""
+    cause = exc.__cause__
+    if isinstance(cause, StoreError):  # already said inside a transaction: still a race
+        return lost_a_race(cause)
+    if isinstance(cause, duckdb.ConstraintException):
+        return re.search(r'Duplicate key "session_id: .*, seq: \d+"', str(cause)) is not None
+    return isinstance(cause, duckdb.TransactionException) and "Conflict" in str(cause)
+
+
 def consistent(method: Callable[P, T]) -> Callable[P, T]:
     """Run a store read method in one snapshot (:meth:`StoreBase.consistent_read`): for
     every public read that runs more than one statement."""
@@ -209,7 +227,10 @@ class _SameProcessWriter(Exception):
     """Internal: a read-only open found this process holding the file read-write."""
 
 
-_READING_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+# EXPLAIN is not a read: EXPLAIN ANALYZE runs the statement it explains.
+_READING_STATEMENTS = frozenset({duckdb.StatementType.SELECT})
+# Table functions a SELECT may call that write: a checkpoint rewrites the file.
+_WRITING_FUNCTIONS = frozenset({"checkpoint", "force_checkpoint"})
 # Words that may make a statement write (an over-approximation: it only decides whether the
 # publisher republishes; refusing writes on a read-only store is the engine's job).
 _MAY_WRITE = re.compile(
@@ -224,6 +245,22 @@ def _statement_types(query: str) -> list[duckdb.StatementType]:
         return [statement.type for statement in duckdb.extract_statements(query)]
     except duckdb.Error as exc:
         raise translate_error(exc, table=None, operation="sql") from exc
+
+
+def _function_names(tree: str) -> set[str]:
+    """The names of every function in a ``json_serialize_sql`` parse tree."""
+    names: set[str] = set()
+    pending: list[Any] = [json.loads(tree)]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            name = node.get("function_name")
+            if isinstance(name, str):
+                names.add(name.lower())
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return names
 
 
 def _damaged(path: Path, message: str) -> str:
@@ -652,8 +689,15 @@ class StoreBase:
             kinds = _statement_types(query)
             if not set(kinds) <= _READING_STATEMENTS:
                 raise ReadOnlyStoreError(
-                    "the store is read-only: sql() runs only SELECT and EXPLAIN statements "
-                    "here, not " + ", ".join(sorted({k.name for k in kinds} - {"SELECT"})),
+                    "the store is read-only: sql() runs only SELECT statements here, not "
+                    + ", ".join(sorted({k.name for k in kinds} - {"SELECT"})),
+                    operation="sql",
+                )
+            self._end_view(cursor)  # a failed read may have left its transaction aborted
+            writing = self._functions_called(cursor, query) & _WRITING_FUNCTIONS
+            if writing:
+                raise ReadOnlyStoreError(
+                    f"the store is read-only: sql() does not run {', '.join(sorted(writing))}()",
                     operation="sql",
                 )
             if self._shared_instance and not self._reading_here():
@@ -669,6 +713,14 @@ class StoreBase:
         if self._publisher is not None and _MAY_WRITE.search(query):
             self._changed()
         return relation
+
+    def _functions_called(self, cursor: duckdb.DuckDBPyConnection, query: str) -> set[str]:
+        """Every function a SELECT calls, from DuckDB's own parse tree."""
+        try:
+            rows = cursor.execute("SELECT json_serialize_sql(?)", [query]).fetchall()
+        except duckdb.Error as exc:
+            raise translate_error(exc, table=None, operation="sql") from exc
+        return _function_names(rows[0][0])
 
     def _reading_here(self) -> bool:
         """True inside a ``transaction()`` or ``consistent_read()`` on this thread."""
@@ -837,12 +889,47 @@ class StoreBase:
         transaction)."""
         self._check_writable(table)
         with self._lock:
-            rows = self._execute(
-                sql, params, table=table, operation=operation, session_id=session_id
+            if self.in_transaction:
+                return self._execute(
+                    sql, params, table=table, operation=operation, session_id=session_id
+                )
+            rows = self._retrying(
+                lambda: self._execute(
+                    sql, params, table=table, operation=operation, session_id=session_id
+                )
             )
-            if not self.in_transaction:
-                self._changed()
+            self._changed()
             return rows
+
+    def _retrying(self, write: Callable[[], T], *, commits: bool = False) -> T:
+        """Run ``write`` (a statement or a whole transaction) again when another store handle
+        on this file won a race with it (:func:`lost_a_race`): DuckDB undid it whole, so
+        running it again is safe. With ``commits``, the cached commit logs are reloaded
+        first (they are behind). Inside a caller's transaction nothing can be run again: the
+        error says so.
+        """
+        for attempt in range(RACE_ATTEMPTS):
+            try:
+                return write()
+            except StoreError as exc:
+                if not lost_a_race(exc):
+                    raise
+                if commits:
+                    self._commit_logs.clear()
+                if self.in_transaction:
+                    raise StoreError(
+                        "another store handle on this file wrote the same rows while this "
+                        "transaction ran (a commit to the same session, or the same row "
+                        f"updated); nothing of the transaction will be committed: run it "
+                        f"again ({exc})",
+                        table=exc.table,
+                        operation=exc.operation,
+                    ) from exc
+                if attempt == RACE_ATTEMPTS - 1:
+                    raise
+                # The winner may still hold its transaction open: back off, up to ~5 s.
+                time.sleep(min(0.0005 * 2**attempt, 0.05))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _insert(self, row: Row) -> None:
         """Append one row; columns come from the model's fields, by name.

@@ -159,16 +159,22 @@ class BulkMixin(CommitLogMixin):
         if not groups:
             return 0
         self._check_sessions(batch, groups)
-        with self.transaction():
-            for model in sorted(groups, key=_WRITE_ORDER.__getitem__):
-                group = groups[model]
-                if model is NodeStateRecord:
-                    states: list[NodeStateRecord] = group  # type: ignore[assignment]
-                    self._commit_node_states([(row, "commit") for row in states])
-                elif model is BudgetEnvelopeRow:
-                    self._upsert_budgets(group)
-                else:
-                    self._bulk_insert(group)
+
+        def write() -> None:
+            with self.transaction():
+                for model in sorted(groups, key=_WRITE_ORDER.__getitem__):
+                    group = groups[model]
+                    if model is NodeStateRecord:
+                        states: list[NodeStateRecord] = group  # type: ignore[assignment]
+                        self._commit_node_states([(row, "commit") for row in states])
+                    elif model is BudgetEnvelopeRow:
+                        self._upsert_budgets(group)
+                    else:
+                        self._bulk_insert(group)
+
+        # The batch is one transaction: if another handle on this file commits to one of its
+        # sessions meanwhile, DuckDB undoes it whole and it runs again on the reloaded logs.
+        self._retrying(write, commits=True)
         return len(batch)
 
     def _write_rows(self, rows: Sequence[Row]) -> None:

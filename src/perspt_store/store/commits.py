@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import re
 from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar
 
-import duckdb
 from blake3 import blake3
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -31,7 +29,7 @@ from .._commitlog import (
 )
 from .._displayable import Displayable
 from .._mapping import table_map
-from ..errors import IntegrityError, RecordNotFoundError, SessionNotFoundError, StoreError
+from ..errors import IntegrityError, RecordNotFoundError, SessionNotFoundError
 from ..rows import NodeStateRecord
 from ._base import StoreBase, consistent
 
@@ -47,20 +45,6 @@ _COMMIT_ONE_SQL = (
     "SELECT ?, ?, node.id, ?, ?, ?, ?, ? FROM node RETURNING seq) "
     "UPDATE sessions SET merkle_root = ?, updated_at = now() WHERE session_id = ?"
 )
-
-_COMMIT_ATTEMPTS = 100
-"""How often a commit retries after another store handle on the same file committed to the
-same session first (each retry means that handle made progress)."""
-
-
-def _lost_a_race(exc: StoreError) -> bool:
-    """True if a commit failed because another handle committed to its session first: its
-    ``seq`` exists, or DuckDB saw two transactions update the session row at once."""
-    cause = exc.__cause__
-    if isinstance(cause, duckdb.ConstraintException):
-        return re.search(r'Duplicate key "session_id: .*, seq: \d+"', str(cause)) is not None
-    return isinstance(cause, duckdb.TransactionException) and "Conflict" in str(cause)
-
 
 _LOG_ENTRIES_SQL = """
 SELECT seq, node_state_id, node_id, kind, leaf_hash, state_root, log_root
@@ -332,8 +316,9 @@ class CommitLogMixin(StoreBase):
         leaf = merkle.hash_node_state(record)
         row = table_map(NodeStateRecord).encode(record)
         with self._lock:
-            for attempt in range(_COMMIT_ATTEMPTS):
-                # Inside a caller's transaction a conflict would doom it: check first.
+
+            def commit_once() -> NodeCommit:
+                # Inside a caller's transaction a stale log would doom it: check it first.
                 log = self._session_log(session_id, check=self.in_transaction)
                 commit = log.append(session_id, record.node_id, kind, leaf)
                 params = [
@@ -342,20 +327,20 @@ class CommitLogMixin(StoreBase):
                     *(commit.state_root, commit.log_root, commit.state_root, session_id),
                 ]
                 try:
-                    self._write(_COMMIT_ONE_SQL, params, table="node_states", session_id=session_id)
-                except StoreError as exc:
-                    self._commit_logs.pop(session_id, None)  # it holds the commit that failed
-                    # Another handle on this file committed first: reload its log and retry.
-                    if self.in_transaction or attempt == _COMMIT_ATTEMPTS - 1:
-                        raise
-                    if not _lost_a_race(exc):
-                        raise
-                    continue
+                    self._execute(
+                        _COMMIT_ONE_SQL, params, table="node_states", operation="insert",
+                        session_id=session_id,
+                    )
                 except BaseException:
-                    self._commit_logs.pop(session_id, None)
+                    self._commit_logs.pop(session_id, None)  # it holds the failed commit
                     raise
                 return commit
-        raise AssertionError("unreachable")  # pragma: no cover
+
+            # Another handle on this file may commit to the session first: reload, retry.
+            commit = self._retrying(commit_once, commits=True)
+            if not self.in_transaction:
+                self._changed()
+        return commit
 
     # --- reading ------------------------------------------------------------------------
 
@@ -484,11 +469,14 @@ class CommitLogMixin(StoreBase):
         forged log entries, a ``merkle_root`` that no longer matches (a value set through
         ``update_merkle_root`` or carried over from upstream is a note, not a problem) and,
         with ``against``, a log that no longer extends that checkpoint (and, with ``key``, a
-        checkpoint whose MAC does not match).
+        checkpoint whose MAC does not match, or that has none).
 
         Raises:
             SessionNotFoundError: No such session.
+            ValueError: ``key`` is not 32 bytes.
         """
+        if key is not None and len(key) != 32:
+            raise ValueError(f"a checkpoint key must be 32 bytes, not {len(key)}")
         entries = self._log_entries(session_id)
         mapping = table_map(NodeStateRecord)
         mark = self._legacy_marks.get("node_states")
@@ -645,7 +633,10 @@ class CommitLogMixin(StoreBase):
                 )
             )
             return
-        if key is not None and not against.verify_mac(key):
+        if key is not None and against.mac is None:
+            detail = "the checkpoint has no MAC to check the key against"
+            problems.append(Problem(kind="checkpoint", detail=detail))
+        elif key is not None and not against.verify_mac(key):
             problems.append(Problem(kind="checkpoint", detail="the checkpoint's MAC is wrong"))
         elif key is None and against.mac is not None:
             notes.append("the checkpoint's MAC was not checked: no key was given")
@@ -691,34 +682,41 @@ class CommitLogMixin(StoreBase):
         """
         if (to_seq is None) == (to_root is None):
             raise ValueError("give exactly one of to_seq and to_root")
-        with self.transaction():
-            entries = self._log_entries(session_id)
-            target = self._rollback_target(session_id, entries, to_seq, to_root)
-            latest: dict[str, tuple[int, str]] = {}
-            for _seq, row_id, node_id, kind, *_ in entries[: target + 1]:
-                latest[node_id] = (row_id, kind)
-            wanted = [row_id for row_id, kind in latest.values() if kind != "remove"]
-            restored = {
-                row.node_id: row
-                for row in self._select(
-                    NodeStateRecord,
-                    f"id IN ({', '.join('?' for _ in wanted)})" if wanted else "false",
-                    wanted,
-                    order_by="id",
-                )
-            }
-            current = self._session_log(session_id, check=True).state.leaves()
-            items: list[tuple[NodeStateRecord, str]] = []
-            for node_id in sorted(set(restored) | set(current)):
-                row = restored.get(node_id)
-                if row is None:
-                    tombstone = NodeStateRecord(
-                        node_id=node_id, session_id=session_id, state=REMOVED_STATE
+
+        def restore() -> tuple[list[NodeCommit], list[tuple[Any, ...]]]:
+            with self.transaction():
+                entries = self._log_entries(session_id)
+                target = self._rollback_target(session_id, entries, to_seq, to_root)
+                latest: dict[str, tuple[int, str]] = {}
+                for _seq, row_id, node_id, kind, *_ in entries[: target + 1]:
+                    latest[node_id] = (row_id, kind)
+                wanted = [row_id for row_id, kind in latest.values() if kind != "remove"]
+                restored = {
+                    row.node_id: row
+                    for row in self._select(
+                        NodeStateRecord,
+                        f"id IN ({', '.join('?' for _ in wanted)})" if wanted else "false",
+                        wanted,
+                        order_by="id",
                     )
-                    items.append((tombstone, "remove"))
-                elif current.get(node_id) != merkle.hash_node_state(row):
-                    items.append((row, "restore"))
-            commits = self._commit_node_states(items)
+                }
+                current = self._session_log(session_id, check=True).state.leaves()
+                items: list[tuple[NodeStateRecord, str]] = []
+                for node_id in sorted(set(restored) | set(current)):
+                    row = restored.get(node_id)
+                    if row is None:
+                        tombstone = NodeStateRecord(
+                            node_id=node_id, session_id=session_id, state=REMOVED_STATE
+                        )
+                        items.append((tombstone, "remove"))
+                    elif current.get(node_id) != merkle.hash_node_state(row):
+                        items.append((row, "restore"))
+                commits = self._commit_node_states(items)
+            return commits, entries
+
+        # A whole transaction: if another handle commits to the session meanwhile, it runs
+        # again against the log as it is then.
+        commits, entries = self._retrying(restore, commits=True)
         if commits:
             return commits[-1]
         head = entries[-1]
