@@ -7,6 +7,8 @@ paths, and safe behaviour under crashes, threads and hostile input.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     DuplicateRecordError,
     FlushError,
@@ -19,7 +21,6 @@ from .errors import (
     StoreError,
     StoreLockedError,
 )
-from .lake import ExportReport, ImportReport, SessionImport, export_parquet, import_lake
 from .rows import (
     ROW_MODELS,
     ArtifactBundleRow,
@@ -65,7 +66,27 @@ from .store.commits import (
     VerificationReport,
 )
 
+if TYPE_CHECKING:
+    from .lake import ExportReport, ImportReport, SessionImport, export_parquet, import_lake
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    name: "lake"
+    for name in ("ExportReport", "ImportReport", "SessionImport", "export_parquet", "import_lake")
+}
+"""Names whose module is imported on first use, so ``import perspt_store`` stays quick."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "ROW_MODELS",

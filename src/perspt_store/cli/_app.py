@@ -26,7 +26,6 @@ from rich.text import Text
 
 from .. import __version__, _engine, plots
 from ..errors import StoreError
-from ..lake import export_parquet, import_lake
 from ..rows import (
     CorrectionAttemptRow,
 )
@@ -1214,6 +1213,8 @@ def export(ctx: click.Context, directory: Path, session_ids: tuple[str, ...], fm
     with open_store(ctx) as store:
         for session_id in session_ids:
             require_session(store, session_id)
+        from ..lake import export_parquet  # imported when used: listings start quicker
+
         report = export_parquet(store, directory, session_ids or None)
     sessions = report.manifest["sessions"]
     rows = [
@@ -1265,6 +1266,8 @@ def import_(ctx: click.Context, source: Path, session_ids: tuple[str, ...], fmt:
         perspt-store --db central.db import other.db --session SESSION
     """
     with open_store(ctx, write=True) as store:
+        from ..lake import import_lake
+
         report = import_lake(store, source, session_ids or None)
     rows = [
         {
