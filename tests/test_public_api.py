@@ -21,14 +21,15 @@ from perspt_store import errors, rows
 
 def public_names(module: types.ModuleType) -> set[str]:
     """Names a user can see on ``module``: not private, not a submodule, not the
-    ``from __future__ import annotations`` feature; ``__version__`` included."""
+    ``from __future__ import annotations`` feature; ``__version__`` included; names the
+    module imports on first use (its ``_LAZY``) too."""
     return {
         name
         for name, value in vars(module).items()
         if (not name.startswith("_") or name == "__version__")
         and not isinstance(value, types.ModuleType)
         and value is not __future__.annotations
-    }
+    } | set(getattr(module, "_LAZY", ()))
 
 
 def isort_key(name: str) -> tuple[int, list[Any]]:

@@ -7,7 +7,7 @@ paths, and safe behaviour under crashes, threads and hostile input.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing
 
 from .errors import (
     DuplicateRecordError,
@@ -66,7 +66,7 @@ from .store.commits import (
     VerificationReport,
 )
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from .lake import ExportReport, ImportReport, SessionImport, export_parquet, import_lake
 
 __version__ = "0.1.0"
@@ -78,7 +78,7 @@ _LAZY = {
 """Names whose module is imported on first use, so ``import perspt_store`` stays quick."""
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -87,6 +87,11 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "ROW_MODELS",
