@@ -219,56 +219,69 @@ def _node(node: str, k: int) -> ps.NodeStateRecord:
     return ps.NodeStateRecord(node_id=node, session_id=S, state="RUNNING", attempt_count=k)
 
 
-def test_two_handles_take_turns_committing_to_one_session(tmp_path: Path) -> None:
+@pytest.fixture
+def handles(tmp_path: Path) -> Iterator[tuple[ps.SessionStore, ps.SessionStore]]:
+    """Two SessionStores on one file in one process; the session exists."""
     path = tmp_path / "perspt.db"
     with (
         ps.SessionStore.open(path, publish_interval=None) as a,
         ps.SessionStore.open(path, publish_interval=None) as b,
     ):
         a.create_session(ps.SessionRecord(session_id=S, task="t", working_dir="/w"))
-        seqs = [
-            a.record_node_state(_node("x", 1)).seq,
-            b.record_node_state(_node("y", 2)).seq,
-            a.record_node_state(_node("x", 3)).seq,  # A's cached log is one commit behind
-            b.record_node_state(_node("z", 4)).seq,
-        ]
-        with a.transaction():  # behind again, inside a transaction
-            seqs.append(a.record_node_state(_node("y", 5)).seq)
-        seqs.append(b.rollback(S, to_seq=1).seq)
-        seqs.append(a.record_node_state(_node("x", 6)).seq)
-        assert seqs == [0, 1, 2, 3, 4, seqs[5], seqs[5] + 1]
-        assert a.verify_session(S).ok and b.verify_session(S).ok
-        assert a.state_root(S) == b.state_root(S) == b.verify_session(S).state_root
+        yield a, b
 
 
-def test_two_handles_committing_at_once_lose_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "perspt.db"
-    per_thread = 100
-    with (
-        ps.SessionStore.open(path, publish_interval=None) as a,
-        ps.SessionStore.open(path, publish_interval=None) as b,
-    ):
-        a.create_session(ps.SessionRecord(session_id=S, task="t", working_dir="/w"))
-        errors: list[BaseException] = []
+def _at_once(rounds: int, *calls: Callable[[int], object]) -> list[BaseException]:
+    """Run each call ``rounds`` times (with the round number), each in its own thread, all
+    at once; returns what they raised."""
+    errors: list[BaseException] = []
 
-        def commit(store: ps.SessionStore, node: str) -> None:
-            try:
-                for k in range(per_thread):
-                    store.record_node_state(_node(node, k))
-            except BaseException as exc:
-                errors.append(exc)
+    def run(call: Callable[[int], object]) -> None:
+        try:
+            for k in range(rounds):
+                call(k)
+        except BaseException as exc:
+            errors.append(exc)
 
-        threads = [threading.Thread(target=commit, args=(s, n)) for s, n in ((a, "p"), (b, "q"))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == []
-        report = a.verify_session(S)
-        assert report.ok, report.problems
-        assert report.log_size == 2 * per_thread
-        latest = {r.node_id: r.attempt_count for r in b.get_latest_node_states(S)}
-        assert latest == {"p": per_thread - 1, "q": per_thread - 1}
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_two_handles_take_turns_committing_to_one_session(handles: Any) -> None:
+    a, b = handles
+    seqs = [
+        a.record_node_state(_node("x", 1)).seq,
+        b.record_node_state(_node("y", 2)).seq,
+        a.record_node_state(_node("x", 3)).seq,  # A's cached log is one commit behind
+        b.record_node_state(_node("z", 4)).seq,
+    ]
+    with a.transaction():  # behind again, inside a transaction
+        seqs.append(a.record_node_state(_node("y", 5)).seq)
+    seqs.append(b.rollback(S, to_seq=1).seq)
+    seqs.append(a.record_node_state(_node("x", 6)).seq)
+    assert seqs == [0, 1, 2, 3, 4, seqs[5], seqs[5] + 1]
+    assert a.verify_session(S).ok and b.verify_session(S).ok
+    assert a.state_root(S) == b.state_root(S) == b.verify_session(S).state_root
+
+
+def test_two_handles_committing_at_once_lose_nothing(handles: Any) -> None:
+    a, b = handles
+    rounds = 100
+    errors = _at_once(
+        rounds,
+        lambda k: a.record_node_state(_node("p", k)),
+        lambda k: b.record_node_state(_node("q", k)),
+    )
+    assert errors == []
+    report = a.verify_session(S)
+    assert report.ok, report.problems
+    assert report.log_size == 2 * rounds
+    latest = {r.node_id: r.attempt_count for r in b.get_latest_node_states(S)}
+    assert latest == {"p": rounds - 1, "q": rounds - 1}
 
 
 # --- threads: reads never wait for writers; cursors of exited threads are released ----------
@@ -313,51 +326,24 @@ def _a_status(store: ps.SessionStore, k: int) -> None:
 
 
 @pytest.mark.parametrize("write", [_a_batch, _a_rollback, _a_status], ids=lambda f: f.__name__)
-def test_two_handles_racing_on_one_session_lose_nothing(tmp_path: Path, write: Any) -> None:
+def test_two_handles_racing_on_one_session_lose_nothing(handles: Any, write: Any) -> None:
     """Whole transactions (record_many, rollback) and updates of the session row run again
     when the other handle wins a race, instead of failing with a false duplicate."""
-    path = tmp_path / "perspt.db"
-    rounds = 40
-    with (
-        ps.SessionStore.open(path, publish_interval=None) as a,
-        ps.SessionStore.open(path, publish_interval=None) as b,
-    ):
-        a.create_session(ps.SessionRecord(session_id=S, task="t", working_dir="/w"))
-        a.record_node_state(_node("first", 0))
-        errors: list[BaseException] = []
-
-        def run(call: Callable[[int], Any]) -> None:
-            try:
-                for k in range(rounds):
-                    call(k)
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [
-            threading.Thread(target=run, args=(lambda k: write(a, k),)),
-            threading.Thread(target=run, args=(lambda k: b.record_node_state(_node("q", k)),)),
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert errors == []
-        report = b.verify_session(S)
-        assert report.ok, report.problems
+    a, b = handles
+    a.record_node_state(_node("first", 0))
+    errors = _at_once(40, lambda k: write(a, k), lambda k: b.record_node_state(_node("q", k)))
+    assert errors == []
+    report = b.verify_session(S)
+    assert report.ok, report.problems
 
 
-def test_a_race_inside_a_callers_transaction_says_to_run_it_again(tmp_path: Path) -> None:
-    path = tmp_path / "perspt.db"
-    with (
-        ps.SessionStore.open(path, publish_interval=None) as a,
-        ps.SessionStore.open(path, publish_interval=None) as b,
-    ):
-        a.create_session(ps.SessionRecord(session_id=S, task="t", working_dir="/w"))
-        with pytest.raises(ps.StoreError, match="run it again"), a.transaction():
-            a.get_session(S)  # the transaction's snapshot is taken
-            b.record_node_state(_node("q", 1))  # commits first, to the same session
-            a.record_node_state(_node("p", 1))
-        assert [c.node_id for c in a.get_commit_log(S)] == ["q"]
-        assert a.verify_session(S).ok
-        a.record_node_state(_node("p", 3))  # and the next commit goes through
-        assert a.verify_session(S).log_size == 2
+def test_a_race_inside_a_callers_transaction_says_to_run_it_again(handles: Any) -> None:
+    a, b = handles
+    with pytest.raises(ps.StoreError, match="run it again"), a.transaction():
+        a.get_session(S)  # the transaction's snapshot is taken
+        b.record_node_state(_node("q", 1))  # commits first, to the same session
+        a.record_node_state(_node("p", 1))
+    assert [c.node_id for c in a.get_commit_log(S)] == ["q"]
+    assert a.verify_session(S).ok
+    a.record_node_state(_node("p", 3))  # and the next commit goes through
+    assert a.verify_session(S).log_size == 2
