@@ -134,3 +134,19 @@ def test_a_merkle_root_must_be_a_32_byte_digest() -> None:
         store.update_merkle_root(S, bytearray(32))
         session = store.get_session(S)
         assert session is not None and session.merkle_root == bytes(32)
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda s: s.get_session("a\ud800b"), "'session_id' holds a code point"),
+        (lambda s: s.get_energy_history(S, "\udce9"), "'node_id' holds a code point"),
+        (lambda s: s.list_recent_sessions(10**30), "'limit' is out of range"),
+        (lambda s: s.inclusion_proof(S, -(2**70)), "'seq' is out of range"),
+    ],
+)
+def test_values_duckdb_cannot_hold_are_a_value_error(call: Any, error: str) -> None:
+    with ps.SessionStore.in_memory() as store:
+        store.create_session(ps.SessionRecord(session_id=S, task="t", working_dir="/w"))
+        with pytest.raises(ValueError, match=error):
+            call(store)

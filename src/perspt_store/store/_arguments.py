@@ -36,6 +36,20 @@ def _accepted(hint: Any) -> tuple[type, ...] | None:
     return tuple(accepted)
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _check_text(qualname: str, name: str, value: str) -> None:
+    """A text argument must be one DuckDB can hold (UTF-8: no surrogate code points)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{qualname}() argument {name!r} holds a code point DuckDB cannot store "
+            f"({exc.reason}, {value[exc.start]!r} at position {exc.start})"
+        ) from None
+
+
 def _describe(accepted: tuple[type, ...]) -> str:
     names = [t.__name__ for t in accepted if t not in (bytearray, memoryview)]
     if float in accepted:
@@ -69,6 +83,13 @@ def check_arguments(method: Callable[..., Any]) -> Callable[..., Any]:
                 raise TypeError(
                     f"{qualname}() argument {name!r} must be {_describe(accepted)}, "
                     f"not {type(value).__name__}"
+                )
+            if type(value) is str and not value.isascii():
+                _check_text(qualname, name, value)
+            elif type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
+                raise ValueError(
+                    f"{qualname}() argument {name!r} is out of range (a 64-bit integer): "
+                    f"{value}"
                 )
         return method(*args, **kwargs)
 
