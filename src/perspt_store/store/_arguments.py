@@ -70,27 +70,40 @@ def check_arguments(method: Callable[..., Any]) -> Callable[..., Any]:
         return method
     qualname = method.__name__
 
+    def check(name: str, accepted: tuple[type, ...], no_bool: bool, value: Any) -> None:
+        if not isinstance(value, accepted) or (no_bool and isinstance(value, bool)):
+            raise TypeError(
+                f"{qualname}() argument {name!r} must be {_describe(accepted)}, "
+                f"not {type(value).__name__}"
+            )
+        if type(value) is str and not value.isascii():
+            _check_text(qualname, name, value)
+        elif type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
+            raise ValueError(
+                f"{qualname}() argument {name!r} is out of range (a 64-bit integer): {value}"
+            )
+
+    if len(checks) == 1 and checks[0][0] == 1:
+        # The record_* shape, on every hot path: one argument after self, its model.
+        _, only, accepted, no_bool = checks[0]
+        exact = frozenset(accepted) - {str, int, bool}  # types needing no further check
+
+        @functools.wraps(method)
+        def checked_one(self: Any, *args: Any, **kwargs: Any) -> Any:
+            value = args[0] if args else kwargs.get(only, accepted)  # absent: the default
+            if type(value) not in exact and value is not accepted:
+                check(only, accepted, no_bool, value)
+            return method(self, *args, **kwargs)
+
+        return checked_one
+
     @functools.wraps(method)
     def checked(*args: Any, **kwargs: Any) -> Any:
         for position, name, accepted, no_bool in checks:
             if position < len(args):
-                value = args[position]
+                check(name, accepted, no_bool, args[position])
             elif name in kwargs:
-                value = kwargs[name]
-            else:
-                continue
-            if not isinstance(value, accepted) or (no_bool and isinstance(value, bool)):
-                raise TypeError(
-                    f"{qualname}() argument {name!r} must be {_describe(accepted)}, "
-                    f"not {type(value).__name__}"
-                )
-            if type(value) is str and not value.isascii():
-                _check_text(qualname, name, value)
-            elif type(value) is int and not _INT64_MIN <= value <= _INT64_MAX:
-                raise ValueError(
-                    f"{qualname}() argument {name!r} is out of range (a 64-bit integer): "
-                    f"{value}"
-                )
+                check(name, accepted, no_bool, kwargs[name])
         return method(*args, **kwargs)
 
     return checked
