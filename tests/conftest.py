@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -96,6 +97,26 @@ def spy_statements(store: ps.SessionStore, monkeypatch: pytest.MonkeyPatch) -> l
 
     monkeypatch.setattr(store, "_execute", spy)
     return seen
+
+
+def run_threads(target: Callable[[int], object], n: int) -> None:
+    """Run ``target(0..n-1)`` in n threads at once; re-raise the first exception one of them
+    raised."""
+    errors: list[BaseException] = []
+
+    def run(t: int) -> None:
+        try:
+            target(t)
+        except BaseException as exc:  # re-raised below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
 
 
 def some(value: T | None) -> T:

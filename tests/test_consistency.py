@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import perspt_store as ps
+from conftest import run_threads
 from test_read_only import READS, S, populate
 
 ROUNDS = 200
@@ -231,24 +232,10 @@ def handles(tmp_path: Path) -> Iterator[tuple[ps.SessionStore, ps.SessionStore]]
         yield a, b
 
 
-def _at_once(rounds: int, *calls: Callable[[int], object]) -> list[BaseException]:
+def _at_once(rounds: int, *calls: Callable[[int], object]) -> None:
     """Run each call ``rounds`` times (with the round number), each in its own thread, all
-    at once; returns what they raised."""
-    errors: list[BaseException] = []
-
-    def run(call: Callable[[int], object]) -> None:
-        try:
-            for k in range(rounds):
-                call(k)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return errors
+    at once; re-raise the first exception."""
+    run_threads(lambda t: [calls[t](k) for k in range(rounds)], len(calls))
 
 
 def test_two_handles_take_turns_committing_to_one_session(handles: Any) -> None:
@@ -271,12 +258,11 @@ def test_two_handles_take_turns_committing_to_one_session(handles: Any) -> None:
 def test_two_handles_committing_at_once_lose_nothing(handles: Any) -> None:
     a, b = handles
     rounds = 100
-    errors = _at_once(
+    _at_once(
         rounds,
         lambda k: a.record_node_state(_node("p", k)),
         lambda k: b.record_node_state(_node("q", k)),
     )
-    assert errors == []
     report = a.verify_session(S)
     assert report.ok, report.problems
     assert report.log_size == 2 * rounds
@@ -331,8 +317,7 @@ def test_two_handles_racing_on_one_session_lose_nothing(handles: Any, write: Any
     when the other handle wins a race, instead of failing with a false duplicate."""
     a, b = handles
     a.record_node_state(_node("first", 0))
-    errors = _at_once(40, lambda k: write(a, k), lambda k: b.record_node_state(_node("q", k)))
-    assert errors == []
+    _at_once(40, lambda k: write(a, k), lambda k: b.record_node_state(_node("q", k)))
     report = b.verify_session(S)
     assert report.ok, report.problems
 

@@ -20,6 +20,7 @@ import duckdb
 import pytest
 
 import perspt_store as ps
+from conftest import run_threads
 from perspt_store._groupcommit import BUFFERED_MODELS
 
 SLOW = 3600.0  # a flush interval that never elapses during a test
@@ -245,23 +246,13 @@ def test_many_producer_threads_lose_nothing_and_keep_their_order(db_path: Path) 
         publish_interval=None,
     ) as store:
         store.create_session(ps.SessionRecord(session_id="s", task="t", working_dir="/w"))
-        errors: list[BaseException] = []
-
         def produce(t: int) -> None:
-            try:
-                for i in range(per_thread):
-                    store.record_energy(energy(float(i), node_id=f"t{t}"))
-                    if i % 50 == 0:
-                        assert len(store.get_energy_history("s", f"t{t}")) == i + 1
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
+            for i in range(per_thread):
+                store.record_energy(energy(float(i), node_id=f"t{t}"))
+                if i % 50 == 0:
+                    assert len(store.get_energy_history("s", f"t{t}")) == i + 1
 
-        workers = [threading.Thread(target=produce, args=(t,)) for t in range(threads)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        assert errors == []
+        run_threads(produce, threads)
         store.flush()
         for t in range(threads):
             history = store.get_energy_history("s", f"t{t}")
@@ -447,25 +438,6 @@ def test_close_returns_rows_it_could_not_write(db_path: Path) -> None:
         store.record_energy(energy(2.0))
     with ps.SessionStore.open_read_only(db_path) as reader:
         assert reader.get_session_energy_history("kept") == [energy(2.0, session_id="kept")]
-
-
-def run_threads(target: Callable[[int], None], n: int) -> None:
-    """Run ``target(0..n-1)`` in n threads; re-raise the first exception one of them raised."""
-    errors: list[BaseException] = []
-
-    def run(t: int) -> None:
-        try:
-            target(t)
-        except BaseException as exc:  # re-raised below
-            errors.append(exc)
-
-    workers = [threading.Thread(target=run, args=(t,)) for t in range(n)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    if errors:
-        raise errors[0]
 
 
 def test_a_read_by_a_thread_with_nothing_buffered_does_not_wait_for_writers(
