@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import perspt_store as ps
+from conftest import run_threads as run_in_threads
 
 THREADS = 8
 SESSION = "threads"
@@ -98,23 +99,13 @@ def worker(store: ps.SessionStore, t: int, n_writes: int, out: Written) -> None:
 def run_threads(store: ps.SessionStore, n_writes: int) -> list[Written]:
     store.create_session(ps.SessionRecord(session_id=SESSION, task="t", working_dir="/w"))
     written = [Written() for _ in range(THREADS)]
-    errors: list[BaseException] = []
     barrier = threading.Barrier(THREADS)
 
     def run(t: int) -> None:
-        try:
-            barrier.wait()
-            worker(store, t, n_writes, written[t])
-        except BaseException as exc:
-            errors.append(exc)
+        barrier.wait()
+        worker(store, t, n_writes, written[t])
 
-    threads = [threading.Thread(target=run, args=(t,)) for t in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    run_in_threads(run, THREADS)
     return written
 
 

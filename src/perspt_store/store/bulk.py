@@ -279,15 +279,7 @@ class BulkMixin(CommitLogMixin):
         if not named:
             return list(range(len(rows)))
         try:
-            found = {
-                session_id
-                for (session_id,) in self._execute(
-                    "SELECT session_id FROM sessions WHERE session_id IN (SELECT unnest(?))",
-                    [named],
-                    table="sessions",
-                    operation="select",
-                )
-            }
+            found = self._existing_sessions(named)
         except StoreError:  # the halving will find them
             return list(range(len(rows)))
         rest = []
@@ -301,6 +293,18 @@ class BulkMixin(CommitLogMixin):
             else:
                 rest.append(i)
         return rest
+
+    def _existing_sessions(self, session_ids: list[str]) -> set[str]:
+        """Which of ``session_ids`` exist, in one query."""
+        return {
+            session_id
+            for (session_id,) in self._execute(
+                "SELECT session_id FROM sessions WHERE session_id IN (SELECT unnest(?))",
+                [session_ids],
+                table="sessions",
+                operation="select",
+            )
+        }
 
     def _bulk_insert(self, rows: Sequence[Row]) -> None:
         """Append rows of one model in one statement, in order."""
@@ -369,15 +373,7 @@ class BulkMixin(CommitLogMixin):
         wanted = sorted(str(s) for s in named - created)
         if not wanted:
             return
-        found = {
-            session_id
-            for (session_id,) in self._execute(
-                "SELECT session_id FROM sessions WHERE session_id IN (SELECT unnest(?))",
-                [wanted],
-                table="sessions",
-                operation="select",
-            )
-        }
+        found = self._existing_sessions(wanted)
         if len(found) == len(wanted):
             return
         for row in batch:  # name the first unknown one, in batch order
