@@ -608,7 +608,7 @@ class StoreBase:
                 "nothing was changed: close the store after the block",
                 operation="close",
             )
-        if self._buffer is not None and getattr(self._local, "reading", False):
+        if self._buffer is not None and self._local.reading:
             raise StoreError(  # its buffered rows cannot commit inside a read transaction
                 "close() inside consistent_read() is refused in batched mode; nothing was "
                 "changed: close the store after the block",
@@ -658,7 +658,7 @@ class StoreBase:
         """This thread's cursor on the shared database instance."""
         if self._closed:
             raise StoreClosedError()
-        cursor: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        cursor: duckdb.DuckDBPyConnection | None = self._local.cursor
         if cursor is None:
             with self._cursors_lock:
                 if self._closed:
@@ -737,11 +737,11 @@ class StoreBase:
 
     def _reading_here(self) -> bool:
         """True inside a ``transaction()`` or ``consistent_read()`` on this thread."""
-        return self.in_transaction or getattr(self._local, "reading", False)
+        return self.in_transaction or self._local.reading
 
     def _end_view(self, cursor: duckdb.DuckDBPyConnection) -> None:
         """End the read-only transaction a live view's ``sql()`` left open on this thread."""
-        if getattr(self._local, "view_open", False):
+        if self._local.view_open:
             self._local.view_open = False
             with contextlib.suppress(duckdb.Error):
                 cursor.execute("ROLLBACK")
@@ -824,7 +824,7 @@ class StoreBase:
     @property
     def in_transaction(self) -> bool:
         """True inside a ``transaction()`` block on this thread."""
-        return getattr(self._local, "depth", 0) > 0
+        return self._local.depth > 0
 
     @contextlib.contextmanager
     def consistent_read(self) -> Iterator[None]:
@@ -955,7 +955,7 @@ class StoreBase:
             buffer is not None
             and type(row) in BUFFERED_MODELS
             and not self.in_transaction
-            and not getattr(self._local, "reading", False)
+            and not self._local.reading
         ):
             self._buffer_row(row, buffer)
             return
@@ -993,8 +993,8 @@ class StoreBase:
         if (
             buffer is None
             or self.in_transaction
-            or getattr(self._local, "draining", False)
-            or getattr(self._local, "reading", False)
+            or self._local.draining
+            or self._local.reading
         ):
             return
         if everyone or self._lock._is_owned():  # type: ignore[attr-defined]
@@ -1024,7 +1024,7 @@ class StoreBase:
         buffer = self._buffer
         if buffer is None:
             return
-        if self.in_transaction or getattr(self._local, "reading", False):
+        if self.in_transaction or self._local.reading:
             raise StoreError(
                 "buffered rows are committed on their own, never inside a transaction() or "
                 "consistent_read() block",
