@@ -15,7 +15,6 @@ store's fixed tables and columns are ever part of SQL text).
 from __future__ import annotations
 
 import os
-import threading
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -69,7 +68,7 @@ def spy_on(store: ps.SessionStore) -> list[tuple[str, Any]]:
     """Route every statement of ``store`` (any thread) through a logging spy."""
     log: list[tuple[str, Any]] = []
     store._conn = SpyCursor(store._conn, log)  # type: ignore[assignment]
-    store._local = threading.local()  # drop cached cursors: new ones come from the spy
+    store._local = type(store._local)()  # drop cached cursors: new ones come from the spy
     return log
 
 
