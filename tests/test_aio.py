@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -324,3 +325,39 @@ async def test_a_task_reads_its_own_batched_writes_whatever_thread_runs_them() -
         assert store.pending_writes == 1
         await store.flush()
         assert store.pending_writes == 0
+
+
+# --- static types ---------------------------------------------------------------------------
+
+CALLS = [
+    'get_session("s")',
+    'record_node_state(ps.NodeStateRecord(session_id="s", node_id="n", state="RUNNING"))',
+    "list_recent_sessions(3)",
+    "load_session_snapshot('s')",
+    "verify_session('s')",
+    "get_latest_review_outcome('s', 'n')",
+]
+TYPED_USE = "\n".join([
+    "import perspt_store as ps",
+    "async def main(path: str) -> None:",
+    "    sync = ps.SessionStore.open(path)",
+    "    async with await ps.AsyncSessionStore.open(path) as store:",
+    *(f"        reveal_type(sync.{call})\n        reveal_type(await store.{call})"
+      for call in CALLS),
+    "        reveal_type(sync.pending_writes)\n        reveal_type(store.pending_writes)",
+    "        async with store.transaction():",
+    "            await store.get_session(1)",
+])
+
+
+def test_type_checkers_see_the_sync_signatures_as_awaitables(tmp_path: Path) -> None:
+    from mypy import api
+
+    (tmp_path / "use.py").write_text(TYPED_USE, encoding="utf-8")
+    out, _, _ = api.run(["--strict", "--cache-dir", str(tmp_path / "cache"),
+                         str(tmp_path / "use.py")])
+    revealed = re.findall(r'Revealed type is "(.*)"', out)
+    assert len(revealed) == 2 * (len(CALLS) + 1), out
+    assert revealed[0::2] == revealed[1::2], out  # async == sync, call by call
+    assert "SessionRecord | None" in revealed[0], out
+    assert 'Argument 1 to "get_session" of "AsyncSurface" has incompatible type "int"' in out
