@@ -12,6 +12,11 @@ from perspt_store.pytest_plugin import SessionFactory
 
 pytest_plugins = ["pytester"]
 
+# Warnings are errors in these runs, and pytest-asyncio (a test dependency) warns unless its
+# fixture loop scope is set.
+STRICT = ("-p", "no:cacheprovider", "-W", "error",
+          "-o", "asyncio_default_fixture_loop_scope=function")
+
 # A user's test module: no conftest, no imports of the plugin, only the fixtures.
 USER_TESTS = '''
 import perspt_store as ps
@@ -72,13 +77,55 @@ def test_the_package_registers_the_plugin_entry_point() -> None:
 def test_fixtures_work_in_a_suite_without_conftest(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user=USER_TESTS)
     # A fresh interpreter: the plugin can only come from the installed entry point.
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result = pytester.runpytest_subprocess(*STRICT)
     result.assert_outcomes(passed=8)
+
+
+ASYNC_USER_TESTS = '''
+import pytest
+
+import perspt_store as ps
+
+seen = []
+
+
+async def check(store):
+    assert isinstance(store, ps.AsyncSessionStore) and not store.closed
+    await store.create_session(ps.SessionRecord(session_id="s", task="t", working_dir="/w"))
+    async with store.transaction():
+        await store.record_energy(ps.EnergyRecord(node_id="n", session_id="s", v_total=0.5))
+    assert [e.v_total for e in await store.get_energy_history("s", "n")] == [0.5]
+    seen.append(store)
+
+
+@pytest.mark.asyncio
+async def test_under_pytest_asyncio(perspt_async_store):
+    await check(perspt_async_store)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_under_anyio(perspt_async_store, anyio_backend):
+    await check(perspt_async_store)
+
+
+def test_each_store_was_fresh_and_closed_after_its_test():
+    assert len(seen) == 3 and len(set(map(id, seen))) == 3
+    assert all(store.closed for store in seen)
+'''
+
+
+def test_the_async_fixture_works_under_pytest_asyncio_and_anyio(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_user=ASYNC_USER_TESTS)
+    result = pytester.runpytest_subprocess(*STRICT)
+    result.assert_outcomes(passed=4)
 
 
 def test_disabling_the_plugin_removes_the_fixtures(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user="def test_uses_it(perspt_store):\n    pass\n")
-    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:perspt_store")
+    result = pytester.runpytest(*STRICT, "-p", "no:perspt_store")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'perspt_store' not found*"])
 

@@ -67,13 +67,19 @@ from .store.commits import (
 )
 
 if typing.TYPE_CHECKING:
+    from .aio import AsyncSessionStore
     from .lake import ExportReport, ImportReport, SessionImport, export_parquet, import_lake
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    name: "lake"
-    for name in ("ExportReport", "ImportReport", "SessionImport", "export_parquet", "import_lake")
+    "AsyncSessionStore": "aio",  # needs the ``async`` extra (anyio)
+    **{
+        name: "lake"
+        for name in (
+            "ExportReport", "ImportReport", "SessionImport", "export_parquet", "import_lake"
+        )
+    },
 }
 """Names whose module is imported on first use, so ``import perspt_store`` stays quick."""
 
@@ -97,6 +103,7 @@ __all__ = [
     "ROW_MODELS",
     "SCHEMA_VERSION",
     "ArtifactBundleRow",
+    "AsyncSessionStore",
     "BranchFlushRow",
     "BranchLineageRow",
     "BudgetEnvelopeRow",

@@ -21,6 +21,12 @@ Fixtures:
     A :class:`~perspt_store.SessionStore` opened read-write at ``perspt_store_path``
     (the file is created, with its schema), closed after the test.
 
+``perspt_async_store``
+    A fresh in-memory :class:`~perspt_store.AsyncSessionStore` (needs the ``async``
+    extra), closed after the test. It is a plain fixture, made without awaiting anything, so
+    it works in async tests run by pytest-asyncio, AnyIO's pytest plugin (asyncio or trio),
+    or any other runner. Its artifact directories go under ``tmp_path / "sessions"``.
+
 ``perspt_session_factory``
     A function that creates a session and returns the :class:`~perspt_store.SessionRecord`
     read back from the store (so ``created_at`` is set). Defaults: ids ``session-1``,
@@ -54,11 +60,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pytest
 
 if TYPE_CHECKING:
+    from .aio import AsyncSessionStore
     from .rows import SessionRecord
     from .store import SessionStore
 
 __all__ = [
     "SessionFactory",
+    "perspt_async_store",
     "perspt_session_factory",
     "perspt_store",
     "perspt_store_file",
@@ -81,6 +89,21 @@ def perspt_store(tmp_path: Path) -> Iterator[SessionStore]:
 
     with SessionStore.in_memory(sessions_dir=tmp_path / "sessions") as store:
         yield store
+
+
+@pytest.fixture
+def perspt_async_store(tmp_path: Path) -> Iterator[AsyncSessionStore]:
+    """A fresh in-memory AsyncSessionStore, closed after the test (see the module)."""
+    from .aio import AsyncSessionStore
+    from .store import SessionStore
+
+    # Not an async fixture: those need each runner's own decorator. The store is built
+    # around a sync one (opening it awaits nothing) and closed the same way.
+    store = AsyncSessionStore(SessionStore.in_memory(sessions_dir=tmp_path / "sessions"))
+    try:
+        yield store
+    finally:
+        store.sync.close()
 
 
 @pytest.fixture

@@ -1,0 +1,181 @@
+"""AsyncSessionStore under an asyncio event loop: how late the loop runs, and throughput.
+
+* Event-loop lag: TASKS tasks, each doing OPS durable ``record_node_state`` calls plus a read
+  (``get_energy_history``) after each, while a ticker task asks to wake every 1 ms and records
+  how late it wakes. Once through ``AsyncSessionStore``, once calling a ``SessionStore``
+  directly from the same tasks (which blocks the loop). p50 / p99 / max of the lag.
+* Throughput: durable ``record_energy`` calls per second with 1, 8 and 200 tasks through the
+  async store, against the sync store called in a loop from one thread; both durability
+  modes (batched includes the final ``flush()``). And reads (``get_energy_history``) the same
+  way, where concurrency can help.
+
+Every run uses a fresh file store. Run alone: ``python benchmarks/bench_async.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from _common import SESSION, energy_row, node_state, print_table, session_record
+
+import perspt_store as ps
+
+TICK = 0.001
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def ticker(lags: list[float], done: asyncio.Event) -> None:
+    while not done.is_set():
+        start = time.perf_counter()
+        await asyncio.sleep(TICK)
+        lags.append(time.perf_counter() - start - TICK)
+
+
+async def lag_run(path: Path, tasks: int, ops: int, *, blocking: bool) -> dict[str, Any]:
+    """The ticker's lag while ``tasks`` tasks write and read (blocking: the sync store)."""
+    sync = ps.SessionStore.open(path, publish_interval=None)
+    sync.create_session(session_record())
+    store = ps.AsyncSessionStore(sync)
+
+    async def node(task: int) -> None:
+        for i in range(ops):
+            row = node_state(task, i % 5)
+            if blocking:
+                sync.record_node_state(row)
+                sync.get_energy_history(SESSION, row.node_id)
+                await asyncio.sleep(0)  # let the others (and the ticker) in between calls
+            else:
+                await store.record_node_state(row)
+                await store.get_energy_history(SESSION, row.node_id)
+
+    lags: list[float] = []
+    done = asyncio.Event()
+    tick = asyncio.create_task(ticker(lags, done))
+    await asyncio.sleep(0.05)  # the ticker is running before the load starts
+    start = time.perf_counter()
+    await asyncio.gather(*(node(t) for t in range(tasks)))
+    elapsed = time.perf_counter() - start
+    done.set()
+    await tick
+    await store.close()
+    return {
+        "calls": f"{tasks} x {ops}",
+        "store": "SessionStore, called from the tasks" if blocking else "AsyncSessionStore",
+        "p50 lag": f"{percentile(lags, 0.5) * 1e3:.2f} ms",
+        "p99 lag": f"{percentile(lags, 0.99) * 1e3:.2f} ms",
+        "max lag": f"{max(lags) * 1e3:.1f} ms",
+        "ticks": len(lags),
+        "wall": f"{elapsed:.1f} s",
+    }
+
+
+def sync_rate(path: Path, calls: int, durability: str, read: bool) -> float:
+    """Calls per second from one thread, calling the sync store in a loop."""
+    with ps.SessionStore.open(path, publish_interval=None, durability=durability) as store:
+        store.create_session(session_record())
+        if read:
+            store.record_many(energy_row(i, nodes=50) for i in range(5_000))
+        start = time.perf_counter()
+        for i in range(calls):
+            if read:
+                store.get_energy_history(SESSION, f"node-{i % 50:05d}")
+            else:
+                store.record_energy(energy_row(i))
+        store.flush()
+        return calls / (time.perf_counter() - start)
+
+
+async def async_rate(path: Path, calls: int, tasks: int, durability: str, read: bool) -> float:
+    """Calls per second through the async store, split over ``tasks`` tasks."""
+    async with await ps.AsyncSessionStore.open(
+        path, publish_interval=None, durability=durability
+    ) as store:
+        await store.create_session(session_record())
+        if read:
+            await store.record_many([energy_row(i, nodes=50) for i in range(5_000)])
+
+        async def worker(first: int) -> None:
+            for i in range(first, calls, tasks):
+                if read:
+                    await store.get_energy_history(SESSION, f"node-{i % 50:05d}")
+                else:
+                    await store.record_energy(energy_row(i))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(t) for t in range(tasks)))
+        await store.flush()
+        return calls / (time.perf_counter() - start)
+
+
+def table(title: str, rows: list[dict[str, Any]]) -> None:
+    header = list(rows[0])
+    print_table(title, header, [[str(row[h]) for h in header] for row in rows])
+
+
+def median_of(repeats: int, measure: Callable[[], float]) -> float:
+    return statistics.median(measure() for _ in range(repeats))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    args = parser.parse_args()
+    tasks, ops = (200, 10) if args.quick else (200, 50)
+    calls = {"immediate": 500 if args.quick else 2_000, "batched": 5_000 if args.quick else 20_000}
+    reads = 1_000 if args.quick else 4_000
+    repeats = 1 if args.quick else 3
+
+    with tempfile.TemporaryDirectory() as tmp:
+        counter = iter(range(10**6))
+
+        def fresh() -> Path:
+            return Path(tmp) / f"bench-{next(counter)}.db"
+
+        def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
+            return asyncio.run(coroutine)
+
+        def sync_rate_fresh(n: int, durability: str, read: bool) -> float:
+            return sync_rate(fresh(), n, durability, read)
+
+        def async_rate_fresh(n: int, tasks: int, durability: str, read: bool) -> float:
+            return float(run(async_rate(fresh(), n, tasks, durability, read)))
+
+        lag_rows = [
+            run(lag_run(fresh(), tasks, ops, blocking=False)),
+            run(lag_run(fresh(), tasks, ops, blocking=True)),
+        ]
+        table(f"Event-loop lag (ticker every {TICK * 1e3:.0f} ms, durable writes)", lag_rows)
+
+        rows = []
+        for what, durability, n, read in (
+            ("record_energy", "immediate", calls["immediate"], False),
+            ("record_energy", "batched", calls["batched"], False),
+            ("get_energy_history", "immediate", reads, True),
+        ):
+            row: dict[str, Any] = {"call": what, "durability": durability, "calls": n}
+            base = median_of(repeats, functools.partial(sync_rate_fresh, n, durability, read))
+            row["sync, 1 thread"] = f"{base:,.0f}/s"
+            for t in (1, 8, 200):
+                rate = median_of(
+                    repeats, functools.partial(async_rate_fresh, n, t, durability, read)
+                )
+                label = f"async, {t} task{'s' if t > 1 else ''}"
+                row[label] = f"{rate:,.0f}/s ({rate / base:.2f}x)"
+            rows.append(row)
+        table("Throughput (calls per second; x: against the sync store)", rows)
+
+
+if __name__ == "__main__":
+    main()

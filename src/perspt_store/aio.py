@@ -1,0 +1,478 @@
+"""``AsyncSessionStore``: the store for asyncio and trio orchestrators, on AnyIO worker threads.
+
+Every public method of :class:`~perspt_store.SessionStore` is an awaitable here with the same
+name, parameters, return type, results and errors, because each one *is* the sync method, run
+on a worker thread (``anyio.to_thread.run_sync``) so the event loop never waits for DuckDB.
+The twins are derived from the sync class (:func:`derive_surface`), never copied; type checkers
+see them through ``_aio_surface.pyi``, generated from the same class and checked for drift.
+
+Threads. Calls run on AnyIO's worker threads, at most ``max_threads`` of them at once per store
+(a :class:`anyio.CapacityLimiter`). DuckDB serialises writes (the sync store holds one write
+lock), so more threads only help reads, which run in parallel on their own cursors; a few
+threads are enough, and each is one more DuckDB cursor.
+
+Blocks. ``transaction()`` and ``consistent_read()`` are per-thread in the sync store, so an
+``async with`` block runs on a thread of its own (:class:`_BlockThread`), started for the
+block: every call made inside the block, by the task or by tasks it starts there, runs on that
+thread, in the order made, and joins the block. Calls from other tasks run on the pool as
+usual: their writes wait (on their worker thread, never on the loop) until the block ends.
+
+Cancellation. A call that has started on its thread always finishes: cancelling the task that
+awaits it waits for the call to return (AnyIO's ``abandon_on_cancel=False``), discards its
+result and then raises the cancellation. A write is therefore either done whole or, if the
+task was cancelled before its thread picked it up, not done at all; never half done. A
+``transaction()`` block left by a cancellation (or any exception) rolls back as a whole.
+
+Read your writes. In batched durability the sync store lets a *thread* read its own buffered
+rows; a task's calls may land on different threads, so a task that buffered rows commits the
+buffer before its next call that is not a ``record_*`` (an empty transaction, which waits for a
+flush in progress). A task thus reads its own writes, as a thread does with the sync store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import inspect
+import queue
+import re
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+try:
+    import anyio
+    import anyio.from_thread
+    import anyio.lowlevel
+    import anyio.to_thread
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "AsyncSessionStore needs AnyIO: pip install 'perspt-store[async]'"
+    ) from exc
+
+from ._aio_surface import AsyncSurface
+from .store import SessionStore
+from .store._base import PathLike
+
+__all__ = ["DEFAULT_MAX_THREADS", "AsyncSessionStore", "derive_surface", "render_stub"]
+
+T = TypeVar("T")
+
+DEFAULT_MAX_THREADS = 4
+"""Worker threads one store uses at most: writes are serialised anyway, reads scale a little."""
+
+# Methods AsyncSessionStore defines itself, because their sync form is bound to a thread
+# (the blocks) or owns the store's lifetime (close).
+_HAND_WRITTEN = frozenset({"close", "consistent_read", "in_transaction", "transaction"})
+_CONSTRUCTORS = ("open", "open_default", "in_memory", "open_read_only")
+
+
+class _Abandoned(BaseException):
+    """Thrown into a sync block on its thread: the async block left with an exception."""
+
+
+class _BlockThread:
+    """A thread of its own for one ``transaction()`` or ``consistent_read()`` block (and the
+    blocks nested in it): it runs the calls made inside, one at a time, in order."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._token = anyio.lowlevel.current_token()
+        self.transactions = 0  # transaction() blocks open on it (for in_transaction)
+        self.alive = True
+        self._thread = threading.Thread(target=self._serve, name="perspt-store-block", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    async def call(self, function: Callable[[], T]) -> T:
+        """Run ``function`` on this thread; a cancelled caller waits until it has finished."""
+        done = anyio.Event()
+        outcome: list[tuple[bool, Any]] = []
+
+        def job() -> None:
+            try:
+                outcome.append((True, function()))
+            except BaseException as exc:
+                outcome.append((False, exc))
+            with contextlib.suppress(anyio.RunFinishedError):
+                anyio.from_thread.run_sync(done.set, token=self._token)
+
+        self._jobs.put(job)
+        with anyio.CancelScope(shield=True):  # as to_thread's abandon_on_cancel=False
+            await done.wait()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return value  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        self.alive = False
+        self._jobs.put(None)
+
+
+class AsyncSessionStore(AsyncSurface):
+    """A :class:`~perspt_store.SessionStore` for asyncio and trio: every method awaitable.
+
+    Open it with ``await``, use it with ``async with`` (which closes it):
+
+    .. code-block:: python
+
+        async with await AsyncSessionStore.open("perspt.db") as store:
+            await store.create_session(SessionRecord(session_id="s1", task="t",
+                                                     working_dir="/src", status="RUNNING"))
+            async with store.transaction():
+                await store.record_energy(EnergyRecord(node_id="n1", session_id="s1"))
+
+    Each method takes the sync method's arguments and returns (or raises) what it does; see
+    :class:`~perspt_store.SessionStore` for them, and the module docstring for threads,
+    blocks, cancellation and batched durability. ``store.sync`` is the wrapped sync store
+    (call it only from worker threads, e.g. with :meth:`run_sync`).
+
+    A relation returned by ``sql()`` (or a ``*_frame`` method with ``to="relation"``) is bound
+    to the cursor of the worker thread that made it, which other calls may be using: fetch
+    it in the same call, ``await store.run_sync(lambda s: s.sql(query).fetchall())``, or ask
+    the frame methods for ``to="pandas"`` / ``"polars"`` / ``"arrow"``.
+    """
+
+    def __init__(self, store: SessionStore, *, max_threads: int = DEFAULT_MAX_THREADS) -> None:
+        """Wrap an open sync store (which this one now owns: ``close()`` closes it).
+
+        Args:
+            store: The sync store every call runs on.
+            max_threads: How many worker threads may run this store's calls at once.
+        """
+        if not isinstance(store, SessionStore):
+            raise TypeError(f"AsyncSessionStore wraps a SessionStore, not {type(store).__name__}")
+        if max_threads < 1:
+            raise ValueError(f"max_threads must be at least 1, not {max_threads}")
+        self.sync = store
+        self.max_threads = max_threads
+        self._limiter: anyio.CapacityLimiter | None = None  # made in the event loop
+        self._block: contextvars.ContextVar[_BlockThread | None] = contextvars.ContextVar(
+            f"perspt-store-block-{id(self):x}", default=None
+        )
+        # Batched mode: True in a task that may have rows buffered (see "Read your writes").
+        self._owes: contextvars.ContextVar[bool] = contextvars.ContextVar(
+            f"perspt-store-owes-{id(self):x}", default=False
+        )
+
+    # --- opening ------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls, path: PathLike, *, max_threads: int = DEFAULT_MAX_THREADS, **options: object
+    ) -> Self:
+        """:meth:`SessionStore.open <perspt_store.SessionStore.open>` on a worker thread."""
+        return await cls._opened(SessionStore.open, (path,), options, max_threads)
+
+    @classmethod
+    async def open_default(
+        cls, *, max_threads: int = DEFAULT_MAX_THREADS, **options: object
+    ) -> Self:
+        """:meth:`SessionStore.open_default <perspt_store.SessionStore.open_default>`."""
+        return await cls._opened(SessionStore.open_default, (), options, max_threads)
+
+    @classmethod
+    async def in_memory(cls, *, max_threads: int = DEFAULT_MAX_THREADS, **options: object) -> Self:
+        """:meth:`SessionStore.in_memory <perspt_store.SessionStore.in_memory>`."""
+        return await cls._opened(SessionStore.in_memory, (), options, max_threads)
+
+    @classmethod
+    async def open_read_only(
+        cls, path: PathLike, *, max_threads: int = DEFAULT_MAX_THREADS, **options: object
+    ) -> Self:
+        """:meth:`SessionStore.open_read_only <perspt_store.SessionStore.open_read_only>`."""
+        return await cls._opened(SessionStore.open_read_only, (path,), options, max_threads)
+
+    @classmethod
+    async def _opened(
+        cls,
+        opener: Callable[..., SessionStore],
+        args: tuple[object, ...],
+        options: dict[str, object],
+        max_threads: int,
+    ) -> Self:
+        def open_it() -> SessionStore:
+            return opener(*args, **options)
+
+        store = await anyio.to_thread.run_sync(open_it)
+        try:
+            return cls(store, max_threads=max_threads)
+        except BaseException:
+            store.close()
+            raise
+
+    @staticmethod
+    def default_db_path() -> Path:
+        """:meth:`SessionStore.default_db_path`: computes a path, touches nothing (not async)."""
+        return SessionStore.default_db_path()
+
+    # --- running calls ------------------------------------------------------------------
+
+    async def run_sync(self, function: Callable[[SessionStore], T]) -> T:
+        """Run ``function(store.sync)`` where this store runs its calls (a worker thread, or
+        the thread of the block it is called in): several sync calls for one hop, or a
+        relation fetched on the thread that made it."""
+        return await self._run(functools.partial(function, self.sync), name="run_sync")
+
+    async def _run(self, call: Callable[[], T], *, name: str) -> T:
+        block = self._block.get()
+        if block is not None and block.alive:
+            return await block.call(call)
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.max_threads)
+        if self.sync.durability == "batched" and name not in ("close", "flush"):
+            if name.startswith("record_"):
+                self._owes.set(True)  # in this task's context: it dies with the task
+            elif self._owes.get():
+                if self.sync.pending_writes:
+                    call = functools.partial(self._caught_up, call)
+                result = await self._on_worker(call)
+                self._owes.set(False)  # not if cancelled first: then it catches up later
+                return result
+        return await self._on_worker(call)
+
+    async def _on_worker(self, call: Callable[[], T]) -> T:
+        """``call()`` on a worker thread. A cancelled caller waits until it has returned
+        (``abandon_on_cancel=False``), then sees the cancellation, its result discarded."""
+        assert self._limiter is not None
+        result = await anyio.to_thread.run_sync(call, limiter=self._limiter)
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return result
+
+    def _caught_up(self, call: Callable[[], T]) -> T:
+        """Batched mode: commit the write buffer (waiting for a flush in progress), then
+        ``call()``: the calling task's buffered rows are committed before it reads."""
+        with self.sync.transaction():  # commits every buffered row first, on its own
+            pass
+        return call()
+
+    # --- blocks -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """:meth:`SessionStore.transaction`, for ``async with``: every call inside the block
+        (from this task, or tasks it starts inside) runs on the block's own thread and joins
+        the transaction. Leaving the block by an exception or a cancellation rolls it all
+        back; nesting joins the outer block, as in the sync store."""
+        async with self._sync_block(self.sync.transaction, transaction=True):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def consistent_read(self) -> AsyncIterator[None]:
+        """:meth:`SessionStore.consistent_read`, for ``async with``: the calls inside the block
+        read one snapshot (they run on the block's own thread)."""
+        async with self._sync_block(self.sync.consistent_read, transaction=False):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _sync_block(
+        self, open_block: Callable[[], AbstractContextManager[None]], *, transaction: bool
+    ) -> AsyncIterator[None]:
+        """Enter the sync block ``open_block()`` on a thread of its own (the enclosing block's,
+        if any), route this context's calls to it, and exit it there."""
+        outer = self._block.get()
+        thread = outer if outer is not None and outer.alive else None
+        owned = thread is None
+        if thread is None:
+            thread = _BlockThread()
+        catch_up = owned and self._owes.get() and bool(self.sync.pending_writes)
+        entered: list[AbstractContextManager[None]] = []
+
+        def enter() -> None:
+            if catch_up:
+                self._caught_up(lambda: None)
+            block = open_block()
+            block.__enter__()
+            entered.append(block)
+
+        def leave(failed: bool) -> None:
+            if failed:
+                entered[0].__exit__(_Abandoned, _Abandoned(), None)
+            else:
+                entered[0].__exit__(None, None, None)
+
+        try:
+            await thread.call(enter)
+            reset = self._block.set(thread)
+            thread.transactions += int(transaction)
+            try:
+                yield
+            finally:
+                thread.transactions -= int(transaction)
+                self._block.reset(reset)
+        except BaseException:
+            if entered:
+                with anyio.CancelScope(shield=True), contextlib.suppress(_Abandoned):
+                    await thread.call(functools.partial(leave, True))
+            raise
+        else:
+            with anyio.CancelScope(shield=True):  # a commit, once started, completes
+                await thread.call(functools.partial(leave, False))
+        finally:
+            if owned:
+                thread.stop()
+
+    @property
+    def in_transaction(self) -> bool:
+        """True inside an ``async with store.transaction():`` block (in this task's context)."""
+        block = self._block.get()
+        return block is not None and block.alive and block.transactions > 0
+
+    # --- closing ------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """:meth:`SessionStore.close` on a worker thread; it finishes even if cancelled."""
+        with anyio.CancelScope(shield=True):
+            await self._run(self.sync.close, name="close")
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {self.sync!r}>"
+
+
+# --- deriving the surface from the sync class -------------------------------------------
+
+
+def _public(cls: type) -> Iterator[tuple[str, Any]]:
+    """The public methods and properties of ``cls`` that the surface derives, by name."""
+    for name in sorted(dir(cls)):
+        if name.startswith("_") or name in _HAND_WRITTEN or name in _CONSTRUCTORS:
+            continue
+        attribute = inspect.getattr_static(cls, name)
+        if inspect.isfunction(attribute) or isinstance(attribute, property):
+            yield name, attribute
+
+
+def _twin(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    async def twin(self: AsyncSessionStore, /, *args: Any, **kwargs: Any) -> Any:
+        call = functools.partial(getattr(self.sync, name), *args, **kwargs)
+        return await self._run(call, name=name)
+
+    functools.update_wrapper(twin, method)  # name, docstring, and the sync signature
+    return twin
+
+
+def _passthrough(name: str, prop: property) -> property:
+    def get(self: AsyncSessionStore) -> Any:
+        return getattr(self.sync, name)
+
+    functools.update_wrapper(get, prop.fget)  # type: ignore[arg-type]
+    return property(get, doc=prop.__doc__)
+
+
+def derive_surface(surface: type, sync: type) -> None:
+    """Give ``surface`` an awaitable twin of each public method of ``sync`` and a property
+    reading each public property (its blocks, ``close`` and constructors are hand-written)."""
+    for name, attribute in _public(sync):
+        if isinstance(attribute, property):
+            setattr(surface, name, _passthrough(name, attribute))
+        else:
+            setattr(surface, name, _twin(name, attribute))
+
+
+derive_surface(AsyncSurface, SessionStore)
+
+
+# --- the typing stub ------------------------------------------------------------------------
+
+_BUILTINS = frozenset({"None", "bool", "bytes", "dict", "float", "int", "list", "str", "tuple"})
+
+
+def _annotation(function: Callable[..., Any], text: Any, imports: dict[str, str]) -> str:
+    """``text`` (a string annotation of ``function``) with its names added to ``imports``."""
+    if not isinstance(text, str):
+        text = inspect.formatannotation(text)
+    namespace = inspect.unwrap(function).__globals__
+    for dotted in set(re.findall(r"[A-Za-z_][A-Za-z0-9_.]*", text)):
+        name = dotted.split(".")[0]
+        if name in _BUILTINS:
+            continue
+        value = namespace[name]
+        if inspect.ismodule(value):  # e.g. ``_publish.Publisher``: import the module
+            parent, _, last = value.__name__.rpartition(".")
+            assert last == name, dotted
+            imports[name] = parent
+            continue
+        home = getattr(value, "__module__", None)
+        module = home if getattr(sys.modules.get(home or ""), name, None) is value else None
+        imports[name] = module or inspect.unwrap(function).__module__
+    return str(text)
+
+
+def _parameters(function: Callable[..., Any], imports: dict[str, str]) -> str:
+    out: list[str] = []
+    star = False
+    for parameter in inspect.signature(function).parameters.values():
+        if parameter.kind is parameter.KEYWORD_ONLY and not star:
+            out.append("*")
+            star = True
+        text = parameter.name
+        if parameter.kind is parameter.VAR_POSITIONAL:
+            text, star = f"*{text}", True
+        elif parameter.kind is parameter.VAR_KEYWORD:
+            text = f"**{text}"
+        if parameter.annotation is not parameter.empty:
+            text += f": {_annotation(function, parameter.annotation, imports)}"
+        if parameter.default is not parameter.empty:
+            text += f" = {parameter.default!r}"
+        out.append(text)
+    return ", ".join(out)
+
+
+def render_stub() -> str:
+    """The text of ``_aio_surface.pyi``: the surface's typed signatures, from the sync class."""
+    imports: dict[str, str] = {}
+    body: list[str] = []
+    for name, attribute in _public(SessionStore):
+        if isinstance(attribute, property):
+            getter = attribute.fget
+            assert getter is not None
+            returns = _annotation(getter, inspect.signature(getter).return_annotation, imports)
+            body += ["    @property", f"    def {name}(self) -> {returns}: ..."]
+            continue
+        returns = inspect.signature(attribute).return_annotation
+        body.append(
+            f"    async def {name}({_parameters(attribute, imports)}) -> "
+            f"{_annotation(attribute, returns, imports)}: ..."
+        )
+    modules: dict[str, list[str]] = {}
+    for name, module in imports.items():
+        modules.setdefault(module, []).append(name)
+    lines = [
+        '"""Generated from SessionStore by `python -m perspt_store.aio --write-stub`; do not edit.',
+        "",
+        "tests/test_aio.py fails when this stub drifts from the sync class.",
+        '"""',
+        "",
+    ]
+    lines += [
+        f"from {module} import {', '.join(sorted(names))}"
+        for module, names in sorted(modules.items())
+    ]
+    lines += ["", "class AsyncSurface:", *body]
+    return "\n".join(lines) + "\n"
+
+
+def stub_path() -> Path:
+    """Where the committed stub lives."""
+    return Path(__file__).with_name("_aio_surface.pyi")
+
+
+if __name__ == "__main__":  # pragma: no cover - a developer tool
+    if sys.argv[1:] != ["--write-stub"]:
+        sys.exit("usage: python -m perspt_store.aio --write-stub")
+    stub_path().write_text(render_stub(), encoding="utf-8")

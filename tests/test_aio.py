@@ -1,0 +1,363 @@
+"""AsyncSessionStore: its surface is the sync store's (checked against the class and the
+committed stub), it behaves as the sync store does, blocks keep to one thread, and cancelling
+never leaves half of anything. Every test runs under asyncio and trio (AnyIO's pytest plugin).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import perspt_store as ps
+from perspt_store import aio
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def session_record(session_id: str = "s1") -> ps.SessionRecord:
+    return ps.SessionRecord(session_id=session_id, task="t", working_dir="/w", status="RUNNING")
+
+
+def energy(session_id: str, node_id: str, v_total: float) -> ps.EnergyRecord:
+    return ps.EnergyRecord(session_id=session_id, node_id=node_id, v_total=v_total)
+
+
+# --- the surface --------------------------------------------------------------------------
+
+
+def public_attributes(cls: type) -> dict[str, Any]:
+    return {
+        name: inspect.getattr_static(cls, name) for name in dir(cls) if not name.startswith("_")
+    }
+
+
+def test_every_public_sync_method_has_an_async_twin() -> None:
+    sync = public_attributes(ps.SessionStore)
+    missing = sorted(set(sync) - set(public_attributes(ps.AsyncSessionStore)))
+    assert missing == []
+    for name, attribute in sync.items():
+        twin = inspect.getattr_static(ps.AsyncSessionStore, name)
+        if isinstance(attribute, property):
+            assert isinstance(twin, property), name
+        elif isinstance(attribute, staticmethod):  # default_db_path: computes, no I/O
+            assert isinstance(twin, staticmethod), name
+        elif isinstance(attribute, classmethod):  # the constructors
+            assert isinstance(twin, classmethod), name
+            assert inspect.iscoroutinefunction(twin.__func__), name
+        elif name in ("transaction", "consistent_read"):  # blocks: for ``async with``
+            assert inspect.isasyncgenfunction(inspect.unwrap(twin)), name
+        else:
+            assert inspect.iscoroutinefunction(twin), name
+            assert inspect.signature(twin) == inspect.signature(attribute), name
+
+
+def test_the_committed_stub_matches_the_sync_class() -> None:
+    """If this fails, SessionStore changed: run `python -m perspt_store.aio --write-stub`."""
+    assert aio.stub_path().read_text(encoding="utf-8") == aio.render_stub()
+
+
+def test_the_stub_declares_exactly_the_derived_twins() -> None:
+    tree = ast.parse(aio.stub_path().read_text(encoding="utf-8"))
+    (surface,) = [node for node in tree.body if isinstance(node, ast.ClassDef)]
+    declared = {node.name: node for node in surface.body if isinstance(node, ast.FunctionDef
+                                                                       | ast.AsyncFunctionDef)}
+    derived = {name for name in vars(aio.AsyncSurface) if not name.startswith("_")}
+    assert set(declared) == derived
+    for name, node in declared.items():
+        is_property = isinstance(vars(aio.AsyncSurface)[name], property)
+        assert isinstance(node, ast.AsyncFunctionDef) != is_property, name
+
+
+def test_importing_perspt_store_does_not_import_anyio() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, perspt_store; print('anyio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# --- same results, same errors --------------------------------------------------------------
+
+
+async def test_results_and_errors_are_the_sync_stores(tmp_path: Path) -> None:
+    with ps.SessionStore.in_memory(sessions_dir=tmp_path / "a") as sync:
+        async with await ps.AsyncSessionStore.in_memory(sessions_dir=tmp_path / "b") as store:
+            for target in (sync, store):
+                outcome = target.create_session(session_record())
+                if inspect.isawaitable(outcome):
+                    await outcome
+            record = ps.NodeStateRecord(session_id="s1", node_id="n1", state="COMPLETED")
+            sync_commit = sync.record_node_state(record)
+            async_commit = await store.record_node_state(record)
+            assert (async_commit.seq, async_commit.node_id) == (sync_commit.seq, "n1")
+            assert await store.get_session("nope") is None
+            assert (await store.verify_session("s1")).ok
+
+            calls = {
+                "duplicate": ("create_session", (session_record(),)),
+                "missing session": ("record_energy", (energy("nope", "n", 1.0),)),
+                "wrong type": ("get_session", (123,)),
+                "bad root": ("update_merkle_root", ("s1", b"short")),
+            }
+            for what, (name, args) in calls.items():
+                with pytest.raises(Exception) as expected:
+                    getattr(sync, name)(*args)
+                with pytest.raises(Exception) as got:
+                    await getattr(store, name)(*args)
+                assert type(got.value) is type(expected.value), what
+                assert str(got.value) == str(expected.value), what
+
+
+async def test_open_read_only_refuses_writes(tmp_path: Path) -> None:
+    path = tmp_path / "perspt.db"
+    async with await ps.AsyncSessionStore.open(path, publish_interval=None) as store:
+        await store.create_session(session_record())
+    async with await ps.AsyncSessionStore.open_read_only(path) as reader:
+        assert reader.read_only
+        assert (await reader.get_session("s1")) is not None
+        with pytest.raises(ps.ReadOnlyStoreError):
+            await reader.record_energy(energy("s1", "n", 1.0))
+        with pytest.raises(ps.ReadOnlyStoreError):
+            async with reader.transaction():
+                pass
+    assert reader.closed
+    with pytest.raises(ps.StoreClosedError):
+        await reader.get_session("s1")
+
+
+async def test_a_relation_is_fetched_on_the_thread_that_made_it() -> None:
+    async with await ps.AsyncSessionStore.in_memory() as store:
+        await store.create_session(session_record())
+        rows = await store.run_sync(lambda s: s.sql("SELECT session_id FROM sessions").fetchall())
+        assert rows == [("s1",)]
+
+
+# --- transactions and consistent reads --------------------------------------------------------
+
+
+async def test_a_transaction_commits_every_write_on_one_thread() -> None:
+    async with await ps.AsyncSessionStore.in_memory() as store:
+        await store.create_session(session_record())
+        threads = set()
+        assert not store.in_transaction
+        async with store.transaction():
+            assert store.in_transaction
+            for k in range(5):
+                await store.record_energy(energy("s1", "n", float(k)))
+                threads.add(await store.run_sync(lambda _s: threading.get_ident()))
+            async with store.transaction():  # nested: joins the outer one
+                await store.record_energy(energy("s1", "n", 5.0))
+        assert not store.in_transaction
+        assert len(threads) == 1
+        history = await store.get_energy_history("s1", "n")
+        assert [e.v_total for e in history] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+async def test_a_failing_transaction_rolls_back_whole() -> None:
+    async with await ps.AsyncSessionStore.in_memory() as store:
+        await store.create_session(session_record())
+        with pytest.raises(KeyError):
+            async with store.transaction():
+                await store.record_energy(energy("s1", "n", 1.0))
+                raise KeyError("boom")
+        with pytest.raises(ps.StoreError, match="nothing was committed"):
+            async with store.transaction():
+                await store.record_energy(energy("s1", "n", 2.0))
+                with pytest.raises(KeyError):
+                    async with store.transaction():  # the inner block's failure dooms it all
+                        raise KeyError("inner")
+        with pytest.raises(ps.SessionNotFoundError):
+            async with store.transaction():
+                await store.record_energy(energy("s1", "n", 3.0))
+                await store.record_energy(energy("missing", "n", 4.0))
+        assert await store.get_energy_history("s1", "n") == []
+
+
+async def test_a_cancelled_transaction_rolls_back_whole() -> None:
+    async with await ps.AsyncSessionStore.in_memory() as store:
+        await store.create_session(session_record())
+        with anyio.CancelScope() as scope:
+            async with store.transaction():
+                await store.record_energy(energy("s1", "n", 1.0))
+                await store.record_energy(energy("s1", "n", 2.0))
+                scope.cancel()
+                await store.record_energy(energy("s1", "n", 3.0))  # runs, then cancels
+                await anyio.sleep(1)
+        assert scope.cancelled_caught
+        assert await store.get_energy_history("s1", "n") == []
+        # The store goes on: the next transaction commits.
+        async with store.transaction():
+            await store.record_energy(energy("s1", "n", 4.0))
+        assert [e.v_total for e in await store.get_energy_history("s1", "n")] == [4.0]
+
+
+async def test_other_tasks_wait_for_a_transaction_off_the_loop() -> None:
+    async with await ps.AsyncSessionStore.in_memory() as store:
+        await store.create_session(session_record())
+        inside, release = anyio.Event(), anyio.Event()
+        order: list[str] = []
+
+        async def holder() -> None:
+            async with store.transaction():
+                await store.record_energy(energy("s1", "n", 1.0))
+                inside.set()
+                await release.wait()  # the loop keeps running: other tasks go on
+                order.append("commit")
+
+        async def writer() -> None:
+            await inside.wait()
+            await store.record_energy(energy("s1", "n", 2.0))  # waits for the write lock
+            order.append("write")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(holder)
+            tg.start_soon(writer)
+            await inside.wait()
+            # A read from another task neither waits nor sees the open transaction.
+            assert await store.get_energy_history("s1", "n") == []
+            release.set()
+        assert order == ["commit", "write"]
+        assert [e.v_total for e in await store.get_energy_history("s1", "n")] == [1.0, 2.0]
+
+
+async def test_a_consistent_read_sees_one_snapshot() -> None:
+    async with await ps.AsyncSessionStore.in_memory() as store:
+        await store.create_session(session_record())
+        go, written = anyio.Event(), anyio.Event()
+
+        async def write_elsewhere() -> None:  # started before the block: not part of it
+            await go.wait()
+            await store.record_energy(energy("s1", "n", 1.0))
+            written.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write_elsewhere)
+            async with store.consistent_read():
+                assert await store.get_energy_history("s1", "n") == []  # the snapshot starts
+                go.set()
+                await written.wait()
+                assert await store.get_energy_history("s1", "n") == []
+        assert len(await store.get_energy_history("s1", "n")) == 1
+
+
+async def test_close_inside_a_transaction_is_refused() -> None:
+    async with await ps.AsyncSessionStore.in_memory() as store:
+        await store.create_session(session_record())
+        async with store.transaction():
+            with pytest.raises(ps.StoreError, match="close"):
+                await store.close()
+            await store.record_energy(energy("s1", "n", 1.0))
+        assert len(await store.get_energy_history("s1", "n")) == 1
+
+
+# --- cancellation -------------------------------------------------------------------------------
+
+
+async def test_a_cancelled_write_that_started_still_completes() -> None:
+    async with await ps.AsyncSessionStore.in_memory() as store:
+        await store.create_session(session_record())
+        inside, release = anyio.Event(), anyio.Event()
+        started = threading.Event()
+
+        async def holder() -> None:
+            async with store.transaction():
+                await store.record_energy(energy("s1", "n", 1.0))
+                inside.set()
+                await release.wait()
+
+        def write(s: ps.SessionStore) -> None:
+            started.set()
+            s.record_energy(energy("s1", "n", 2.0))  # blocks on the holder's write lock
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(holder)
+            await inside.wait()
+            with anyio.CancelScope() as scope:
+
+                async def cancel_then_release() -> None:
+                    while not started.is_set():
+                        await anyio.sleep(0.001)
+                    scope.cancel()  # while the write waits for the holder's lock
+                    await anyio.sleep(0.01)
+                    release.set()
+
+                tg.start_soon(cancel_then_release)
+                await store.run_sync(write)
+            assert scope.cancelled_caught  # the call was cancelled once it had finished...
+        # ...and its write is there, whole, after the holder's.
+        assert [e.v_total for e in await store.get_energy_history("s1", "n")] == [1.0, 2.0]
+
+
+# --- batched durability -------------------------------------------------------------------------
+
+
+async def test_a_task_reads_its_own_batched_writes_whatever_thread_runs_them() -> None:
+    options = {"durability": "batched", "flush_interval": 60.0, "flush_rows": 1_000_000}
+    async with await ps.AsyncSessionStore.in_memory(max_threads=4, **options) as store:
+        await store.create_session(session_record())
+        failures: list[int] = []
+
+        async def writer_reader(task: int) -> None:
+            for k in range(10):
+                await store.record_energy(energy("s1", f"n{task}", float(k)))
+                seen = await store.get_energy_history("s1", f"n{task}")
+                if len(seen) != k + 1:
+                    failures.append(task)
+
+        async with anyio.create_task_group() as tg:
+            for task in range(16):
+                tg.start_soon(writer_reader, task)
+        assert failures == []
+        await store.record_energy(energy("s1", "late", 1.0))
+        assert store.pending_writes == 1
+        await store.flush()
+        assert store.pending_writes == 0
+
+
+# --- static types ---------------------------------------------------------------------------
+
+CALLS = [
+    'get_session("s")',
+    'record_node_state(ps.NodeStateRecord(session_id="s", node_id="n", state="RUNNING"))',
+    "list_recent_sessions(3)",
+    "load_session_snapshot('s')",
+    "verify_session('s')",
+    "get_latest_review_outcome('s', 'n')",
+]
+TYPED_USE = "\n".join([
+    "import perspt_store as ps",
+    "async def main(path: str) -> None:",
+    "    sync = ps.SessionStore.open(path)",
+    "    async with await ps.AsyncSessionStore.open(path) as store:",
+    *(f"        reveal_type(sync.{call})\n        reveal_type(await store.{call})"
+      for call in CALLS),
+    "        reveal_type(sync.pending_writes)\n        reveal_type(store.pending_writes)",
+    "        async with store.transaction():",
+    "            await store.get_session(1)",
+])
+
+
+def test_type_checkers_see_the_sync_signatures_as_awaitables(tmp_path: Path) -> None:
+    from mypy import api
+
+    (tmp_path / "use.py").write_text(TYPED_USE, encoding="utf-8")
+    out, _, _ = api.run(["--strict", "--cache-dir", str(tmp_path / "cache"),
+                         str(tmp_path / "use.py")])
+    revealed = re.findall(r'Revealed type is "(.*)"', out)
+    assert len(revealed) == 2 * (len(CALLS) + 1), out
+    assert revealed[0::2] == revealed[1::2], out  # async == sync, call by call
+    assert "SessionRecord | None" in revealed[0], out
+    assert 'Argument 1 to "get_session" of "AsyncSurface" has incompatible type "int"' in out
