@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
+import functools
 import json
 import os
 import random
@@ -759,8 +760,9 @@ def export_parquet(
             conflicts = [
                 ExportConflict(sid, reason)
                 for sid in ids
-                if (reason := _conflict(directory, sid, manifest["sessions"].get(sid),
-                                        entries[sid], leaves[sid])) is not None
+                if (reason := _conflict(
+                    functools.partial(_lake_log, directory, sid),
+                    manifest["sessions"].get(sid), entries[sid], leaves[sid])) is not None
             ]
             rejected = {c.session_id for c in conflicts}
             exported = [sid for sid in ids if sid not in rejected]
@@ -815,11 +817,13 @@ def _lake_log(directory: Path, session_id: str, size: int, root: bytes) -> Merkl
 
 
 def _conflict(
-    directory: Path, session_id: str, there: Any, entry: dict[str, Any], leaves: list[bytes]
+    lake_log: Callable[[int, bytes], MerkleTree | None], there: Any, entry: dict[str, Any],
+    leaves: list[bytes],
 ) -> str | None:
     """Why the store's copy of a session may not replace the lake's (``there``, its
     manifest entry), None if it may: the lake has no copy, or the store's log extends the
-    lake's checkpoint (a consistency proof) and the session was created at the same time."""
+    lake's checkpoint (a consistency proof) and the session was created at the same time.
+    ``lake_log(size, root)`` reads the lake's log of the session (None unless it matches)."""
     if there is None:
         return None
     kept = "; the lake's copy was left as it is"
@@ -839,7 +843,7 @@ def _conflict(
     if size > tree.size:
         # The store's log cannot extend a longer one; say whether it is behind (a prefix of
         # the lake's log, read from the lake's merkle_log files) or another history.
-        lake = _lake_log(directory, session_id, size, root)
+        lake = lake_log(size, root)
         if lake is None:
             return (f"the lake's copy has more commits than the store's log ({theirs}; the "
                     f"store {ours}), so the store's log does not extend it" + kept)
@@ -913,10 +917,12 @@ class _Invalid(Exception):
 
 
 def import_lake(
-    store: SessionStore, source: PathLike, session_ids: Iterable[str] | None = None
+    store: SessionStore, source: PathLike, session_ids: Iterable[str] | None = None,
+    *, as_of: int | _dt.datetime | None = None,
 ) -> ImportReport:
-    """Merge a lake (a directory written by :func:`export_parquet`), or another store's
-    database file, into ``store``.
+    """Merge a lake (a directory written by :func:`export_parquet`, or a Delta lake written
+    by :func:`~perspt_store.delta.export_delta`), or another store's database file, into
+    ``store``.
 
     Each session is imported in one transaction, in order of creation, rows in their
     insertion order: ids come from ``store``'s sequences (``merkle_log.node_state_id``
@@ -939,6 +945,8 @@ def import_lake(
         source: A lake directory, or a DuckDB database file written by perspt-store (opened
             read-only, so a file another process is writing is read from its snapshot).
         session_ids: Only these sessions of the source; all by default.
+        as_of: A Delta lake only: import it as it was at this version of its
+            ``lake_checkpoints`` table (an int) or at this time (a timezone-aware datetime).
 
     Raises:
         ReadOnlyStoreError: ``store`` is read-only.
@@ -948,6 +956,13 @@ def import_lake(
     """
     store._check_writable(None)
     path = Path(source)
+    from . import delta
+
+    if path.is_dir() and delta.is_delta_lake(path):
+        return delta.import_delta(store, path, session_ids, as_of=as_of)
+    if as_of is not None:
+        raise StoreError(f"{path} is not a Delta lake: as_of reads a Delta lake's history",
+                         operation="import")
     if path.is_dir():
         return _import_directory(store, path, session_ids)
     if path.is_file():
@@ -1058,7 +1073,9 @@ def _import_watched(
                 # The journal first: an export removes it only after writing the manifest.
                 return watch.busy(session_id) or watch.entry(session_id) != entry
 
-            result = _import_session(store, directory, session_id, entry, changed)
+            files = {t: f for t in LAKE_TABLES
+                     if (f := _parquet(directory, t, session_id)) is not None}
+            result = _import_session(store, session_id, entry, files, changed)
             if result is not None:
                 return result
         time.sleep(pause * random.uniform(0.5, 1.0))
@@ -1103,12 +1120,12 @@ class _Replaced(Exception):
 
 
 def _import_session(
-    store: SessionStore, directory: Path, session_id: str, entry: dict[str, Any],
+    store: SessionStore, session_id: str, entry: dict[str, Any], files: dict[str, Any],
     changed: Callable[[], bool],
 ) -> SessionImport | None:
-    """Import one session; None (nothing written) if ``changed()`` says an exporter
-    replaced it in the lake while it was read."""
-    files = {t: f for t in LAKE_TABLES if (f := _parquet(directory, t, session_id)) is not None}
+    """Import one session from its ``files`` (per table, a glob or a list of Parquet
+    files); None (nothing written) if ``changed()`` says an exporter replaced it in the
+    lake while it was read."""
     if store.get_session(session_id) is not None:
         try:
             result = _compare(store, session_id, entry, files)
