@@ -351,7 +351,7 @@ def _checkpoint_rows(table: DeltaTable | None, session_ids: Sequence[str] | None
     filters = None if session_ids is None else [("session_id", "in", list(session_ids))]
     if session_ids is not None and not session_ids:
         return {}
-    rows = table.to_pyarrow_table(partitions=filters).to_pylist()
+    rows = table.to_pyarrow_table(filters=filters).to_pylist()
     return {row["session_id"]: row for row in rows}
 
 
