@@ -183,6 +183,45 @@ def test_a_store_behind_the_lake_and_a_twin_without_commits_are_conflicts(
         assert "another session with the same id" in conflict.detail
 
 
+def test_an_export_that_loses_the_race_for_a_checkpoint_puts_the_winners_rows_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B (behind) reads the lake; A (the longer log) exports, whole; B writes its tables
+    over A's, and its checkpoint commit fails: B finds itself behind A, reports it, and
+    puts A's rows back into the tables it had written."""
+    import perspt_store.delta as delta
+
+    lake = tmp_path / "lake"
+    db = tmp_path / "a.db"
+    with ps.SessionStore.open(db, publish_interval=None) as store:
+        small_session(store, "s")
+    old = tmp_path / "old.db"
+    old.write_bytes(db.read_bytes())
+    with ps.SessionStore.open(db, publish_interval=None) as store:
+        commits(store, "s", 2, "ahead")
+    write, raced = delta._write, []
+
+    def write_racing(table: Any, *args: Any) -> None:
+        if not raced:  # B's first write: A goes first, from start to end
+            raced.append(True)
+            with ps.SessionStore.open_read_only(db) as ahead:
+                assert export_delta(ahead, lake).session_ids == ["s"]
+        write(table, *args)
+
+    monkeypatch.setattr(delta, "_write", write_racing)
+    with ps.SessionStore.open_read_only(old) as behind:
+        report = export_delta(behind, lake)
+    assert raced and report.session_ids == []
+    (conflict,) = report.conflicts
+    assert "the store is behind" in conflict.detail
+    with ps.SessionStore.open_read_only(db) as ahead:
+        assert lake_counts(lake) == counts(ahead, ["s"])  # the latest versions: A's rows
+        with ps.SessionStore.in_memory() as central:
+            assert import_lake(central, lake).ok
+            assert contents(central, "s") == contents(ahead, "s")
+    assert not any("did not commit" in v.detail for v in verify_lake(lake).sessions)
+
+
 def test_export_refuses_unknown_sessions_and_writes_nothing(tmp_path: Path) -> None:
     with ps.SessionStore.in_memory() as store:
         small_session(store, "s")

@@ -28,6 +28,7 @@ copy is not written at all.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import json
@@ -366,6 +367,30 @@ def _unchanged(snap: _Snapshot, sid: str, there: dict[str, Any]) -> bool:
     )
 
 
+def _decide(base: str, snap: _Snapshot, there: dict[str, dict[str, Any]],
+            storage_options: dict[str, str] | None
+            ) -> tuple[list[ExportConflict], list[str], list[str]]:
+    """Per session, against the lake's checkpoint rows ``there``: a conflict, unchanged,
+    or to write."""
+    conflicts: list[ExportConflict] = []
+    unchanged: list[str] = []
+    todo: list[str] = []
+    for sid in snap.ids:
+        row = there.get(sid)
+        reason = _conflict(
+            functools.partial(_lake_log, base, sid, row, storage_options),
+            None if row is None else _entry(row), {"created_at": snap.created[sid]},
+            snap.leaves[sid],
+        )
+        if reason is not None:
+            conflicts.append(ExportConflict(sid, reason))
+        elif row is not None and _unchanged(snap, sid, row):
+            unchanged.append(sid)
+        else:
+            todo.append(sid)
+    return conflicts, unchanged, todo
+
+
 def _write(table: DeltaTable, data: pa.Table, predicate: str, export_id: str) -> None:
     """One Delta transaction replacing the partitions ``predicate`` selects with ``data``
     (a seam the kill test uses)."""
@@ -383,7 +408,6 @@ def _write_tables(base: str, snap: _Snapshot, todo: list[str], export_id: str,
     digest, version, files)."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    from deltalake.exceptions import CommitFailedError
 
     wanted = pa.array(todo, pa.string())
     pins: dict[str, list[dict[str, Any]]] = {sid: [] for sid in todo}
@@ -396,15 +420,7 @@ def _write_tables(base: str, snap: _Snapshot, todo: list[str], export_id: str,
         version: int | None = None
         files: dict[str, list[str]] = {sid: [] for sid in todo}
         if rows.num_rows or _live_files(table, todo):
-            for attempt in range(_ATTEMPTS):
-                try:
-                    _write(table, rows, predicate, export_id)
-                    break
-                except CommitFailedError:  # another export of one of them wrote meanwhile
-                    if attempt == _ATTEMPTS - 1:
-                        raise
-                    time.sleep(random.uniform(0.001, 0.05))
-                    table.update_incremental()
+            _replace(table, rows, predicate, export_id)
             # The table as this transaction left it: the sessions' partitions hold exactly
             # the files it wrote.
             version = table.version()
@@ -417,6 +433,61 @@ def _write_tables(base: str, snap: _Snapshot, todo: list[str], export_id: str,
                 "files": sorted(files.get(sid, [])),
             })
     return pins
+
+
+def _replace(table: DeltaTable, data: pa.Table, predicate: str, export_id: str) -> None:
+    """``_write``, again while another export of one of the sessions wrote meanwhile."""
+    from deltalake.exceptions import CommitFailedError
+
+    for attempt in range(_ATTEMPTS):
+        try:
+            _write(table, data, predicate, export_id)
+            return
+        except CommitFailedError:
+            if attempt == _ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0.001, 0.05))
+            table.update_incremental()
+
+
+def _restore(base: str, checkpoints: DeltaTable, rows: dict[str, dict[str, Any]],
+             storage_options: dict[str, str] | None) -> None:
+    """Make the latest version of every table hold, for these sessions, the rows their
+    checkpoint ``rows`` (read from ``checkpoints``) pin, where it holds other rows; then
+    pin the files written instead, unless another export committed a checkpoint of one
+    of them meanwhile (then that one's rows are the lake's)."""
+    from deltalake.exceptions import CommitFailedError
+
+    export_id = uuid.uuid4().hex
+    repinned = {sid: {p["name"]: p for p in row["tables"]} for sid, row in rows.items()}
+    for name in LAKE_TABLES:
+        table = _open(base, name, None, storage_options)
+        if table is None:
+            continue
+        live = _live_files(table, list(rows))
+        stale = {sid: row for sid, row in rows.items()
+                 if sorted(live.get(sid, [])) != _pinned_files(row, name)}
+        if not stale:
+            continue
+        data = _pinned_table(base, name, stale, storage_options)
+        order = [f.name for f in table.schema().to_arrow()]  # type: ignore[attr-defined]
+        _replace(table, data.select(order), _in(stale), export_id)
+        files = _live_files(table, list(stale))
+        for sid in stale:
+            pin = repinned[sid].setdefault(
+                name, {"name": name, "rows": 0, "digest": None, "version": None, "files": []})
+            pin.update(version=table.version(), files=sorted(files.get(sid, [])))
+    import pyarrow as pa
+
+    updated = [{**row, "tables": list(repinned[sid].values())} for sid, row in rows.items()]
+    with contextlib.suppress(CommitFailedError):
+        _write(checkpoints, pa.Table.from_pylist(updated, schema=_checkpoint_schema()),
+               _in(rows), export_id)
+
+
+def _pinned_files(row: dict[str, Any], table: str) -> list[str]:
+    """The files (as the Delta log names them) a checkpoint row pins for ``table``."""
+    return sorted(next((p["files"] for p in row["tables"] if p["name"] == table), []))
 
 
 def _live_files(table: DeltaTable, session_ids: Sequence[str]) -> dict[str, list[str]]:
@@ -481,30 +552,19 @@ def export_delta(
     todo: list[str] = []
     version: int | None = None
     entries: dict[str, dict[str, Any]] = {}
+    written: set[str] = set()  # sessions whose tables an attempt wrote
+    there: dict[str, dict[str, Any]] = {}
     try:
         for attempt in range(_ATTEMPTS):
             checkpoints = _open(base, CHECKPOINTS, _checkpoint_schema() if snap.ids else None,
                                 storage_options)
             there = _checkpoint_rows(checkpoints, snap.ids)
-            conflicts, unchanged, todo = [], [], []
-            for sid in snap.ids:
-                row = there.get(sid)
-                entry = {"created_at": snap.created[sid]}
-                lake_entry = None if row is None else _entry(row)
-                reason = _conflict(
-                    functools.partial(_lake_log, base, sid, row, storage_options),
-                    lake_entry, entry, snap.leaves[sid],
-                )
-                if reason is not None:
-                    conflicts.append(ExportConflict(sid, reason))
-                elif row is not None and _unchanged(snap, sid, row):
-                    unchanged.append(sid)
-                else:
-                    todo.append(sid)
+            conflicts, unchanged, todo = _decide(base, snap, there, storage_options)
             if not todo or checkpoints is None:
                 version = None if checkpoints is None else checkpoints.version()
                 break
             export_id = uuid.uuid4().hex
+            written.update(todo)
             pins = _write_tables(base, snap, todo, export_id, storage_options)
             rows = _checkpoint_table(snap, todo, pins, export_id, __version__)
             try:
@@ -521,6 +581,12 @@ def export_delta(
             raise StoreError(
                 f"other exports of these sessions kept committing first ({_ATTEMPTS} "
                 "attempts); export again", operation="export")
+        # A session this export wrote but then lost to another's checkpoint (a conflict
+        # now, or equal): put the winner's rows back, so that plain readers of the
+        # latest versions see the lake's copy, not ours.
+        lost = {sid: there[sid] for sid in written.difference(todo) if sid in there}
+        if lost and checkpoints is not None:
+            _restore(base, checkpoints, lost, storage_options)
     except StoreError:
         raise
     except Exception as exc:  # delta-rs and object-store errors
@@ -594,10 +660,8 @@ def _checkpoints_as_of(base: str, as_of: AsOf, storage_options: dict[str, str] |
 
 
 def _file_paths(base: str, table: str, row: dict[str, Any]) -> list[str]:
-    for pin in row["tables"]:
-        if pin["name"] == table:
-            return [f"{base}/{table}/{unquote(path)}" for path in pin["files"]]
-    return []
+    """Where the files a checkpoint row pins for ``table`` are."""
+    return [f"{base}/{table}/{unquote(path)}" for path in _pinned_files(row, table)]
 
 
 def _pinned_table(base: str, table: str, rows: dict[str, dict[str, Any]],
@@ -721,9 +785,7 @@ def _ahead(base: str, rows: dict[str, dict[str, Any]]) -> set[str]:
             continue
         live = _live_files(table, list(rows))
         for sid, row in rows.items():
-            pinned: list[str] = next(
-                (p["files"] for p in row["tables"] if p["name"] == name), [])
-            if sorted(live.get(sid, [])) != sorted(pinned):
+            if sorted(live.get(sid, [])) != _pinned_files(row, name):
                 ahead.add(sid)
     return ahead
 
