@@ -67,13 +67,18 @@ from .store.commits import (
 )
 
 if typing.TYPE_CHECKING:
+    from .delta import export_delta
     from .lake import ExportReport, ImportReport, SessionImport, export_parquet, import_lake
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    name: "lake"
-    for name in ("ExportReport", "ImportReport", "SessionImport", "export_parquet", "import_lake")
+    **{
+        name: "lake"
+        for name in ("ExportReport", "ImportReport", "SessionImport", "export_parquet",
+                     "import_lake")
+    },
+    "export_delta": "delta",
 }
 """Names whose module is imported on first use, so ``import perspt_store`` stays quick."""
 
@@ -146,6 +151,7 @@ __all__ = [
     "VerificationReport",
     "VerificationResultRow",
     "__version__",
+    "export_delta",
     "export_parquet",
     "import_lake",
     "init_schema",

@@ -28,7 +28,6 @@ copy is not written at all.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import functools
 import json
@@ -46,7 +45,6 @@ import duckdb
 from ._displayable import Displayable
 from .errors import RecordNotFoundError, StoreError
 from .lake import (
-    _COUNTS_SQL,
     LAKE_TABLES,
     ExportConflict,
     ExportReport,
@@ -58,6 +56,7 @@ from .lake import (
     _read_snapshot,
     _run,
     _select_sql,
+    _session_facts,
     _table_columns,
 )
 from .merkle import MerkleTree
@@ -287,41 +286,13 @@ def _snapshot(store: SessionStore, session_ids: Iterable[str] | None) -> _Snapsh
     _check_exportable(store)
     marks = store._legacy_marks
     with _read_snapshot(store) as cursor:
-        present = [sid for (sid,) in _run(
-            cursor, f"SELECT session_id FROM sessions ORDER BY {order_key('sessions')}",
-            None, table="sessions", operation="export")] if store.schema_version else []
-        if session_ids is None:
-            ids = present
-        else:
-            ids = list(dict.fromkeys(session_ids))
-            known = set(present)
-            missing = [sid for sid in ids if sid not in known]
-            if missing:
-                raise RecordNotFoundError(
-                    f"no session {missing[0]!r} in the store; nothing was exported",
-                    table="sessions", operation="export",
-                )
-        snap = _Snapshot(ids, {}, {s: {} for s in ids}, {s: {} for s in ids},
-                         {s: [] for s in ids}, dict.fromkeys(ids), {})
+        ids, counts, leaves, created = _session_facts(store, cursor, session_ids)
+        snap = _Snapshot(ids, {}, counts, {s: {} for s in ids}, leaves, created, {})
         if not ids:
             return snap
-        for table, sid, count in _run(cursor, _COUNTS_SQL, [ids], table=None,
-                                      operation="export"):
-            snap.counts[sid][table] = count
         for table, sid, digest in _run(cursor, _digests_sql(store, _table_columns(cursor)),
                                        [ids], table=None, operation="export"):
             snap.digests[sid][table] = digest
-        for sid, leaf in _run(
-            cursor, "SELECT session_id, leaf_hash FROM merkle_log WHERE session_id IN "
-            "(SELECT unnest(?)) ORDER BY session_id, seq", [ids],
-            table="merkle_log", operation="export",
-        ):
-            snap.leaves[sid].append(bytes(leaf))
-        for sid, at in _run(
-            cursor, "SELECT session_id, created_at FROM sessions WHERE session_id IN "
-            "(SELECT unnest(?))", [ids], table="sessions", operation="export",
-        ):
-            snap.created[sid] = None if at is None else str(at)
         for table in LAKE_TABLES:
             query = _select_sql(table, marks, "session_id IN (SELECT unnest($1))")
             try:
@@ -450,39 +421,54 @@ def _replace(table: DeltaTable, data: pa.Table, predicate: str, export_id: str) 
             table.update_incremental()
 
 
-def _restore(base: str, checkpoints: DeltaTable, rows: dict[str, dict[str, Any]],
-             storage_options: dict[str, str] | None) -> None:
+def _restore(base: str, session_ids: list[str], storage_options: dict[str, str] | None
+             ) -> None:
     """Make the latest version of every table hold, for these sessions, the rows their
-    checkpoint ``rows`` (read from ``checkpoints``) pin, where it holds other rows; then
-    pin the files written instead, unless another export committed a checkpoint of one
-    of them meanwhile (then that one's rows are the lake's)."""
+    checkpoints pin (where it holds other rows), and pin the files written instead.
+
+    The re-pin commits only if no export committed a checkpoint of one of them since it
+    was read; if one did, its tables may have been overwritten by this restore: restore
+    again, to its rows. So the last to write a session's tables also commits its pins."""
     from deltalake.exceptions import CommitFailedError
 
     export_id = uuid.uuid4().hex
-    repinned = {sid: {p["name"]: p for p in row["tables"]} for sid, row in rows.items()}
-    for name in LAKE_TABLES:
-        table = _open(base, name, None, storage_options)
-        if table is None:
-            continue
-        live = _live_files(table, list(rows))
-        stale = {sid: row for sid, row in rows.items()
-                 if sorted(live.get(sid, [])) != _pinned_files(row, name)}
-        if not stale:
-            continue
-        data = _pinned_table(base, name, stale, storage_options)
-        order = [f.name for f in table.schema().to_arrow()]  # type: ignore[attr-defined]
-        _replace(table, data.select(order), _in(stale), export_id)
-        files = _live_files(table, list(stale))
-        for sid in stale:
-            pin = repinned[sid].setdefault(
-                name, {"name": name, "rows": 0, "digest": None, "version": None, "files": []})
-            pin.update(version=table.version(), files=sorted(files.get(sid, [])))
-    import pyarrow as pa
+    for _ in range(_ATTEMPTS):
+        checkpoints = _open(base, CHECKPOINTS, None, storage_options)
+        assert checkpoints is not None
+        rows = _checkpoint_rows(checkpoints, session_ids)
+        repinned = {sid: {p["name"]: p for p in row["tables"]} for sid, row in rows.items()}
+        changed = False
+        for name in LAKE_TABLES:
+            table = _open(base, name, None, storage_options)
+            if table is None:
+                continue
+            live = _live_files(table, list(rows))
+            stale = {sid: row for sid, row in rows.items()
+                     if sorted(live.get(sid, [])) != _pinned_files(row, name)}
+            if not stale:
+                continue
+            changed = True
+            data = _pinned_table(base, name, stale, storage_options)
+            order = [f.name for f in table.schema().to_arrow()]  # type: ignore[attr-defined]
+            _replace(table, data.select(order), _in(stale), export_id)
+            files = _live_files(table, list(stale))
+            for sid in stale:
+                pin = repinned[sid].setdefault(name, {
+                    "name": name, "rows": 0, "digest": None, "version": None, "files": []})
+                pin.update(version=table.version(), files=sorted(files.get(sid, [])))
+        if not changed:
+            return
+        import pyarrow as pa
 
-    updated = [{**row, "tables": list(repinned[sid].values())} for sid, row in rows.items()]
-    with contextlib.suppress(CommitFailedError):
-        _write(checkpoints, pa.Table.from_pylist(updated, schema=_checkpoint_schema()),
-               _in(rows), export_id)
+        updated = [{**row, "tables": list(repinned[sid].values())} for sid, row in rows.items()]
+        try:
+            _write(checkpoints, pa.Table.from_pylist(updated, schema=_checkpoint_schema()),
+                   _in(rows), export_id)
+            return
+        except CommitFailedError:
+            time.sleep(random.uniform(0.001, 0.05))
+    raise StoreError("other exports of these sessions kept committing while this one put "
+                     "their rows back; export again", operation="export")
 
 
 def _pinned_files(row: dict[str, Any], table: str) -> list[str]:
@@ -584,9 +570,9 @@ def export_delta(
         # A session this export wrote but then lost to another's checkpoint (a conflict
         # now, or equal): put the winner's rows back, so that plain readers of the
         # latest versions see the lake's copy, not ours.
-        lost = {sid: there[sid] for sid in written.difference(todo) if sid in there}
-        if lost and checkpoints is not None:
-            _restore(base, checkpoints, lost, storage_options)
+        lost = sorted(written.difference(todo))
+        if lost:
+            _restore(base, lost, storage_options)
     except StoreError:
         raise
     except Exception as exc:  # delta-rs and object-store errors

@@ -60,7 +60,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 from urllib.parse import quote
 
 import duckdb
@@ -648,6 +648,59 @@ def _select_sql(table: str, marks: dict[str, int], where: str) -> str:
     return f"SELECT *{replace} FROM {table} WHERE {where} ORDER BY {order_key(table)}"
 
 
+class _SessionFacts(NamedTuple):
+    ids: list[str]
+    counts: dict[str, dict[str, int]]
+    """Rows per session and table (tables without rows left out)."""
+    leaves: dict[str, list[bytes]]
+    """Each session's commit-log leaf hashes, in order."""
+    created: dict[str, str | None]
+    """Each session's ``created_at``, as text."""
+
+
+def _session_facts(
+    store: SessionStore, cursor: duckdb.DuckDBPyConnection, session_ids: Iterable[str] | None
+) -> _SessionFacts:
+    """The sessions to export (all by default, in creation order) and what an export
+    checks of each, read through ``cursor`` inside the caller's snapshot.
+
+    Raises:
+        RecordNotFoundError: A named session is not in the store.
+    """
+    present = [sid for (sid,) in _run(
+        cursor, f"SELECT session_id FROM sessions ORDER BY {order_key('sessions')}",
+        None, table="sessions", operation="export")] if store.schema_version else []
+    if session_ids is None:
+        ids = present
+    else:
+        ids = list(dict.fromkeys(session_ids))
+        known = set(present)
+        missing = [sid for sid in ids if sid not in known]
+        if missing:
+            raise RecordNotFoundError(
+                f"no session {missing[0]!r} in the store; nothing was exported",
+                table="sessions", operation="export",
+            )
+    facts = _SessionFacts(ids, {sid: {} for sid in ids}, {sid: [] for sid in ids},
+                          dict.fromkeys(ids))
+    if not ids:
+        return facts
+    for table, sid, count in _run(cursor, _COUNTS_SQL, [ids], table=None, operation="export"):
+        facts.counts[sid][table] = count
+    for sid, leaf in _run(
+        cursor, "SELECT session_id, leaf_hash FROM merkle_log WHERE session_id IN "
+        "(SELECT unnest(?)) ORDER BY session_id, seq", [ids],
+        table="merkle_log", operation="export",
+    ):
+        facts.leaves[sid].append(bytes(leaf))
+    for sid, at in _run(
+        cursor, "SELECT session_id, created_at FROM sessions WHERE session_id IN "
+        "(SELECT unnest(?))", [ids], table="sessions", operation="export",
+    ):
+        facts.created[sid] = None if at is None else str(at)
+    return facts
+
+
 def export_parquet(
     store: SessionStore, directory: PathLike, session_ids: Iterable[str] | None = None
 ) -> ExportReport:
@@ -704,40 +757,9 @@ def export_parquet(
     marks = store._legacy_marks
     try:
         with _read_snapshot(store) as cursor:
-            present = [sid for (sid,) in _run(
-                cursor, f"SELECT session_id FROM sessions ORDER BY {order_key('sessions')}",
-                None, table="sessions", operation="export")] if store.schema_version else []
-            if session_ids is None:
-                ids = present
-            else:
-                ids = list(dict.fromkeys(session_ids))
-                known = set(present)
-                missing = [sid for sid in ids if sid not in known]
-                if missing:
-                    raise RecordNotFoundError(
-                        f"no session {missing[0]!r} in the store; nothing was exported",
-                        table="sessions", operation="export",
-                    )
-            counts: dict[str, dict[str, int]] = {sid: {} for sid in ids}
-            leaves: dict[str, list[bytes]] = {sid: [] for sid in ids}
-            created: dict[str, str | None] = dict.fromkeys(ids)
+            ids, counts, leaves, created = _session_facts(store, cursor, session_ids)
             when = _now()
             if ids:
-                for table, sid, count in _run(
-                    cursor, _COUNTS_SQL, [ids], table=None, operation="export"
-                ):
-                    counts[sid][table] = count
-                for sid, leaf in _run(
-                    cursor, "SELECT session_id, leaf_hash FROM merkle_log WHERE session_id IN "
-                    "(SELECT unnest(?)) ORDER BY session_id, seq", [ids],
-                    table="merkle_log", operation="export",
-                ):
-                    leaves[sid].append(bytes(leaf))
-                for sid, at in _run(
-                    cursor, "SELECT session_id, created_at FROM sessions WHERE session_id IN "
-                    "(SELECT unnest(?))", [ids], table="sessions", operation="export",
-                ):
-                    created[sid] = None if at is None else str(at)
                 staging.mkdir()
                 for table in LAKE_TABLES:
                     found = [(sid, counts[sid][table]) for sid in ids if table in counts[sid]]
