@@ -22,8 +22,10 @@ History: before it writes, an export reads the session's checkpoint row and goes
 the store's commit log extends it (a Merkle consistency proof, :func:`lake._conflict`); the
 checkpoint commit is conditional on that row being unchanged (Delta's optimistic
 concurrency: a concurrent commit into the same partition fails ours). A lost race starts the
-export over, against the winner's checkpoint. A session whose log and rows equal the lake's
-copy is not written at all.
+export over, against the winner's checkpoint; a session it then may not (or need not)
+write gets the winner's rows back in the tables it wrote (``_restore``), so the latest
+versions that plain Delta readers see hold what the checkpoints say. A session whose log
+and rows equal the lake's copy is not written at all.
 """
 
 from __future__ import annotations
@@ -167,6 +169,7 @@ def _open(base: str, table: str, schema: pa.Schema | None,
     from deltalake.exceptions import TableNotFoundError
 
     uri = f"{base}/{table}"
+    failure: Exception | None = None
     for _ in range(20):
         try:
             found: DeltaTable = deltalake.DeltaTable(uri, storage_options=storage_options)
@@ -183,9 +186,11 @@ def _open(base: str, table: str, schema: pa.Schema | None,
                 storage_options=storage_options,
             )
             return found
-        except Exception:  # another exporter created it meanwhile: load it
+        except Exception as exc:  # another exporter created it meanwhile: load it
+            failure = exc
             time.sleep(random.uniform(0.001, 0.02))
-    raise StoreError(f"the Delta table {uri} could not be opened or created", operation="lake")
+    raise StoreError(f"the Delta table {uri} could not be opened or created: {failure}",
+                     operation="lake") from failure
 
 
 # --- reports ------------------------------------------------------------------------------
