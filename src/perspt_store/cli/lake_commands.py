@@ -23,7 +23,13 @@ def _as_of(version: int | None, timestamp: _dt.datetime | None) -> int | _dt.dat
 
 @click.group()
 def lake() -> None:
-    """Audit and maintain a Delta lake written by ``export --delta``."""
+    """Audit and maintain a Delta lake written by ``export --delta``.
+
+    \b
+    Example:
+        perspt-store lake verify /shared/lake
+        perspt-store lake compact /shared/lake
+    """
 
 
 @lake.command()
