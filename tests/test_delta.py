@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 from click.testing import CliRunner
-from test_lake import WEIRD, commits, contents, new_session, small_session
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 import perspt_store as ps
 from perspt_store.cli import cli
@@ -33,6 +34,7 @@ from perspt_store.delta import (
 )
 from perspt_store.demo import record_demo_session
 from perspt_store.lake import LAKE_TABLES, import_lake
+from test_lake import WEIRD, commits, contents, new_session, small_session
 
 
 def lake_files(lake: Path) -> dict[str, bytes]:
@@ -76,6 +78,31 @@ def test_two_stores_export_into_one_delta_lake_and_a_third_imports_both(tmp_path
                     assert central.verify_session(sid).ok
                     assert contents(central, sid) == contents(store, sid)
             assert import_lake(central, lake).skipped == report.imported  # idempotent
+
+
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(session_id=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                          min_size=1, max_size=16))
+def test_any_session_id_round_trips_through_a_delta_lake(
+    session_id: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Whatever its id (quotes, slashes, '=', '%', any script), a session is written to its
+    own partition, read back under its id, and imports as it was."""
+    assume(session_id != "other")
+    lake = tmp_path_factory.mktemp("lake")
+    with ps.SessionStore.in_memory() as source, ps.SessionStore.in_memory() as target:
+        small_session(source, session_id, nodes=1)
+        small_session(source, "other", nodes=1)
+        assert export_delta(source, lake).ok
+        merkle = pl.read_delta(str(lake / "merkle_log"))
+        assert sorted(merkle["session_id"].unique().to_list()) == sorted([session_id, "other"])
+        pinned = lake_dataset(lake, "node_states").to_table(
+            filter=ds.field("session_id") == session_id)
+        assert pinned.num_rows == 2
+        assert import_lake(target, lake).ok
+        assert contents(target, session_id) == contents(source, session_id)
+        assert export_delta(source, lake).unchanged == [session_id, "other"]
 
 
 def test_polars_and_pyarrow_read_every_session(tmp_path: Path) -> None:
