@@ -257,6 +257,23 @@ def test_export_refuses_unknown_sessions_and_writes_nothing(tmp_path: Path) -> N
     assert not (tmp_path / "lake").exists()
 
 
+def test_import_reports_a_different_history_in_the_store_and_merges_nothing(
+    tmp_path: Path,
+) -> None:
+    lake = tmp_path / "lake"
+    with ps.SessionStore.in_memory() as source, ps.SessionStore.in_memory() as central:
+        small_session(source, "s")
+        small_session(source, "t")
+        export_delta(source, lake)
+        small_session(central, "s", nodes=1)
+        before = contents(central, "s")
+        report = import_lake(central, lake)
+        assert not report.ok and report.imported == ["t"]
+        (conflict,) = report.conflicts
+        assert conflict.status == "conflict" and "different history" in conflict.detail
+        assert contents(central, "s") == before
+
+
 # --- time travel ----------------------------------------------------------------------------
 
 
