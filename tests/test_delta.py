@@ -63,8 +63,8 @@ def test_two_stores_export_into_one_delta_lake_and_a_third_imports_both(tmp_path
     with ps.SessionStore.in_memory() as a, ps.SessionStore.in_memory() as b:
         ids_a = [record_demo_session(a, seed=1), small_session(a, WEIRD)]
         ids_b = [record_demo_session(b, seed=2), small_session(b, "123")]
-        report = export_delta(a, lake)
-        assert report.ok and report.session_ids == ids_a
+        exported = export_delta(a, lake)
+        assert exported.ok and exported.session_ids == ids_a
         assert export_delta(b, lake).session_ids == ids_b
         assert is_delta_lake(lake) and not is_delta_lake(tmp_path)
         # Every row exactly once, in every table, as the stores hold them.
@@ -78,6 +78,10 @@ def test_two_stores_export_into_one_delta_lake_and_a_third_imports_both(tmp_path
                     assert central.verify_session(sid).ok
                     assert contents(central, sid) == contents(store, sid)
             assert import_lake(central, lake).skipped == report.imported  # idempotent
+        # Notebooks show both reports.
+        assert "Exported 2 sessions" in exported._repr_html_()
+        verification = verify_lake(lake)
+        assert verification.ok and "verified" in verification._repr_html_()
 
 
 @settings(max_examples=10, deadline=None,

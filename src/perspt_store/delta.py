@@ -229,7 +229,7 @@ class SessionVerdict:
 class LakeVerification(Displayable):
     """Every session of a Delta lake checked against its checkpoint."""
 
-    _html_renderer: ClassVar[str] = "import_report_html"
+    _html_renderer: ClassVar[str] = "lake_verification_html"
 
     uri: str
     sessions: list[SessionVerdict]
