@@ -45,7 +45,7 @@ from urllib.parse import unquote
 import duckdb
 
 from ._displayable import Displayable
-from .errors import RecordNotFoundError, StoreError
+from .errors import StoreError
 from .lake import (
     LAKE_TABLES,
     ExportConflict,
@@ -55,6 +55,7 @@ from .lake import (
     _conflict,
     _digest_sql,
     _import_session,
+    _named,
     _read_snapshot,
     _run,
     _select_sql,
@@ -720,16 +721,7 @@ def import_delta(store: SessionStore, uri: PathLike | str,
             f"importing from {base} is not supported: import reads the pinned files with "
             "DuckDB, so copy the lake to a local directory first", operation="import")
     rows, _ = _checkpoints_as_of(base, as_of, None)
-    names = list(rows)
-    if session_ids is not None:
-        wanted = list(dict.fromkeys(session_ids))
-        missing = [sid for sid in wanted if sid not in rows]
-        if missing:
-            raise RecordNotFoundError(
-                f"no session {missing[0]!r} in the lake at {base}; nothing was imported",
-                table="sessions", operation="import",
-            )
-        names = wanted
+    names = _named(list(rows), session_ids, f"the lake at {base}", "import")
     names.sort(key=lambda sid: (rows[sid]["session_created_at"] is None,
                                 rows[sid]["session_created_at"] or "", sid))
     results = []

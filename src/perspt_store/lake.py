@@ -648,6 +648,27 @@ def _select_sql(table: str, marks: dict[str, int], where: str) -> str:
     return f"SELECT *{replace} FROM {table} WHERE {where} ORDER BY {order_key(table)}"
 
 
+def _named(
+    available: list[str], session_ids: Iterable[str] | None, where: str, operation: str
+) -> list[str]:
+    """``session_ids`` (once each, in order), or every available session if None.
+
+    Raises:
+        RecordNotFoundError: Naming the first that is not available (nothing was done).
+    """
+    if session_ids is None:
+        return available
+    wanted = list(dict.fromkeys(session_ids))
+    known = set(available)
+    missing = [sid for sid in wanted if sid not in known]
+    if missing:
+        raise RecordNotFoundError(
+            f"no session {missing[0]!r} in {where}; nothing was {operation}ed",
+            table="sessions", operation=operation,
+        )
+    return wanted
+
+
 class _SessionFacts(NamedTuple):
     ids: list[str]
     counts: dict[str, dict[str, int]]
@@ -670,17 +691,7 @@ def _session_facts(
     present = [sid for (sid,) in _run(
         cursor, f"SELECT session_id FROM sessions ORDER BY {order_key('sessions')}",
         None, table="sessions", operation="export")] if store.schema_version else []
-    if session_ids is None:
-        ids = present
-    else:
-        ids = list(dict.fromkeys(session_ids))
-        known = set(present)
-        missing = [sid for sid in ids if sid not in known]
-        if missing:
-            raise RecordNotFoundError(
-                f"no session {missing[0]!r} in the store; nothing was exported",
-                table="sessions", operation="export",
-            )
+    ids = _named(present, session_ids, "the store", "export")
     facts = _SessionFacts(ids, {sid: {} for sid in ids}, {sid: [] for sid in ids},
                           dict.fromkeys(ids))
     if not ids:
@@ -1016,16 +1027,7 @@ def _import_directory(
             operation="import",
         )
     entries: dict[str, Any] = manifest["sessions"]
-    names = list(entries)
-    if session_ids is not None:
-        wanted = list(dict.fromkeys(session_ids))
-        missing = [sid for sid in wanted if sid not in entries]
-        if missing:
-            raise RecordNotFoundError(
-                f"no session {missing[0]!r} in the lake at {directory}; nothing was imported",
-                table="sessions", operation="import",
-            )
-        names = wanted
+    names = _named(list(entries), session_ids, f"the lake at {directory}", "import")
     created = _created_at(store, directory, names)
     position = {sid: i for i, sid in enumerate(names)}
     names.sort(key=lambda sid: (created.get(sid) is None, created.get(sid) or _dt.datetime.min,
