@@ -34,7 +34,7 @@ from perspt_store.delta import (
 )
 from perspt_store.demo import record_demo_session
 from perspt_store.lake import LAKE_TABLES, import_lake
-from test_lake import WEIRD, commits, contents, new_session, small_session
+from test_lake import WEIRD, commits, contents, new_session, run_processes, small_session
 
 
 def lake_files(lake: Path) -> dict[str, bytes]:
@@ -341,23 +341,7 @@ def run_workers(tmp_path: Path, lake: Path, work: list[list[Any]]) -> list[Any]:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     go = tmp_path / "GO"
-    procs = [subprocess.Popen([sys.executable, str(script), str(lake), str(go), json.dumps(jobs)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for jobs in work]
-    time.sleep(1.0)  # let them import before the start signal
-    go.touch()
-    results = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=500)
-            assert proc.returncode == 0, err
-            results.append(json.loads(out))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return results
+    return run_processes(script, go, [[str(lake), str(go), json.dumps(jobs)] for jobs in work])
 
 
 def test_four_processes_export_at_once_and_same_session_extensions_race(tmp_path: Path) -> None:
