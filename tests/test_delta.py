@@ -253,12 +253,19 @@ def test_an_export_that_loses_the_race_for_a_checkpoint_puts_the_winners_rows_ba
     assert not any("did not commit" in v.detail for v in verify_lake(lake).sessions)
 
 
-def test_export_refuses_unknown_sessions_and_writes_nothing(tmp_path: Path) -> None:
+def test_export_refuses_unknown_sessions_and_parquet_lakes_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
     with ps.SessionStore.in_memory() as store:
         small_session(store, "s")
         with pytest.raises(ps.RecordNotFoundError, match="'nope'"):
             export_delta(store, tmp_path / "lake", ["s", "nope"])
-    assert not (tmp_path / "lake").exists()
+        assert not (tmp_path / "lake").exists()
+        ps.export_parquet(store, tmp_path / "parquet")
+        before = lake_files(tmp_path / "parquet")
+        with pytest.raises(ps.StoreError, match="is a Parquet lake"):
+            export_delta(store, tmp_path / "parquet")
+        assert lake_files(tmp_path / "parquet") == before
 
 
 def test_import_reports_a_different_history_in_the_store_and_merges_nothing(

@@ -48,6 +48,7 @@ from ._displayable import Displayable
 from .errors import StoreError
 from .lake import (
     LAKE_TABLES,
+    MANIFEST,
     ExportConflict,
     ExportReport,
     ImportReport,
@@ -535,6 +536,10 @@ def export_delta(
     snap = _snapshot(store, session_ids)
     base = _base(uri)
     if _local(base):
+        if (Path(base) / MANIFEST).exists():
+            raise StoreError(
+                f"{base} is a Parquet lake (it has a {MANIFEST}); export the Delta lake to "
+                "another directory", operation="export")
         try:
             Path(base).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
