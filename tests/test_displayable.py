@@ -8,6 +8,7 @@ import sys
 import perspt_store as ps
 from perspt_store import _display
 from perspt_store._displayable import Displayable
+from perspt_store.delta import DeltaExportReport, LakeVerification
 
 
 def test_import_perspt_store_does_not_load_the_renderers() -> None:
@@ -21,7 +22,8 @@ def test_import_perspt_store_does_not_load_the_renderers() -> None:
 def test_every_displayable_class_names_renderers_that_exist() -> None:
     classes = [
         ps.Row, ps.SessionSnapshot, ps.NodeReviewSummary, ps.SessionReviewSummary,
-        ps.VerificationReport, ps.ExportReport, ps.ImportReport,
+        ps.VerificationReport, ps.ExportReport, ps.ImportReport, DeltaExportReport,
+        LakeVerification,
     ]
     for cls in classes:
         assert issubclass(cls, Displayable), cls

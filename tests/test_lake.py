@@ -715,12 +715,19 @@ def run_exporters(tmp_path: Path, work: list[tuple[Path, list[tuple[Path, str]]]
     script = tmp_path / "exporter.py"
     script.write_text(EXPORTER)
     go = tmp_path / "GO"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(db), str(go),
-             json.dumps([[str(lake), sid] for lake, sid in jobs])],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return run_processes(script, go, [
+        [str(db), str(go), json.dumps([[str(lake), sid] for lake, sid in jobs])]
         for db, jobs in work
+    ])
+
+
+def run_processes(script: Path, go: Path, argvs: list[list[str]]) -> list[Any]:
+    """Run ``script`` in one process per argv, release them together by creating ``go``,
+    and return what each printed as JSON (bounded in time: a hung process fails the test)."""
+    procs = [
+        subprocess.Popen([sys.executable, str(script), *argv],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for argv in argvs
     ]
     go.touch()
     results = []

@@ -68,12 +68,14 @@ from .store.commits import (
 
 if typing.TYPE_CHECKING:
     from .aio import AsyncSessionStore
+    from .delta import export_delta
     from .lake import ExportReport, ImportReport, SessionImport, export_parquet, import_lake
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "AsyncSessionStore": "aio",  # needs the ``async`` extra (anyio)
+    "export_delta": "delta",  # needs the ``lake`` extra (deltalake)
     **{
         name: "lake"
         for name in (
@@ -153,6 +155,7 @@ __all__ = [
     "VerificationReport",
     "VerificationResultRow",
     "__version__",
+    "export_delta",
     "export_parquet",
     "import_lake",
     "init_schema",

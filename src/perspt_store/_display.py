@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .delta import LakeVerification
     from .lake import ExportReport, ImportReport
     from .rows import Row
     from .store.commits import VerificationReport
@@ -24,6 +25,7 @@ __all__ = [
     "export_report_html",
     "import_report_html",
     "kv_html",
+    "lake_verification_html",
     "node_review_html",
     "node_review_repr",
     "row_html",
@@ -227,6 +229,16 @@ def import_report_html(report: ImportReport) -> str:
         f"</thead><tbody>{body}</tbody></table>"
     )
     return _wrap(_title(f"Import from {report.source}", badge), table)
+
+
+def lake_verification_html(report: LakeVerification) -> str:
+    """One line per session of a Delta lake: verified or not, commits, detail."""
+    failed = sum(not s.ok for s in report.sessions)
+    badge = ("OK", "ok") if report.ok else (f"{failed} failed", "bad")
+    rows = [[s.session_id, "yes" if s.ok else "no", s.commits, s.detail]
+            for s in report.sessions]
+    return _wrap(_title(f"Lake {report.uri}", badge),
+                 table_html(rows, ["session", "verified", "commits", "detail"]))
 
 
 # --- snapshots and summaries (perspt_store.store.snapshot) ------------------------------------

@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
+import functools
 import json
 import os
 import random
@@ -59,7 +60,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 from urllib.parse import quote
 
 import duckdb
@@ -647,6 +648,70 @@ def _select_sql(table: str, marks: dict[str, int], where: str) -> str:
     return f"SELECT *{replace} FROM {table} WHERE {where} ORDER BY {order_key(table)}"
 
 
+def _named(
+    available: list[str], session_ids: Iterable[str] | None, where: str, operation: str
+) -> list[str]:
+    """``session_ids`` (once each, in order), or every available session if None.
+
+    Raises:
+        RecordNotFoundError: Naming the first that is not available (nothing was done).
+    """
+    if session_ids is None:
+        return available
+    wanted = list(dict.fromkeys(session_ids))
+    known = set(available)
+    missing = [sid for sid in wanted if sid not in known]
+    if missing:
+        raise RecordNotFoundError(
+            f"no session {missing[0]!r} in {where}; nothing was {operation}ed",
+            table="sessions", operation=operation,
+        )
+    return wanted
+
+
+class _SessionFacts(NamedTuple):
+    ids: list[str]
+    counts: dict[str, dict[str, int]]
+    """Rows per session and table (tables without rows left out)."""
+    leaves: dict[str, list[bytes]]
+    """Each session's commit-log leaf hashes, in order."""
+    created: dict[str, str | None]
+    """Each session's ``created_at``, as text."""
+
+
+def _session_facts(
+    store: SessionStore, cursor: duckdb.DuckDBPyConnection, session_ids: Iterable[str] | None
+) -> _SessionFacts:
+    """The sessions to export (all by default, in creation order) and what an export
+    checks of each, read through ``cursor`` inside the caller's snapshot.
+
+    Raises:
+        RecordNotFoundError: A named session is not in the store.
+    """
+    present = [sid for (sid,) in _run(
+        cursor, f"SELECT session_id FROM sessions ORDER BY {order_key('sessions')}",
+        None, table="sessions", operation="export")] if store.schema_version else []
+    ids = _named(present, session_ids, "the store", "export")
+    facts = _SessionFacts(ids, {sid: {} for sid in ids}, {sid: [] for sid in ids},
+                          dict.fromkeys(ids))
+    if not ids:
+        return facts
+    for table, sid, count in _run(cursor, _COUNTS_SQL, [ids], table=None, operation="export"):
+        facts.counts[sid][table] = count
+    for sid, leaf in _run(
+        cursor, "SELECT session_id, leaf_hash FROM merkle_log WHERE session_id IN "
+        "(SELECT unnest(?)) ORDER BY session_id, seq", [ids],
+        table="merkle_log", operation="export",
+    ):
+        facts.leaves[sid].append(bytes(leaf))
+    for sid, at in _run(
+        cursor, "SELECT session_id, created_at FROM sessions WHERE session_id IN "
+        "(SELECT unnest(?))", [ids], table="sessions", operation="export",
+    ):
+        facts.created[sid] = None if at is None else str(at)
+    return facts
+
+
 def export_parquet(
     store: SessionStore, directory: PathLike, session_ids: Iterable[str] | None = None
 ) -> ExportReport:
@@ -703,40 +768,9 @@ def export_parquet(
     marks = store._legacy_marks
     try:
         with _read_snapshot(store) as cursor:
-            present = [sid for (sid,) in _run(
-                cursor, f"SELECT session_id FROM sessions ORDER BY {order_key('sessions')}",
-                None, table="sessions", operation="export")] if store.schema_version else []
-            if session_ids is None:
-                ids = present
-            else:
-                ids = list(dict.fromkeys(session_ids))
-                known = set(present)
-                missing = [sid for sid in ids if sid not in known]
-                if missing:
-                    raise RecordNotFoundError(
-                        f"no session {missing[0]!r} in the store; nothing was exported",
-                        table="sessions", operation="export",
-                    )
-            counts: dict[str, dict[str, int]] = {sid: {} for sid in ids}
-            leaves: dict[str, list[bytes]] = {sid: [] for sid in ids}
-            created: dict[str, str | None] = dict.fromkeys(ids)
+            ids, counts, leaves, created = _session_facts(store, cursor, session_ids)
             when = _now()
             if ids:
-                for table, sid, count in _run(
-                    cursor, _COUNTS_SQL, [ids], table=None, operation="export"
-                ):
-                    counts[sid][table] = count
-                for sid, leaf in _run(
-                    cursor, "SELECT session_id, leaf_hash FROM merkle_log WHERE session_id IN "
-                    "(SELECT unnest(?)) ORDER BY session_id, seq", [ids],
-                    table="merkle_log", operation="export",
-                ):
-                    leaves[sid].append(bytes(leaf))
-                for sid, at in _run(
-                    cursor, "SELECT session_id, created_at FROM sessions WHERE session_id IN "
-                    "(SELECT unnest(?))", [ids], table="sessions", operation="export",
-                ):
-                    created[sid] = None if at is None else str(at)
                 staging.mkdir()
                 for table in LAKE_TABLES:
                     found = [(sid, counts[sid][table]) for sid in ids if table in counts[sid]]
@@ -759,8 +793,9 @@ def export_parquet(
             conflicts = [
                 ExportConflict(sid, reason)
                 for sid in ids
-                if (reason := _conflict(directory, sid, manifest["sessions"].get(sid),
-                                        entries[sid], leaves[sid])) is not None
+                if (reason := _conflict(
+                    functools.partial(_lake_log, directory, sid),
+                    manifest["sessions"].get(sid), entries[sid], leaves[sid])) is not None
             ]
             rejected = {c.session_id for c in conflicts}
             exported = [sid for sid in ids if sid not in rejected]
@@ -815,11 +850,13 @@ def _lake_log(directory: Path, session_id: str, size: int, root: bytes) -> Merkl
 
 
 def _conflict(
-    directory: Path, session_id: str, there: Any, entry: dict[str, Any], leaves: list[bytes]
+    lake_log: Callable[[int, bytes], MerkleTree | None], there: Any, entry: dict[str, Any],
+    leaves: list[bytes],
 ) -> str | None:
     """Why the store's copy of a session may not replace the lake's (``there``, its
     manifest entry), None if it may: the lake has no copy, or the store's log extends the
-    lake's checkpoint (a consistency proof) and the session was created at the same time."""
+    lake's checkpoint (a consistency proof) and the session was created at the same time.
+    ``lake_log(size, root)`` reads the lake's log of the session (None unless it matches)."""
     if there is None:
         return None
     kept = "; the lake's copy was left as it is"
@@ -839,7 +876,7 @@ def _conflict(
     if size > tree.size:
         # The store's log cannot extend a longer one; say whether it is behind (a prefix of
         # the lake's log, read from the lake's merkle_log files) or another history.
-        lake = _lake_log(directory, session_id, size, root)
+        lake = lake_log(size, root)
         if lake is None:
             return (f"the lake's copy has more commits than the store's log ({theirs}; the "
                     f"store {ours}), so the store's log does not extend it" + kept)
@@ -913,10 +950,12 @@ class _Invalid(Exception):
 
 
 def import_lake(
-    store: SessionStore, source: PathLike, session_ids: Iterable[str] | None = None
+    store: SessionStore, source: PathLike, session_ids: Iterable[str] | None = None,
+    *, as_of: int | _dt.datetime | None = None,
 ) -> ImportReport:
-    """Merge a lake (a directory written by :func:`export_parquet`), or another store's
-    database file, into ``store``.
+    """Merge a lake (a directory written by :func:`export_parquet`, or a Delta lake written
+    by :func:`~perspt_store.delta.export_delta`), or another store's database file, into
+    ``store``.
 
     Each session is imported in one transaction, in order of creation, rows in their
     insertion order: ids come from ``store``'s sequences (``merkle_log.node_state_id``
@@ -939,6 +978,8 @@ def import_lake(
         source: A lake directory, or a DuckDB database file written by perspt-store (opened
             read-only, so a file another process is writing is read from its snapshot).
         session_ids: Only these sessions of the source; all by default.
+        as_of: A Delta lake only: import it as it was at this version of its
+            ``lake_checkpoints`` table (an int) or at this time (a timezone-aware datetime).
 
     Raises:
         ReadOnlyStoreError: ``store`` is read-only.
@@ -948,6 +989,13 @@ def import_lake(
     """
     store._check_writable(None)
     path = Path(source)
+    from . import delta
+
+    if path.is_dir() and delta.is_delta_lake(path):
+        return delta.import_delta(store, path, session_ids, as_of=as_of)
+    if as_of is not None:
+        raise StoreError(f"{path} is not a Delta lake: as_of reads a Delta lake's history",
+                         operation="import")
     if path.is_dir():
         return _import_directory(store, path, session_ids)
     if path.is_file():
@@ -979,16 +1027,7 @@ def _import_directory(
             operation="import",
         )
     entries: dict[str, Any] = manifest["sessions"]
-    names = list(entries)
-    if session_ids is not None:
-        wanted = list(dict.fromkeys(session_ids))
-        missing = [sid for sid in wanted if sid not in entries]
-        if missing:
-            raise RecordNotFoundError(
-                f"no session {missing[0]!r} in the lake at {directory}; nothing was imported",
-                table="sessions", operation="import",
-            )
-        names = wanted
+    names = _named(list(entries), session_ids, f"the lake at {directory}", "import")
     created = _created_at(store, directory, names)
     position = {sid: i for i, sid in enumerate(names)}
     names.sort(key=lambda sid: (created.get(sid) is None, created.get(sid) or _dt.datetime.min,
@@ -1058,7 +1097,9 @@ def _import_watched(
                 # The journal first: an export removes it only after writing the manifest.
                 return watch.busy(session_id) or watch.entry(session_id) != entry
 
-            result = _import_session(store, directory, session_id, entry, changed)
+            files = {t: f for t in LAKE_TABLES
+                     if (f := _parquet(directory, t, session_id)) is not None}
+            result = _import_session(store, session_id, entry, files, changed)
             if result is not None:
                 return result
         time.sleep(pause * random.uniform(0.5, 1.0))
@@ -1103,12 +1144,12 @@ class _Replaced(Exception):
 
 
 def _import_session(
-    store: SessionStore, directory: Path, session_id: str, entry: dict[str, Any],
+    store: SessionStore, session_id: str, entry: dict[str, Any], files: dict[str, Any],
     changed: Callable[[], bool],
 ) -> SessionImport | None:
-    """Import one session; None (nothing written) if ``changed()`` says an exporter
-    replaced it in the lake while it was read."""
-    files = {t: f for t in LAKE_TABLES if (f := _parquet(directory, t, session_id)) is not None}
+    """Import one session from its ``files`` (per table, a glob or a list of Parquet
+    files); None (nothing written) if ``changed()`` says an exporter replaced it in the
+    lake while it was read."""
     if store.get_session(session_id) is not None:
         try:
             result = _compare(store, session_id, entry, files)

@@ -72,6 +72,9 @@ INSTALL_HINT = (
 
 try:
     from ._app import cli, main  # needs click and rich
+    from .lake_commands import lake as _lake
+
+    cli.add_command(_lake)
 except ModuleNotFoundError as _exc:  # the `cli` extra is not installed
     if (_exc.name or "").partition(".")[0] not in ("click", "rich"):
         raise

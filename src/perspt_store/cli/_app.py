@@ -1186,16 +1186,25 @@ def rollback(ctx: click.Context, session_id: str, target: str, fmt: str) -> None
 @click.option(
     "--parquet",
     "directory",
-    required=True,
     type=click.Path(file_okay=False, path_type=Path),
     metavar="DIR",
     help="Write a Parquet lake to this directory (created if needed).",
 )
+@click.option(
+    "--delta",
+    "delta_uri",
+    metavar="URI",
+    help="Write into a Delta lake at this directory or URL (needs the 'lake' extra); "
+    "several stores may export into one at the same time.",
+)
 @click.argument("session_ids", metavar="[SESSION]...", nargs=-1)
 @output_options
 @click.pass_context
-def export(ctx: click.Context, directory: Path, session_ids: tuple[str, ...], fmt: str) -> None:
-    """Export sessions as a Parquet lake, hive-partitioned by session.
+def export(
+    ctx: click.Context, directory: Path | None, delta_uri: str | None,
+    session_ids: tuple[str, ...], fmt: str,
+) -> None:
+    """Export sessions as a Parquet lake, hive-partitioned by session, or into a Delta lake.
 
     Every table is written with DuckDB's COPY to DIR/<table>/session_id=<id>/, beside a
     manifest.json with the schema version and each session's Merkle checkpoint, so any
@@ -1209,13 +1218,21 @@ def export(ctx: click.Context, directory: Path, session_ids: tuple[str, ...], fm
     Example:
         perspt-store export --parquet lake/machine=$(hostname)
         perspt-store export --parquet lake SESSION1 SESSION2
+        perspt-store export --delta /shared/lake
     """
+    if (directory is None) == (delta_uri is None):
+        raise click.UsageError("give one of --parquet DIR or --delta URI")
     with open_store(ctx) as store:
         for session_id in session_ids:
             require_session(store, session_id)
         from ..lake import export_parquet  # imported when used: listings start quicker
 
-        report = export_parquet(store, directory, session_ids or None)
+        if directory is not None:
+            report = export_parquet(store, directory, session_ids or None)
+        else:
+            from ..delta import export_delta
+
+            report = export_delta(store, str(delta_uri), session_ids or None)
     sessions = report.manifest["sessions"]
     rows = [
         {
@@ -1228,11 +1245,14 @@ def export(ctx: click.Context, directory: Path, session_ids: tuple[str, ...], fm
         for sid in report.session_ids
     ]
     conflicts = f"; {plural(len(report.conflicts), 'conflict')}" if report.conflicts else ""
+    if unchanged := getattr(report, "unchanged", []):  # a Delta lake already held them
+        conflicts += f"; {len(unchanged)} unchanged (not written)"
     emit_rows(
         rows,
         fmt,
         columns=["session_id", "commits", "rows", "log_root"],
-        caption=f"exported {plural(len(rows), 'session')} to {directory}{conflicts}",
+        caption=f"exported {plural(len(rows), 'session')} to {delta_uri or directory}"
+        f"{conflicts}",
     )
     if not report.ok:
         for conflict in report.conflicts:

@@ -1,0 +1,815 @@
+"""The lake as Delta Lake tables: many stores export into one lake at once, any engine reads it.
+
+Needs the ``lake`` extra (``deltalake`` and ``pyarrow``)::
+
+    URI/
+      sessions/          one Delta table per store table (upstream's 23, merkle_log,
+      node_states/       merkle_root_overrides), partitioned by session_id, rows as the
+      …                  store holds them (upstream's legacy rows decoded, as the Parquet
+      merkle_log/        export does)
+      lake_checkpoints/  one row per session: its Merkle checkpoint, and per table the
+                         row count, a digest, and the data files that hold its rows
+
+An export of a session writes its rows table by table (each a Delta transaction that
+replaces the session's partition, ``mode="overwrite", predicate="session_id IN (…)"``),
+then commits its row of ``lake_checkpoints`` last. That row *pins* the files each table
+transaction wrote, so a reader that takes each session's rows from the files its checkpoint
+pins (:func:`import_lake`, :func:`lake_dataset`, ``perspt-store lake verify``) never sees half
+an export, even one killed midway: until the checkpoint commits, readers keep the previous
+export's files (Delta never rewrites a file; ``lake compact`` keeps every pinned file).
+
+History: before it writes, an export reads the session's checkpoint row and goes on only if
+the store's commit log extends it (a Merkle consistency proof, :func:`lake._conflict`); the
+checkpoint commit is conditional on that row being unchanged (Delta's optimistic
+concurrency: a concurrent commit into the same partition fails ours). A lost race starts the
+export over, against the winner's checkpoint; a session it then may not (or need not)
+write gets the winner's rows back in the tables it wrote (``_restore``), so the latest
+versions that plain Delta readers see hold what the checkpoints say. A session whose log
+and rows equal the lake's copy is not written at all.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import random
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import unquote
+
+import duckdb
+
+from ._displayable import Displayable
+from .errors import StoreError
+from .lake import (
+    LAKE_TABLES,
+    MANIFEST,
+    ExportConflict,
+    ExportReport,
+    ImportReport,
+    _check_exportable,
+    _conflict,
+    _digest_sql,
+    _import_session,
+    _named,
+    _read_snapshot,
+    _run,
+    _select_sql,
+    _session_facts,
+    _table_columns,
+)
+from .merkle import MerkleTree
+from .schema import SCHEMA_VERSION, order_key
+from .store import SessionStore
+from .store._base import PathLike, translate_error
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+    from deltalake import DeltaTable
+
+__all__ = [
+    "CHECKPOINTS",
+    "DeltaExportReport",
+    "LakeCompaction",
+    "LakeVerification",
+    "SessionVerdict",
+    "compact_lake",
+    "export_delta",
+    "import_delta",
+    "is_delta_lake",
+    "lake_dataset",
+    "verify_lake",
+]
+
+CHECKPOINTS = "lake_checkpoints"
+"""The table of each session's checkpoint and pinned files, committed last by an export."""
+
+AsOf = int | _dt.datetime | None
+"""A version of ``lake_checkpoints`` (an int), a time (a timezone-aware datetime), or the
+latest (None): the lake as it was then."""
+
+_ATTEMPTS = 200
+"""Times an export starts over after losing a race for a session's checkpoint."""
+
+_RETENTION_HOURS = 168
+"""What ``lake compact`` keeps by default: Delta's own default (7 days). Files no checkpoint
+pins are removed once they have been replaced for this long (a reader that started before
+can still finish)."""
+
+
+def _deltalake() -> Any:
+    """The ``deltalake`` module, or a StoreError naming the extra to install."""
+    try:
+        import deltalake
+    except ModuleNotFoundError as exc:
+        raise StoreError(
+            "a Delta lake needs the 'lake' extra: pip install 'perspt-store[lake]'",
+            operation="lake",
+        ) from exc
+    return deltalake
+
+
+def _base(uri: PathLike | str) -> str:
+    """The lake's location: a URL (``s3://…``) as given, a local path made absolute."""
+    text = str(uri)
+    if "://" in text:
+        return text.rstrip("/")
+    return str(Path(text).absolute())
+
+
+def _local(base: str) -> bool:
+    return "://" not in base
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _in(session_ids: Iterable[str]) -> str:
+    """A Delta predicate selecting these sessions' partitions."""
+    return f"session_id IN ({', '.join(_literal(s) for s in session_ids)})"
+
+
+def is_delta_lake(uri: PathLike | str) -> bool:
+    """Whether ``uri`` holds a Delta lake written by :func:`export_delta` (a local
+    directory with a ``lake_checkpoints`` Delta table; a URL is taken for one)."""
+    base = _base(uri)
+    return not _local(base) or (Path(base) / CHECKPOINTS / "_delta_log").is_dir()
+
+
+def _checkpoint_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    table = pa.struct([
+        ("name", pa.string()), ("rows", pa.int64()), ("digest", pa.string()),
+        ("version", pa.int64()), ("files", pa.list_(pa.string())),
+    ])
+    return pa.schema([
+        ("session_id", pa.string()), ("export_id", pa.string()),
+        ("exported_at", pa.timestamp("us", tz="UTC")), ("library_version", pa.string()),
+        ("schema_version", pa.int32()), ("session_created_at", pa.string()),
+        ("log_size", pa.int64()), ("log_root", pa.string()), ("state_root", pa.string()),
+        ("checkpoint", pa.string()), ("tables", pa.list_(table)),
+    ])
+
+
+def _translate(exc: Exception, what: str) -> StoreError:
+    return StoreError(f"{what} failed: {exc}", operation="lake")
+
+
+def _open(base: str, table: str, schema: pa.Schema | None,
+          storage_options: dict[str, str] | None) -> DeltaTable | None:
+    """The lake's Delta table ``table``, created (empty, partitioned by session) if it does
+    not exist and ``schema`` is given; None if it does not exist and no schema is."""
+    deltalake = _deltalake()
+    from deltalake.exceptions import TableNotFoundError
+
+    uri = f"{base}/{table}"
+    failure: Exception | None = None
+    for _ in range(20):
+        try:
+            found: DeltaTable = deltalake.DeltaTable(uri, storage_options=storage_options)
+            return found
+        except TableNotFoundError:
+            if schema is None:
+                return None
+        try:
+            # Keep the log of every version: a checkpoint pins files by version too, and
+            # ``lake compact`` keeps those versions' files.
+            found = deltalake.DeltaTable.create(
+                uri, schema, mode="ignore", partition_by=["session_id"],
+                configuration={"delta.enableExpiredLogCleanup": "false"},
+                storage_options=storage_options,
+            )
+            return found
+        except Exception as exc:  # another exporter created it meanwhile: load it
+            failure = exc
+            time.sleep(random.uniform(0.001, 0.02))
+    raise StoreError(f"the Delta table {uri} could not be opened or created: {failure}",
+                     operation="lake") from failure
+
+
+# --- reports ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeltaExportReport(ExportReport):
+    """What :func:`export_delta` wrote. ``manifest["sessions"]`` holds, per exported
+    session, its checkpoint and row counts (the Parquet manifest's shape)."""
+
+    _html_renderer: ClassVar[str] = "export_report_html"
+
+    uri: str = ""
+    """The lake's location."""
+    unchanged: list[str] = field(default_factory=list)
+    """Sessions not written: the lake already holds them exactly (log and every row)."""
+    version: int | None = None
+    """The version of ``lake_checkpoints`` after the export (None if nothing was ever
+    written): import as of it with ``import_lake(store, uri, as_of=version)``."""
+
+
+@dataclass(frozen=True)
+class SessionVerdict:
+    """What ``verify_lake`` found for one session."""
+
+    session_id: str
+    ok: bool
+    commits: int
+    log_root: str
+    detail: str
+    """``verified`` or what failed; a note when the session's tables hold rows of a later,
+    unfinished export (readers ignore them; the next export of it replaces them)."""
+
+
+@dataclass(frozen=True)
+class LakeVerification(Displayable):
+    """Every session of a Delta lake checked against its checkpoint."""
+
+    _html_renderer: ClassVar[str] = "lake_verification_html"
+
+    uri: str
+    sessions: list[SessionVerdict]
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.sessions)
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@dataclass(frozen=True)
+class LakeCompaction:
+    """What ``compact_lake`` did, per table."""
+
+    uri: str
+    optimized: dict[str, int]
+    """Files rewritten by Delta's optimize (bin-packing), per table."""
+    removed: dict[str, int]
+    """Files removed by vacuum, per table."""
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Snapshot:
+    """The store's copy of the sessions to export, read in one consistent snapshot."""
+
+    ids: list[str]
+    rows: dict[str, pa.Table]
+    counts: dict[str, dict[str, int]]
+    digests: dict[str, dict[str, str]]
+    leaves: dict[str, list[bytes]]
+    created: dict[str, str | None]
+    checkpoints: dict[str, Any]
+
+
+def _digests_sql(store: SessionStore, columns: dict[str, list[str]]) -> str:
+    """Per table and session: a digest of the exported rows in order (lake.py's digest)."""
+    from .frames import legacy_replacements
+
+    parts = []
+    for table in LAKE_TABLES:
+        replacements = legacy_replacements(table, store._legacy_marks)
+        replace = f" REPLACE ({', '.join(replacements)})" if replacements else ""
+        key = "seq" if table == "merkle_log" else order_key(table)
+        digest = _digest_sql([c for c in columns[table] if c != "session_id"])
+        parts.append(
+            f"SELECT '{table}', session_id, {digest.format(order='_order')}.digest FROM "
+            f"(SELECT *{replace}, {key} AS _order FROM {table} "
+            "WHERE session_id IN (SELECT unnest($1))) GROUP BY session_id"
+        )
+    return " UNION ALL ".join(parts)
+
+
+def _snapshot(store: SessionStore, session_ids: Iterable[str] | None) -> _Snapshot:
+    _check_exportable(store)
+    marks = store._legacy_marks
+    with _read_snapshot(store) as cursor:
+        ids, counts, leaves, created = _session_facts(store, cursor, session_ids)
+        snap = _Snapshot(ids, {}, counts, {s: {} for s in ids}, leaves, created, {})
+        if not ids:
+            return snap
+        for table, sid, digest in _run(cursor, _digests_sql(store, _table_columns(cursor)),
+                                       [ids], table=None, operation="export"):
+            snap.digests[sid][table] = digest
+        for table in LAKE_TABLES:
+            query = _select_sql(table, marks, "session_id IN (SELECT unnest($1))")
+            try:
+                snap.rows[table] = cursor.sql(query, params=[ids]).to_arrow_table()
+            except duckdb.Error as exc:
+                raise translate_error(exc, table=table, operation="export") from exc
+        snap.checkpoints = {sid: store.checkpoint(sid) for sid in ids}
+    return snap
+
+
+def _entry(row: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint row as a Parquet manifest entry (what lake.py's checks read)."""
+    return {
+        "exported_at": str(row["exported_at"]),
+        "created_at": row["session_created_at"],
+        "checkpoint": json.loads(row["checkpoint"]),
+        "rows": {t["name"]: t["rows"] for t in row["tables"]},
+        "schema_version": row["schema_version"],
+        "library_version": row["library_version"],
+    }
+
+
+def _checkpoint_rows(table: DeltaTable | None, session_ids: Sequence[str] | None = None
+                     ) -> dict[str, dict[str, Any]]:
+    """The checkpoint rows of the sessions (all if None) in ``table``'s loaded version."""
+    if table is None:
+        return {}
+    filters = None if session_ids is None else [("session_id", "in", list(session_ids))]
+    if session_ids is not None and not session_ids:
+        return {}
+    rows = table.to_pyarrow_table(filters=filters).to_pylist()
+    return {row["session_id"]: row for row in rows}
+
+
+def _unchanged(snap: _Snapshot, sid: str, there: dict[str, Any]) -> bool:
+    tree = MerkleTree(snap.leaves[sid])
+    if there["log_size"] != tree.size or there["log_root"] != tree.root().hex():
+        return False
+    theirs = {t["name"]: (t["rows"], t["digest"]) for t in there["tables"]}
+    return all(
+        theirs.get(t, (0, None)) == (snap.counts[sid].get(t, 0), snap.digests[sid].get(t))
+        for t in LAKE_TABLES if snap.counts[sid].get(t, 0) or t in theirs
+    )
+
+
+def _decide(base: str, snap: _Snapshot, there: dict[str, dict[str, Any]],
+            storage_options: dict[str, str] | None
+            ) -> tuple[list[ExportConflict], list[str], list[str]]:
+    """Per session, against the lake's checkpoint rows ``there``: a conflict, unchanged,
+    or to write."""
+    conflicts: list[ExportConflict] = []
+    unchanged: list[str] = []
+    todo: list[str] = []
+    for sid in snap.ids:
+        row = there.get(sid)
+        reason = _conflict(
+            functools.partial(_lake_log, base, sid, row, storage_options),
+            None if row is None else _entry(row), {"created_at": snap.created[sid]},
+            snap.leaves[sid],
+        )
+        if reason is not None:
+            conflicts.append(ExportConflict(sid, reason))
+        elif row is not None and _unchanged(snap, sid, row):
+            unchanged.append(sid)
+        else:
+            todo.append(sid)
+    return conflicts, unchanged, todo
+
+
+def _write(table: DeltaTable, data: pa.Table, predicate: str, export_id: str) -> None:
+    """One Delta transaction replacing the partitions ``predicate`` selects with ``data``
+    (a seam the kill test uses)."""
+    deltalake = _deltalake()
+    deltalake.write_deltalake(
+        table, data, mode="overwrite", predicate=predicate, partition_by=["session_id"],
+        commit_properties=deltalake.CommitProperties(
+            custom_metadata={"perspt_export": export_id}),
+    )
+
+
+def _write_tables(base: str, snap: _Snapshot, todo: list[str], export_id: str,
+                  storage_options: dict[str, str] | None) -> dict[str, list[dict[str, Any]]]:
+    """Write the sessions' rows, table by table; each session's pins (per table: rows,
+    digest, version, files)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    wanted = pa.array(todo, pa.string())
+    pins: dict[str, list[dict[str, Any]]] = {sid: [] for sid in todo}
+    predicate = _in(todo)
+    for name in LAKE_TABLES:
+        rows = snap.rows[name]
+        rows = rows.filter(pc.is_in(rows["session_id"], value_set=wanted))
+        table = _open(base, name, rows.schema, storage_options)
+        assert table is not None
+        version: int | None = None
+        files: dict[str, list[str]] = {sid: [] for sid in todo}
+        if rows.num_rows or _live_files(table, todo):
+            _replace(table, rows, predicate, export_id)
+            # The table as this transaction left it: the sessions' partitions hold exactly
+            # the files it wrote.
+            version = table.version()
+            files = _live_files(table, todo)
+        for sid in todo:
+            pins[sid].append({
+                "name": name, "rows": snap.counts[sid].get(name, 0),
+                "digest": snap.digests[sid].get(name),
+                "version": version if files.get(sid) or version is not None else None,
+                "files": sorted(files.get(sid, [])),
+            })
+    return pins
+
+
+def _replace(table: DeltaTable, data: pa.Table, predicate: str, export_id: str) -> None:
+    """``_write``, again while another export of one of the sessions wrote meanwhile."""
+    from deltalake.exceptions import CommitFailedError
+
+    for attempt in range(_ATTEMPTS):
+        try:
+            _write(table, data, predicate, export_id)
+            return
+        except CommitFailedError:
+            if attempt == _ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0.001, 0.05))
+            table.update_incremental()
+
+
+def _restore(base: str, session_ids: list[str], storage_options: dict[str, str] | None
+             ) -> None:
+    """Make the latest version of every table hold, for these sessions, the rows their
+    checkpoints pin (where it holds other rows), and pin the files written instead.
+
+    The re-pin commits only if no export committed a checkpoint of one of them since it
+    was read; if one did, its tables may have been overwritten by this restore: restore
+    again, to its rows. So the last to write a session's tables also commits its pins."""
+    from deltalake.exceptions import CommitFailedError
+
+    export_id = uuid.uuid4().hex
+    for _ in range(_ATTEMPTS):
+        checkpoints = _open(base, CHECKPOINTS, None, storage_options)
+        assert checkpoints is not None
+        rows = _checkpoint_rows(checkpoints, session_ids)
+        repinned = {sid: {p["name"]: p for p in row["tables"]} for sid, row in rows.items()}
+        changed = False
+        for name in LAKE_TABLES:
+            table = _open(base, name, None, storage_options)
+            if table is None:
+                continue
+            live = _live_files(table, list(rows))
+            stale = {sid: row for sid, row in rows.items()
+                     if sorted(live.get(sid, [])) != _pinned_files(row, name)}
+            if not stale:
+                continue
+            changed = True
+            data = _pinned_table(base, name, stale, storage_options)
+            order = [f.name for f in table.schema().to_arrow()]  # type: ignore[attr-defined]
+            _replace(table, data.select(order), _in(stale), export_id)
+            files = _live_files(table, list(stale))
+            for sid in stale:
+                pin = repinned[sid].setdefault(name, {
+                    "name": name, "rows": 0, "digest": None, "version": None, "files": []})
+                pin.update(version=table.version(), files=sorted(files.get(sid, [])))
+        if not changed:
+            return
+        import pyarrow as pa
+
+        updated = [{**row, "tables": list(repinned[sid].values())} for sid, row in rows.items()]
+        try:
+            _write(checkpoints, pa.Table.from_pylist(updated, schema=_checkpoint_schema()),
+                   _in(rows), export_id)
+            return
+        except CommitFailedError:
+            time.sleep(random.uniform(0.001, 0.05))
+    raise StoreError("other exports of these sessions kept committing while this one put "
+                     "their rows back; export again", operation="export")
+
+
+def _pinned_files(row: dict[str, Any], table: str) -> list[str]:
+    """The files (as the Delta log names them) a checkpoint row pins for ``table``."""
+    return sorted(next((p["files"] for p in row["tables"] if p["name"] == table), []))
+
+
+def _live_files(table: DeltaTable, session_ids: Sequence[str]) -> dict[str, list[str]]:
+    """The data files (paths relative to the table, as the Delta log holds them) of the
+    sessions' partitions in the table's loaded version."""
+    import pyarrow as pa
+
+    actions = pa.table(table.get_add_actions(flatten=True))
+    found: dict[str, list[str]] = {}
+    if "partition.session_id" not in actions.column_names:
+        return found
+    wanted = set(session_ids)
+    for path, sid in zip(actions["path"].to_pylist(),
+                         actions["partition.session_id"].to_pylist(), strict=True):
+        if sid in wanted:
+            found.setdefault(sid, []).append(path)
+    return found
+
+
+def export_delta(
+    store: SessionStore,
+    uri: PathLike | str,
+    session_ids: Iterable[str] | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> DeltaExportReport:
+    """Write sessions into a Delta lake at ``uri`` (see the module docs for its layout).
+
+    Any number of exporters, in several processes or on several machines sharing the
+    storage, may export into one lake at the same time: nothing is lost or duplicated.
+    A session already in the lake is replaced only when the store's commit log extends the
+    lake's checkpoint of it (a Merkle consistency proof) and it was created at the same
+    time; otherwise it is a conflict, reported in ``report.conflicts`` (not raised), and
+    the lake's copy is left alone. A session the lake holds exactly is not written
+    (``report.unchanged``).
+
+    Args:
+        store: The store to export (read-only is fine); read in one consistent snapshot.
+        uri: A local directory (created if needed) or an object-store URL.
+        session_ids: The sessions to export; all of them by default.
+        storage_options: Passed to delta-rs for object storage (credentials, and on S3 a
+            locking provider or conditional puts: see the lake guide).
+
+    Raises:
+        RecordNotFoundError: A named session is not in the store (nothing was written).
+        StoreError: The ``lake`` extra is missing, the store is not migrated, or a write
+            failed.
+    """
+    from . import __version__
+
+    _deltalake()
+    from deltalake.exceptions import CommitFailedError
+
+    snap = _snapshot(store, session_ids)
+    base = _base(uri)
+    if _local(base):
+        if (Path(base) / MANIFEST).exists():
+            raise StoreError(
+                f"{base} is a Parquet lake (it has a {MANIFEST}); export the Delta lake to "
+                "another directory", operation="export")
+        try:
+            Path(base).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot export to {base}: {exc}", operation="export") from exc
+    conflicts: list[ExportConflict] = []
+    unchanged: list[str] = []
+    todo: list[str] = []
+    version: int | None = None
+    entries: dict[str, dict[str, Any]] = {}
+    written: set[str] = set()  # sessions whose tables an attempt wrote
+    there: dict[str, dict[str, Any]] = {}
+    try:
+        for attempt in range(_ATTEMPTS):
+            checkpoints = _open(base, CHECKPOINTS, _checkpoint_schema() if snap.ids else None,
+                                storage_options)
+            there = _checkpoint_rows(checkpoints, snap.ids)
+            conflicts, unchanged, todo = _decide(base, snap, there, storage_options)
+            if not todo or checkpoints is None:
+                version = None if checkpoints is None else checkpoints.version()
+                break
+            export_id = uuid.uuid4().hex
+            written.update(todo)
+            pins = _write_tables(base, snap, todo, export_id, storage_options)
+            rows = _checkpoint_table(snap, todo, pins, export_id, __version__)
+            try:
+                _write(checkpoints, rows, _in(todo), export_id)
+            except CommitFailedError:
+                # Another export of one of these sessions committed its checkpoint since we
+                # read ours: decide again against it.
+                time.sleep(random.uniform(0.001, 0.05) * min(attempt + 1, 10))
+                continue
+            version = checkpoints.version()
+            entries = {row["session_id"]: _entry(row) for row in rows.to_pylist()}
+            break
+        else:
+            raise StoreError(
+                f"other exports of these sessions kept committing first ({_ATTEMPTS} "
+                "attempts); export again", operation="export")
+        # A session this export wrote but then lost to another's checkpoint (a conflict
+        # now, or equal): put the winner's rows back, so that plain readers of the
+        # latest versions see the lake's copy, not ours.
+        lost = sorted(written.difference(todo))
+        if lost:
+            _restore(base, lost, storage_options)
+    except StoreError:
+        raise
+    except Exception as exc:  # delta-rs and object-store errors
+        raise _translate(exc, f"exporting to {base}") from exc
+    counts: dict[str, int] = {}
+    for sid in todo:
+        for name, count in snap.counts[sid].items():
+            counts[name] = counts.get(name, 0) + count
+    return DeltaExportReport(
+        path=Path(base) if _local(base) else Path(base.split("://", 1)[1]),
+        session_ids=todo, rows=counts, manifest={"sessions": entries}, conflicts=conflicts,
+        uri=base, unchanged=unchanged, version=version,
+    )
+
+
+def _checkpoint_table(snap: _Snapshot, todo: list[str], pins: dict[str, list[dict[str, Any]]],
+                      export_id: str, library_version: str) -> pa.Table:
+    import pyarrow as pa
+
+    now = _dt.datetime.now(_dt.UTC)
+    rows = []
+    for sid in todo:
+        checkpoint = snap.checkpoints[sid]
+        rows.append({
+            "session_id": sid, "export_id": export_id, "exported_at": now,
+            "library_version": library_version, "schema_version": SCHEMA_VERSION,
+            "session_created_at": snap.created[sid], "log_size": checkpoint.size,
+            "log_root": checkpoint.log_root.hex(), "state_root": checkpoint.state_root.hex(),
+            "checkpoint": checkpoint.to_json(), "tables": pins[sid],
+        })
+    return pa.Table.from_pylist(rows, schema=_checkpoint_schema())
+
+
+def _lake_log(base: str, session_id: str, row: dict[str, Any] | None,
+              storage_options: dict[str, str] | None, size: int, root: bytes
+              ) -> MerkleTree | None:
+    """The lake's commit log of a session, from the merkle_log files its checkpoint pins;
+    None unless it matches the checkpoint (``size`` commits, ``root``)."""
+    if row is None:
+        return None
+    try:
+        table = _pinned_table(base, "merkle_log", {session_id: row}, storage_options)
+        leaves = [bytes(x) for x in table.sort_by("seq")["leaf_hash"].to_pylist()]
+    except Exception:
+        return None
+    tree = MerkleTree(leaves)
+    return tree if tree.size == size and tree.root() == root else None
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def _checkpoints_as_of(base: str, as_of: AsOf, storage_options: dict[str, str] | None
+                       ) -> tuple[dict[str, dict[str, Any]], int | None]:
+    """Every session's checkpoint row in the lake as of ``as_of``, and that version."""
+    table = _open(base, CHECKPOINTS, None, storage_options)
+    if table is None:
+        raise StoreError(
+            f"{base} is not a Delta lake of perspt-store: it has no {CHECKPOINTS} table; "
+            "write one with export_delta (perspt-store export --delta URI)",
+            operation="import")
+    if as_of is not None:
+        if isinstance(as_of, _dt.datetime) and as_of.tzinfo is None:
+            raise ValueError("as_of must be a timezone-aware datetime (e.g. UTC)")
+        try:
+            table.load_as_version(as_of)
+        except Exception as exc:
+            raise StoreError(f"the lake at {base} has no version as of {as_of}: {exc}",
+                             operation="import") from exc
+    return _checkpoint_rows(table), table.version()
+
+
+def _file_paths(base: str, table: str, row: dict[str, Any]) -> list[str]:
+    """Where the files a checkpoint row pins for ``table`` are."""
+    return [f"{base}/{table}/{unquote(path)}" for path in _pinned_files(row, table)]
+
+
+def _pinned_table(base: str, table: str, rows: dict[str, dict[str, Any]],
+                  storage_options: dict[str, str] | None) -> pa.Table:
+    return lake_dataset(base, table, storage_options=storage_options, _rows=rows).to_table()
+
+
+def lake_dataset(
+    uri: PathLike | str, table: str, *, as_of: AsOf = None,
+    storage_options: dict[str, str] | None = None,
+    _rows: dict[str, dict[str, Any]] | None = None,
+) -> pads.Dataset:
+    """A pyarrow dataset of one table of a Delta lake: every session's rows as of its
+    checkpoint (never half an export), with ``session_id``.
+
+    Polars reads it with ``pl.scan_pyarrow_dataset(ds)``, DuckDB with
+    ``con.sql("SELECT … FROM ds")`` (a replacement scan of the Python variable).
+
+    Raises:
+        StoreError: ``uri`` is not a Delta lake, or has no such version.
+        ValueError: ``table`` is not a lake table.
+    """
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    if table not in LAKE_TABLES:
+        raise ValueError(f"{table!r} is not a lake table (one of {', '.join(LAKE_TABLES)})")
+    base = _base(uri)
+    rows = _rows if _rows is not None else _checkpoints_as_of(base, as_of, storage_options)[0]
+    data = _open(base, table, None, storage_options)
+    if data is None:
+        raise StoreError(f"the lake at {base} has no table {table}", operation="read")
+    schema = pa.schema(data.schema().to_arrow())
+    paths: list[str] = []
+    partitions = []
+    for sid, row in rows.items():
+        for path in _file_paths(base, table, row):
+            paths.append(path)
+            partitions.append(ds.field("session_id") == sid)
+    if _local(base):
+        filesystem: Any = pafs.LocalFileSystem()
+    else:
+        filesystem, _ = pafs.FileSystem.from_uri(base)
+        paths = [p.split("://", 1)[1] for p in paths]
+    file_schema = pa.schema([f for f in schema if f.name != "session_id"])
+    dataset = ds.FileSystemDataset.from_paths(
+        paths, schema=file_schema.append(pa.field("session_id", pa.string())),
+        format=ds.ParquetFileFormat(), filesystem=filesystem, partitions=partitions,
+    )
+    return dataset
+
+
+# --- import -------------------------------------------------------------------------------
+
+
+def import_delta(store: SessionStore, uri: PathLike | str,
+                 session_ids: Iterable[str] | None = None, *, as_of: AsOf = None
+                 ) -> ImportReport:
+    """Merge a Delta lake into ``store`` (use :func:`lake.import_lake`, which detects it):
+    each session from the files its checkpoint pins, with lake.py's guarantees."""
+    base = _base(uri)
+    if not _local(base):
+        raise StoreError(
+            f"importing from {base} is not supported: import reads the pinned files with "
+            "DuckDB, so copy the lake to a local directory first", operation="import")
+    rows, _ = _checkpoints_as_of(base, as_of, None)
+    names = _named(list(rows), session_ids, f"the lake at {base}", "import")
+    names.sort(key=lambda sid: (rows[sid]["session_created_at"] is None,
+                                rows[sid]["session_created_at"] or "", sid))
+    results = []
+    for sid in names:
+        files = {t: paths for t in LAKE_TABLES if (paths := _file_paths(base, t, rows[sid]))}
+        result = _import_session(store, sid, _entry(rows[sid]), files, lambda: False)
+        assert result is not None  # pinned files never change
+        results.append(result)
+    return ImportReport(source=base, sessions=results)
+
+
+# --- verify and compact -------------------------------------------------------------------
+
+
+def verify_lake(uri: PathLike | str, *, as_of: AsOf = None) -> LakeVerification:
+    """Check every session of a Delta lake against its checkpoint: its rows (the pinned
+    files) are loaded into a scratch store, the Merkle log recomputed from the node states,
+    and its size and roots compared with the checkpoint's."""
+    base = _base(uri)
+    rows, _ = _checkpoints_as_of(base, as_of, None)
+    ahead = _ahead(base, rows) if as_of is None else set()
+    verdicts = []
+    with SessionStore.in_memory() as scratch:
+        report = import_delta(scratch, base, as_of=as_of)
+        for entry in report.sessions:
+            row = rows[entry.session_id]
+            ok = entry.status == "imported"
+            detail = "verified against its checkpoint" if ok else entry.detail
+            if entry.session_id in ahead:
+                detail += ("; its tables also hold rows of a later export that did not "
+                           "commit its checkpoint (readers ignore them; the next export of "
+                           "it replaces them)")
+            verdicts.append(SessionVerdict(entry.session_id, ok, row["log_size"],
+                                           row["log_root"], detail))
+    return LakeVerification(uri=base, sessions=verdicts)
+
+
+def _ahead(base: str, rows: dict[str, dict[str, Any]]) -> set[str]:
+    """Sessions whose live files in some table are not the ones their checkpoint pins."""
+    ahead: set[str] = set()
+    for name in LAKE_TABLES:
+        table = _open(base, name, None, None)
+        if table is None:
+            continue
+        live = _live_files(table, list(rows))
+        for sid, row in rows.items():
+            if sorted(live.get(sid, [])) != _pinned_files(row, name):
+                ahead.add(sid)
+    return ahead
+
+
+def compact_lake(uri: PathLike | str, *, retention_hours: int = _RETENTION_HOURS,
+                 storage_options: dict[str, str] | None = None) -> LakeCompaction:
+    """Delta maintenance of every table: optimize (bin-pack small files), vacuum files
+    replaced more than ``retention_hours`` ago, and write a log checkpoint.
+
+    Vacuum keeps every version a session's checkpoint pins (``keep_versions``), so a
+    reader still finds every session's files however old its export.
+
+    Raises:
+        ValueError: ``retention_hours`` is below 1.
+    """
+    if retention_hours < 1:
+        raise ValueError("retention_hours must be at least 1 (readers may still be reading)")
+    base = _base(uri)
+    rows, _ = _checkpoints_as_of(base, None, storage_options)
+    optimized: dict[str, int] = {}
+    removed: dict[str, int] = {}
+    try:
+        for name in (*LAKE_TABLES, CHECKPOINTS):
+            table = _open(base, name, None, storage_options)
+            if table is None:
+                continue
+            metrics = table.optimize.compact()
+            optimized[name] = int(metrics.get("numFilesRemoved", 0))
+            keep = sorted({p["version"] for row in rows.values() for p in row["tables"]
+                           if p["name"] == name and p["version"] is not None})
+            removed[name] = len(table.vacuum(
+                retention_hours=retention_hours, dry_run=False,
+                enforce_retention_duration=retention_hours >= _RETENTION_HOURS,
+                keep_versions=keep or None,
+            ))
+            table.create_checkpoint()
+    except Exception as exc:
+        raise _translate(exc, f"compacting {base}") from exc
+    return LakeCompaction(uri=base, optimized=optimized, removed=removed)
