@@ -67,13 +67,14 @@ def nodes(ctx: click.Context, session_id: str, history: bool, fmt: Format) -> No
         columns=[
             *(["seq"] if history else []),
             "node_id",
-            Column("node_class", "class", optional=True),
+            Column("node_class", "class", drop=1),
             "state",
             "v_total",
             ("attempt_count", "tries"),
-            Column("created_at", "recorded" if history else "recorded_at", optional=not history),
-            Column("merkle_hash", optional=True),
-            Column("goal", optional=True),
+            # --history is about when: its time stays
+            Column("created_at", "recorded", drop=0 if history else 1),
+            Column("merkle_hash", drop=1),
+            Column("goal", drop=1),
         ],
     )
 
@@ -114,7 +115,7 @@ def energy(
         [row_dict(e) for e in records],
         fmt,
         columns=[
-            Column("id", optional=True),
+            Column("id", drop=1),
             "node_id",
             "v_syn",
             "v_str",
@@ -122,7 +123,7 @@ def energy(
             "v_boot",
             "v_sheaf",
             "v_total",
-            Column("timestamp", optional=True),
+            Column("timestamp", drop=1),
         ],
     )
 
@@ -163,14 +164,14 @@ def llm(ctx: click.Context, session_id: str, plot_file: Path | None, fmt: Format
         rows,
         fmt,
         columns=[
-            Column("id", optional=True),
+            Column("id", drop=1),
             "timestamp",
             "node_id",
             "model",
             ("tokens_in", "in"),
             ("tokens_out", "out"),
             ("latency_ms", "ms"),
-            Column("logged", "prompt/response", optional=True),
+            Column("logged", "prompt/response", drop=1),
         ],
         caption=f"{t['requests']} requests · {t['tokens_in']:,} tokens in · "
         f"{t['tokens_out']:,} tokens out · {t['latency_ms_total']:,} ms in total · "
@@ -251,10 +252,10 @@ def timeline(ctx: click.Context, session_id: str, node_id: str | None, fmt: Form
             "step",
             ("attempt_count", "attempt"),
             "outcome",
-            Column("parse_state", optional=True),
-            Column("retry_classification", "retry", optional=True),
-            Column("duration_ms", "ms", optional=True),
-            Column("detail", optional=True),
+            Column("parse_state", drop=1),
+            Column("retry_classification", "retry", drop=1),
+            Column("duration_ms", "ms", drop=1),
+            Column("detail", drop=1),
         ],
     )
 
@@ -282,9 +283,9 @@ def branches(ctx: click.Context, session_id: str, flushes: bool, fmt: Format) ->
         "flush_id",
         "parent_node_id",
         "flushed_branch_ids",
-        Column("requeue_node_ids", optional=True),
-        Column("reason", optional=True),
-        Column("created_at", optional=True),
+        Column("requeue_node_ids", drop=1),
+        Column("reason", drop=1),
+        Column("created_at", drop=1),
     ]
     if flushes:
         emit_rows(flush_rows, fmt, columns=flush_columns)
@@ -297,9 +298,9 @@ def branches(ctx: click.Context, session_id: str, flushes: bool, fmt: Format) ->
             "node_id",
             "parent_node_id",
             "state",
-            Column("parent_seal_hash", optional=True),
-            Column("sandbox_dir", optional=True),
-            Column("updated_at", optional=True),
+            Column("parent_seal_hash", drop=1),
+            Column("sandbox_dir", drop=1),
+            Column("updated_at", drop=1),
         ],
         title="Branches" if fmt == "table" else None,
     )

@@ -44,6 +44,9 @@ ID_COLUMNS = frozenset(
 )
 """Columns whose values a user copies into the next command: never wrapped nor cut."""
 
+ID_LIST_COLUMNS = frozenset({"flushed_branch_ids", "requeue_node_ids"})
+"""Columns holding lists of ids: wrapped between the ids, never cut."""
+
 
 # --- values -------------------------------------------------------------------------------
 
@@ -100,7 +103,8 @@ def plural(count: int, noun: str, plural_form: str | None = None) -> str:
 
 def cell(value: Any, *, fold: bool = False) -> Text:
     """One table cell: never parsed as rich markup; long text shortened, and cut with an
-    ellipsis (on one line) when its column is narrowed; ``fold``: kept whole (an id)."""
+    ellipsis (on one line) when its column is narrowed; ``fold``: kept whole (ids), wrapped
+    if its column is narrower."""
     if value is None:
         return Text(NONE, style="dim")
     if isinstance(value, bool):
@@ -117,7 +121,7 @@ def cell(value: Any, *, fold: bool = False) -> Text:
         value = ", ".join(str(v) for v in value)
     text = " ".join(str(value).split())
     if fold:
-        return Text(text)
+        return Text(text, overflow="fold")
     return Text(shorten(text, TEXT_LIMIT), no_wrap=True, overflow="ellipsis")
 
 
@@ -162,11 +166,12 @@ def emit_json(document: Any, fmt: Format) -> None:
 @dataclass(frozen=True)
 class Column:
     """A table column: the row key it shows, its header, and whether it may be left out on
-    a terminal too narrow for every column (``optional``; the first to go is the last)."""
+    a terminal too narrow for every column: ``drop`` 0 never; otherwise the highest goes
+    first (ties: the rightmost)."""
 
     key: str
     header: str | None = None
-    optional: bool = False
+    drop: int = 0
 
 
 ColumnSpec = str | tuple[str, str] | Column
@@ -186,6 +191,18 @@ def _kept_whole(column: Column, rows: Sequence[dict[str, Any]]) -> bool:
     return column.key in ID_COLUMNS or any(
         isinstance(row.get(column.key), _dt.datetime) for row in rows
     )
+
+
+def _narrowest(column: Column, rows: Sequence[dict[str, Any]]) -> int:
+    """The fewest characters a column can be given: its longest value if kept whole, its
+    longest id for a list of ids, else a few characters (the rest cut)."""
+    texts = [cell(row.get(column.key), fold=True).plain for row in rows]
+    if column.key in ID_LIST_COLUMNS:
+        texts = [part for t in texts for part in t.split(", ")]
+    longest = max([len(t) for t in texts] + [len(column.header or column.key)])
+    if _kept_whole(column, rows) or column.key in ID_LIST_COLUMNS:
+        return longest
+    return min(longest, _NARROWEST)
 
 
 def rows_table(
@@ -211,7 +228,7 @@ def rows_table(
     for row in rows:
         table.add_row(
             *(
-                cell(row.get(c.key), fold=keep)
+                cell(row.get(c.key), fold=keep or c.key in ID_LIST_COLUMNS)
                 for c, keep in zip(map(_column, columns), whole, strict=True)
             )
         )
@@ -230,21 +247,11 @@ def fitting_columns(
     hold once every other text column is cut to a few characters: ids and times stay
     whole."""
     kept = [_column(c) for c in columns]
-
-    def needed(cols: list[Column]) -> int:
-        total = 1  # the left border; each column adds its padding and right border
-        for column in cols:
-            texts = [cell(row.get(column.key), fold=True).plain for row in rows]
-            longest = max([len(t) for t in texts] + [len(column.header or column.key)])
-            narrowest = longest if _kept_whole(column, rows) else min(longest, _NARROWEST)
-            total += narrowest + 3
-        return total
-
-    while needed(kept) > width:
-        optional = [i for i, c in enumerate(kept) if c.optional]
-        if not optional:
+    while 1 + sum(_narrowest(c, rows) + 3 for c in kept) > width:  # borders and padding
+        droppable = [(c.drop, i) for i, c in enumerate(kept) if c.drop]
+        if not droppable:
             break
-        del kept[optional[-1]]
+        del kept[max(droppable)[1]]
     return kept
 
 

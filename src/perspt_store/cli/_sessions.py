@@ -391,10 +391,10 @@ def sessions(ctx: click.Context, limit: int, offset: int, fmt: Format) -> None:
         columns=[
             "session_id",
             "status",
-            "task",
-            "created_at",
-            Column("updated_at", optional=True),
-            Column("merkle_root", optional=True),
+            Column("task", drop=1),  # on a narrow terminal the rest goes first
+            Column("created_at", drop=2),
+            Column("updated_at", drop=3),
+            Column("merkle_root", drop=3),
         ],
         caption=caption,
     )
