@@ -158,7 +158,7 @@ def log(ctx: click.Context, session_id: str, fmt: Format) -> None:
             "node_id",
             "kind",
             "state",
-            Column("leaf_hash", drop=1),
+            Column("leaf_hash", drop=2),
             Column("state_root", drop=1),
             "log_root",
         ],
@@ -206,14 +206,16 @@ def change_dict(node_id: str, kind: str, state: str | None) -> dict[str, Any]:
     return {"node_id": node_id, "kind": kind, "state": None if kind == "remove" else state}
 
 
-def print_changes(changes: list[dict[str, Any]]) -> None:
+def print_changes(changes: list[dict[str, Any]], *, done: bool) -> None:
+    """One line per node: ``restored NODE state S`` / ``removed NODE`` (``restore`` /
+    ``remove`` before a dry run's nothing-was-written)."""
     width = max((len(c["node_id"]) for c in changes), default=0)
     for change in changes:
+        verb = f"{change['kind']}d" if done else change["kind"]
         if change["kind"] == "remove":
-            click.echo(f"  removed   {change['node_id']}")
+            click.echo(f"  {verb:<9} {change['node_id']}")
         else:
-            state = change["state"] or "—"
-            click.echo(f"  restored  {change['node_id']:<{width}}  state {state}")
+            click.echo(f"  {verb:<9} {change['node_id']:<{width}}  state {change['state']}")
 
 
 @click.command()
@@ -252,6 +254,7 @@ def rollback(ctx: click.Context, session_id: str, target: str, dry_run: bool, fm
         raise click.BadParameter(
             "give a commit seq or a 64-hex-digit state root", param_hint="--to"
         )
+    what = f"commit {target}" if "to_seq" in options else f"state root {target[:16]}…"
     if dry_run:
         with open_store(ctx) as store:
             require_session(store, session_id)
@@ -264,10 +267,10 @@ def rollback(ctx: click.Context, session_id: str, target: str, dry_run: bool, fm
             click.echo(f"dry run: session {session_id} is already there; nothing to append")
             return
         click.echo(
-            f"dry run: rolling session {session_id} back to {target} would append "
+            f"dry run: rolling session {session_id} back to {what} would append "
             f"{plural(len(changes), 'commit')}:"
         )
-        print_changes(changes)
+        print_changes(changes, done=False)
         click.echo("nothing was written")
         return
     with open_store(ctx, write=True) as store:
@@ -290,8 +293,9 @@ def rollback(ctx: click.Context, session_id: str, target: str, dry_run: bool, fm
     if fmt != "table":
         emit_json({**commit_dict(head), "changes": changes}, fmt)
         return
-    click.echo(f"session {session_id} is at commit {head.seq}; state root {head.state_root.hex()}")
+    click.echo(f"session {session_id} is at commit {head.seq}; state root")
+    click.echo(f"  {head.state_root.hex()}")  # whole on its own line, even at 80 columns
     if changes:
-        print_changes(changes)
+        print_changes(changes, done=True)
     else:
         click.echo("  nothing differed: no commit appended")
