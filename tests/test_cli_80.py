@@ -255,3 +255,18 @@ def test_counted_tokens_agrees_with_the_store_summary(
         summary = store.get_global_llm_summary()
     assert summary.tokens_in == sum(counted_tokens(r[0], r[1]) for r in requests)
     assert summary.tokens_out == sum(counted_tokens(r[2], r[3]) for r in requests)
+
+
+def test_show_keeps_a_60_character_node_id_whole_by_leaving_columns_out(tmp_path: Path) -> None:
+    path = tmp_path / "long.db"
+    long_id = "node-" + "n" * 55
+    with ps.SessionStore.open(path) as store:
+        store.create_session(ps.SessionRecord(session_id="s", task="t", working_dir="/w"))
+        store.record_node_state(ps.NodeStateRecord(
+            session_id="s", node_id=long_id, state="Completed", node_class="Implementation",
+            v_total=0.125))
+    text = output(path, "show", "s")
+    assert_fits(text)
+    (row,) = cells(text)
+    assert row[0] == long_id and row[-1] == "0.1250"  # the id and V(x) whole
+    assert "left out at this width" in text

@@ -172,6 +172,8 @@ class Column:
     key: str
     header: str | None = None
     drop: int = 0
+    number: bool = False
+    """Its values are numbers formatted as text: right-aligned and never cut, as numbers."""
 
 
 ColumnSpec = str | tuple[str, str] | Column
@@ -185,11 +187,19 @@ def _column(spec: ColumnSpec) -> Column:
     return Column(spec)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool)
+
+
 def _kept_whole(column: Column, rows: Sequence[dict[str, Any]]) -> bool:
-    """Whether a column's values are never wrapped nor cut: ids, and times (a cut time
-    reads as a different one)."""
-    return column.key in ID_COLUMNS or any(
-        isinstance(row.get(column.key), _dt.datetime) for row in rows
+    """Whether a column's values are never wrapped nor cut: ids, times and numbers (a cut
+    time or number reads as a different one)."""
+    values = [row.get(column.key) for row in rows if row.get(column.key) is not None]
+    return (
+        column.key in ID_COLUMNS
+        or column.number
+        or any(isinstance(v, _dt.datetime) for v in values)
+        or (bool(values) and all(_is_number(v) for v in values))
     )
 
 
@@ -217,12 +227,10 @@ def rows_table(
     whole = [_kept_whole(c, rows) for c in map(_column, columns)]
     for column, keep in zip(map(_column, columns), whole, strict=True):
         values = [row.get(column.key) for row in rows if row.get(column.key) is not None]
-        numeric = bool(values) and all(
-            isinstance(v, (int, float, decimal.Decimal)) and not isinstance(v, bool) for v in values
-        )
+        numeric = bool(values) and all(_is_number(v) for v in values)
         table.add_column(
             column.header or column.key,
-            justify="right" if numeric else "left",
+            justify="right" if numeric or column.number else "left",
             no_wrap=keep,
         )
     for row in rows:
@@ -283,11 +291,24 @@ def emit_rows(
     if columns is None:
         columns = list(dict.fromkeys(k for row in rows for k in row))
     out = console()
-    if out.is_terminal or "COLUMNS" in os.environ:  # a fixed width: drop what cannot fit
+    print_renderables(fitted_table(rows, columns, out, title=title, caption=caption), out=out)
+
+
+def fitted_table(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[ColumnSpec],
+    out: Console,
+    *,
+    title: str | None = None,
+    caption: str | None = None,
+) -> Table:
+    """:func:`rows_table`, less the optional columns ``out`` is too narrow for (named under
+    the table) when its width is fixed (a terminal, or ``$COLUMNS``)."""
+    if out.is_terminal or "COLUMNS" in os.environ:
         shown = fitting_columns(rows, columns, out.width)
         hidden = [c.header or c.key for c in map(_column, columns) if c not in shown]
         if hidden:
             note = f"({', '.join(hidden)} left out at this width; --json has every column)"
             caption = f"{caption}\n{note}" if caption else note
         columns = shown
-    print_renderables(rows_table(rows, columns, title=title, caption=caption), out=out)
+    return rows_table(rows, columns, title=title, caption=caption)

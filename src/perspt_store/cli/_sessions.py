@@ -34,8 +34,10 @@ from ._output import (
     Column,
     Format,
     cell,
+    console,
     emit_json,
     emit_rows,
+    fitted_table,
     plural,
     print_renderables,
     row_dict,
@@ -78,7 +80,11 @@ def session_overview(store: SessionStore, session_id: str) -> dict[str, Any]:
     edges = store.get_task_graph_edges(session_id)
     removed = {c.node_id for c in store.get_commit_log(session_id) if c.kind == "remove"}
     removed -= set(states)  # restored again later
-    verifications = {v.node_id: v for v in store.get_all_verification_results(session_id)}
+    verifications = {
+        v.node_id: v
+        for v in store.get_all_verification_results(session_id)
+        if v.node_id not in removed
+    }
     latest_review = {r.node_id: r.outcome for r in store.get_all_review_outcomes(session_id)}
     budget = store.get_budget_envelope(session_id)
     charter = store.get_feature_charter(session_id)
@@ -160,8 +166,8 @@ def _wrapped(text: str) -> Text:
     return Text(" ".join(text.split()), overflow="fold")
 
 
-def overview_renderables(overview: dict[str, Any]) -> list[Any]:
-    """The ``show`` page: the session's head, its nodes, then the totals."""
+def overview_renderables(overview: dict[str, Any], out: Console) -> list[Any]:
+    """The ``show`` page for ``out``: the session's head, its nodes, then the totals."""
     session = overview["session"]
     head = _key_values()
     head.add_row("Session", Text(session["session_id"]))
@@ -197,37 +203,32 @@ def overview_renderables(overview: dict[str, Any]) -> list[Any]:
         notes.append("* verified in degraded mode")
     if overview["removed_nodes"]:
         notes.append(f"removed by a rollback: {', '.join(overview['removed_nodes'])}")
-    nodes = Table(
-        title="Nodes",
-        title_justify="left",
-        caption="\n".join(notes) or None,
-        caption_justify="left",
-    )
-    nodes.add_column("node", no_wrap=True)  # an id: never cut
-    nodes.add_column("class")
-    nodes.add_column("state")
-    nodes.add_column("tries", justify="right", no_wrap=True)
-    nodes.add_column("V(x)", justify="right", no_wrap=True)
-    nodes.add_column("verified")
-    nodes.add_column("review")
+    rows = []
     for node in overview["nodes"]:
         state = node["state"]
         if state is None:
-            state_cell = Text("(running)" if node["energy_points"] else "(pending)", style="dim")
-        else:
-            state_cell = cell(state)
-        verified = cell(node["verified"])
-        if node["degraded"]:
-            verified.append("*", style="yellow")
-        nodes.add_row(
-            Text(node["node_id"]),
-            cell(node["node_class"]),
-            state_cell,
-            cell(node["attempts"]),
-            cell(None if node["v_total"] is None else f"{node['v_total']:.4f}"),
-            verified,
-            cell(node["review"]),
-        )
+            state = "(running)" if node["energy_points"] else "(pending)"
+        verified = node["verified"]
+        if verified is not None:
+            verified = ("yes" if verified else "no") + ("*" if node["degraded"] else "")
+        v_total = node["v_total"]
+        rows.append({**node, "state": state, "verified": verified,
+                     "v_total": None if v_total is None else f"{v_total:.4f}"})
+    nodes = fitted_table(
+        rows,
+        [
+            Column("node_id", "node"),
+            Column("node_class", "class", drop=2),
+            "state",
+            Column("attempts", "tries", drop=1),
+            Column("v_total", "V(x)", number=True),
+            Column("verified", drop=1),
+            Column("review", drop=1),
+        ],
+        out,
+        title="Nodes",
+        caption="\n".join(notes) or None,
+    )
 
     v, r, b, llm = (
         overview["verification"],
@@ -349,7 +350,8 @@ def demo(ctx: click.Context, seed: int | None, session_id: str | None, fmt: Form
         emit_json(overview, fmt)
         return
     click.echo(f"Recorded demo session {recorded} (seed {seed}) into {db_path(ctx)}")
-    print_renderables(*overview_renderables(overview))
+    out = console()
+    print_renderables(*overview_renderables(overview, out), out=out)
 
 
 @click.command()
@@ -420,7 +422,8 @@ def show(ctx: click.Context, session_id: str, fmt: Format) -> None:
         require_session(store, session_id)
         overview = session_overview(store, session_id)
     if fmt == "table":
-        print_renderables(*overview_renderables(overview))
+        out = console()
+        print_renderables(*overview_renderables(overview, out), out=out)
     else:
         emit_json(overview, fmt)
 
