@@ -89,8 +89,6 @@ READS = [
 def test_every_table_fits_80_columns_with_ids_whole(demo_db: Path, args: list[str]) -> None:
     text = output(demo_db, *args)
     assert_fits(text)
-    assert "…" not in "".join(re.findall(r"[a-z_]+_(?:api|bucket|middleware|tests|docs)\S*",
-                                         text))
     for row in cells(text):
         for value in row:  # a node id in a cell is either whole or absent
             if any(value.startswith(n[:6]) and value != n for n in NODE_IDS):
