@@ -266,8 +266,7 @@ def snapshot_html(snapshot: Any) -> str:
     rows = []
     for detail in snapshot.node_details:
         record, verification = detail.record, detail.verification
-        verified = None if verification is None else all(
-            (verification.syntax_ok, verification.build_ok, verification.tests_ok))
+        verified = None if verification is None else verification.passed
         energy = detail.energy_history[-1].v_total if detail.energy_history else None
         rows.append([record.node_id, record.node_class, record.state, record.attempt_count,
                      energy if energy is not None else record.v_total,

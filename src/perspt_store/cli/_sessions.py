@@ -106,9 +106,7 @@ def session_overview(store: SessionStore, session_id: str) -> dict[str, Any]:
                 "attempts": state.attempt_count if state else energy.get(node_id, 0),
                 "v_total": last_v.get(node_id, state.v_total if state else None),
                 "energy_points": energy.get(node_id, 0),
-                "verified": None
-                if verification is None
-                else all((verification.syntax_ok, verification.build_ok, verification.tests_ok)),
+                "verified": None if verification is None else verification.passed,
                 "degraded": None if verification is None else verification.degraded,
                 "review": latest_review.get(node_id),
                 "committed_at": state.committed_at if state else None,
