@@ -155,12 +155,13 @@ def print_renderables(*renderables: Any, out: Console | None = None) -> None:
     click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
+def _json(value: Any, *, one_line: bool) -> str:
+    return json.dumps(jsonable(value), ensure_ascii=False, indent=None if one_line else 2)
+
+
 def emit_json(document: Any, fmt: Format) -> None:
     """Print one JSON document: indented for ``json``, one compact line for ``nl``."""
-    if fmt == "nl":
-        click.echo(json.dumps(jsonable(document), ensure_ascii=False))
-    else:
-        click.echo(json.dumps(jsonable(document), ensure_ascii=False, indent=2))
+    click.echo(_json(document, one_line=fmt == "nl"))
 
 
 @dataclass(frozen=True)
@@ -251,8 +252,8 @@ _NARROWEST = 8
 def fitting_columns(
     rows: Sequence[dict[str, Any]], columns: Sequence[ColumnSpec], width: int
 ) -> list[Column]:
-    """``columns`` less the optional ones (last first) that a table ``width`` wide cannot
-    hold once every other text column is cut to a few characters: ids and times stay
+    """``columns`` less those (by their ``drop`` priority) that a table ``width`` wide cannot
+    hold once every text column is cut to a few characters: ids, times and numbers stay
     whole."""
     kept = [_column(c) for c in columns]
     while 1 + sum(_narrowest(c, rows) + 3 for c in kept) > width:  # borders and padding
@@ -282,11 +283,11 @@ def emit_rows(
         caption: A line under the table (totals, paging).
     """
     if fmt == "json":
-        click.echo(json.dumps([jsonable(r) for r in rows], ensure_ascii=False, indent=2))
+        click.echo(_json(list(rows), one_line=False))
         return
     if fmt == "nl":
         for row in rows:
-            click.echo(json.dumps(jsonable(row), ensure_ascii=False))
+            click.echo(_json(row, one_line=True))
         return
     if columns is None:
         columns = list(dict.fromkeys(k for row in rows for k in row))
