@@ -419,7 +419,9 @@ def plot_llm(store: SessionStore, session_id: str | None = None) -> Figure:
     top.set_ylabel("tokens per request")
     top.set_ylim(bottom=0)
     top.grid(True, alpha=0.3)
-    top.legend(loc="upper left", fontsize=8.5, ncols=2)
+    # Above the panel, not over its points (the layout makes room).
+    top.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), fontsize=8.5, ncols=2,
+               frameon=False, borderaxespad=0.2)
     mpl = importlib.import_module("matplotlib")
     # tab20 gives 20 distinct colours; more nodes than that are coloured along a colormap
     # and not listed one by one.
