@@ -268,3 +268,20 @@ def test_show_keeps_a_60_character_node_id_whole_by_leaving_columns_out(tmp_path
     (row,) = cells(text)
     assert row[0] == long_id and row[-1] == "0.1250"  # the id and V(x) whole
     assert "left out at this width" in text
+
+
+def test_show_renders_within_a_rich_console_80_wide(demo_db: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from perspt_store.cli._sessions import overview_renderables, session_overview
+
+    with ps.SessionStore.open_read_only(demo_db) as store, store.consistent_read():
+        overview = session_overview(store, SID)
+    out = Console(width=WIDTH, file=io.StringIO(), color_system=None)
+    for renderable in overview_renderables(overview, out):
+        out.print(renderable)
+    text = out.file.getvalue()  # type: ignore[attr-defined]
+    assert_fits("\n".join(line.rstrip() for line in text.splitlines()))
+    assert [row[0] for row in cells(text) if row[0] in NODE_IDS] == NODE_IDS
