@@ -285,3 +285,17 @@ def test_show_renders_within_a_rich_console_80_wide(demo_db: Path) -> None:
     text = out.file.getvalue()  # type: ignore[attr-defined]
     assert_fits("\n".join(line.rstrip() for line in text.splitlines()))
     assert [row[0] for row in cells(text) if row[0] in NODE_IDS] == NODE_IDS
+
+
+def test_history_seqs_are_empty_when_the_log_was_edited_behind_the_stores_back(
+    rolled_back_db: Path,
+) -> None:
+    import duckdb
+
+    with duckdb.connect(str(rolled_back_db)) as con:  # a forger deletes one log entry
+        con.execute("DELETE FROM merkle_log WHERE session_id = ? AND seq = 4", [SID])
+    rows = json.loads(output(rolled_back_db, "nodes", SID, "--history", "--json"))
+    assert len(rows) == len(NODE_IDS) and all(r["seq"] is None for r in rows)
+    log = json.loads(output(rolled_back_db, "log", SID, "--json"))
+    assert all(c["state"] is None for c in log)  # no guess at which row a commit was
+    assert invoke(rolled_back_db, "verify", SID).exit_code == 1
