@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import json
 import subprocess
@@ -16,16 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import perspt_store as ps
-from perspt_store import cli as cli_module
-from perspt_store.cli import (
-    cli,
-    closest,
-    jsonable,
-    merge_timeline,
-    one_line,
-    render_dot,
-    render_mermaid,
-)
+from perspt_store.cli import cli
+from perspt_store.cli._common import closest, one_line
+from perspt_store.cli._graph import render_dot, render_mermaid
+from perspt_store.cli._nodes import merge_timeline
+from perspt_store.cli._output import jsonable, row_dict
 from perspt_store.demo import (
     DEMO_NODES,
     ESCALATED_NODE,
@@ -321,7 +317,10 @@ def test_sessions_json_has_every_field_with_bytes_as_hex(
     assert row["merkle_root"] == session.merkle_root.hex()
     assert row["task"] == session.task and row["status"] == "COMPLETED"
     assert row["detected_toolchain"] is None
-    assert row["created_at"] == session.created_at.isoformat()  # type: ignore[union-attr]
+    # Times are aware ISO-8601 in UTC (the database stores naive UTC).
+    created = dt.datetime.fromisoformat(row["created_at"])
+    assert created.utcoffset() == dt.timedelta(0)
+    assert created == session.created_at.replace(tzinfo=dt.UTC)  # type: ignore[union-attr]
 
 
 def test_show_summarises_the_session(demo_db: Path, demo_store: ps.SessionStore) -> None:
@@ -418,7 +417,7 @@ def test_branches_and_flushes(demo_db: Path, demo_store: ps.SessionStore) -> Non
     rows = json_out(invoke(demo_db, "branches", SID, "--json"))
     assert [r["state"] for r in rows] == ["merged", "flushed", "flushed"]  # type: ignore[index, union-attr]
     flushes = json_out(invoke(demo_db, "branches", SID, "--flushes", "--json"))
-    assert flushes == [jsonable(cli_module.row_dict(f))
+    assert flushes == [jsonable(row_dict(f))
                        for f in demo_store.get_branch_flushes(SID)]
     table = invoke(demo_db, "branches", SID).stdout
     assert "Branches" in table and "Flushes" in table
@@ -449,7 +448,7 @@ def test_sql_runs_a_query_with_parameters(demo_db: Path, demo_store: ps.SessionS
     blob = json_out(invoke(demo_db, "sql", "SELECT '\\xAB\\x01'::BLOB AS b, "
                            "TIMESTAMP '2026-01-02 03:04:05' AS t, 1.5::DECIMAL(4,2) AS d",
                            "--json"))
-    assert blob == [{"b": "ab01", "t": "2026-01-02T03:04:05", "d": 1.5}]
+    assert blob == [{"b": "ab01", "t": "2026-01-02T03:04:05Z", "d": 1.5}]  # times are UTC
 
 
 @pytest.mark.parametrize(

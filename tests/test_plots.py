@@ -5,6 +5,7 @@ axis labels, legends and state colours a reader relies on; the command line writ
 from __future__ import annotations
 
 import io
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,7 +202,7 @@ def test_llm_plot_shows_tokens_and_latency_per_request(demo: tuple[ps.SessionSto
     assert list(lines["tokens in"].get_xdata()) == list(range(1, len(requests) + 1))
     assert top.get_ylabel() == "tokens per request" and bottom.get_ylabel() == "latency (s)"
     assert str(len(requests)) in fig.get_suptitle()
-    nodes = [t.get_text() for t in bottom.get_legend().get_texts()]
+    nodes = legend_labels(fig)  # one figure legend beside both panels
     assert nodes[:-1] == [n.node_id for n in DEMO_NODES] and nodes[-1].startswith("median")
 
 
@@ -217,8 +218,9 @@ def test_llm_plot_uses_time_when_timestamps_differ() -> None:
         render(fig)
         distinct = len(set(times)) == len(times)
         assert fig.axes[1].get_xlabel() == (
-            "time (UTC)" if distinct else "request number, in recorded order (timestamps tie)")
-        assert "(no node)" in [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+            f"time (UTC), {times[0].date().isoformat()}" if distinct
+            else "request number, in recorded order (timestamps tie)")
+        assert "(no node)" in legend_labels(fig)
         assert "all sessions" in plots.plot_llm(store).get_suptitle()
 
 
@@ -294,3 +296,142 @@ def test_cli_plot_without_matplotlib_exits_1_with_the_hint(
     assert result.exit_code == 1
     assert "pip install 'perspt-store[plot]'" in result.stderr
     assert not (tmp_path / "l.png").exists()
+
+
+# --- readable at 1, 5, 20 and 200 nodes -------------------------------------------------------
+
+SIZES = [1, 5, 20, 200]
+
+
+def session_of(store: ps.SessionStore, n: int) -> str:
+    """A session of ``n`` nodes with long ids: a tree of task-graph edges (three children a
+    node), 1-4 energy measurements and two LLM requests a node, spread over 25 minutes."""
+    sid = f"session-of-{n}-nodes-with-a-long-id-0123456789"
+    store.create_session(ps.SessionRecord(session_id=sid, task="t", working_dir="/w"))
+    ids = [f"node_{i:03d}_implement_the_rate_limiter_part" for i in range(n)]
+    states = ["Completed", "Failed", "Escalated", "Running", "Verifying"]
+    with store.transaction():
+        for i, node in enumerate(ids):
+            for attempt in range(1 + i % 4):
+                v = 1.0 / (attempt + 1) / (1 + i % 7)
+                store.record_energy(ps.EnergyRecord(
+                    session_id=sid, node_id=node, v_syn=v * 0.2, v_str=v * 0.3, v_log=v * 0.4,
+                    v_boot=v * 0.05, v_sheaf=v * 0.05, v_total=v))
+            store.record_node_state(ps.NodeStateRecord(
+                session_id=sid, node_id=node, state=states[i % 5], node_class="Implementation",
+                v_total=0.1))
+            if i:
+                store.record_task_graph_edge(ps.TaskGraphEdgeRow(
+                    session_id=sid, parent_node_id=ids[(i - 1) // 3], child_node_id=node,
+                    edge_type="interface_boundary" if i % 4 == 0 else "depends_on"))
+            for k in range(2):
+                store.record_llm_request(ps.LlmRequestRecord(
+                    session_id=sid, node_id=node, model="m", prompt="p", response="r",
+                    tokens_in=1000 + 37 * i + 500 * k, tokens_out=300 + 11 * i,
+                    latency_ms=2000 + 150 * ((i * 7 + k) % 40)))
+    store.sql("UPDATE llm_requests SET timestamp = TIMESTAMP '2026-12-02 17:00:00' "
+              "+ to_seconds(id * 7) WHERE session_id = ?", [sid])
+    return sid
+
+
+@pytest.fixture(scope="module")
+def sized() -> Iterator[tuple[ps.SessionStore, dict[int, str]]]:
+    with ps.SessionStore.in_memory() as store:
+        yield store, {n: session_of(store, n) for n in SIZES}
+
+
+DRAWINGS = {
+    "energy": lambda store, sid: plots.plot_energy(store, sid),
+    "energy of one node": lambda store, sid: plots.plot_energy(
+        store, sid, "node_000_implement_the_rate_limiter_part"),
+    "llm": lambda store, sid: plots.plot_llm(store, sid),
+    "task graph": lambda store, sid: plots.plot_task_graph(store, sid),
+}
+
+
+def clipped_texts(fig: Figure) -> list[str]:
+    """What of the figure's text leaves it: each visible text artist's window extent (tick
+    labels excepted: an axis keeps labels for ticks outside its view that are never drawn),
+    and each axes' tight bounding box, which holds its drawn tick labels."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    inside = fig.bbox.padded(0.5)
+    ticks = {id(label) for ax in fig.axes
+             for label in [*ax.get_xticklabels(which="both"), *ax.get_yticklabels(which="both")]}
+    clipped = []
+    for text in fig.findobj(matplotlib.text.Text):
+        if id(text) in ticks or not text.get_visible() or not text.get_text().strip():
+            continue
+        box = text.get_window_extent(renderer)
+        if not inside.containsx(box.x0) or not inside.containsx(box.x1) \
+                or not inside.containsy(box.y0) or not inside.containsy(box.y1):
+            clipped.append(text.get_text())
+    for ax in fig.axes:
+        box = ax.get_tightbbox(renderer)
+        if ax.get_visible() and box is not None and not (
+                inside.containsx(box.x0) and inside.containsx(box.x1)
+                and inside.containsy(box.y0) and inside.containsy(box.y1)):
+            clipped.append(f"axes {ax.get_title()!r}")
+    return clipped
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("kind", DRAWINGS)
+def test_no_text_is_clipped_at_any_size(
+    sized: tuple[ps.SessionStore, dict[int, str]], kind: str, n: int
+) -> None:
+    store, sids = sized
+    fig = DRAWINGS[kind](store, sids[n])
+    assert clipped_texts(fig) == []
+    assert fig.get_suptitle()  # and a title says what and which session
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_task_graph_width_stays_bounded_with_readable_text(
+    sized: tuple[ps.SessionStore, dict[int, str]], n: int
+) -> None:
+    store, sids = sized
+    fig = plots.plot_task_graph(store, sids[n])
+    assert fig.get_figwidth() <= 16  # inches: at most ~1,900 px at the CLI's 120 dpi
+    sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text()]
+    assert min(sizes) >= 7.5
+    arrows = [p for p in fig.axes[0].patches if isinstance(p, FancyArrowPatch)]
+    assert len(arrows) == n - 1 and all(a.get_mutation_scale() >= 14 for a in arrows)
+
+
+def test_llm_plot_gives_up_to_20_nodes_distinct_colours_and_lists_them(
+    sized: tuple[ps.SessionStore, dict[int, str]],
+) -> None:
+    store, sids = sized
+    fig = plots.plot_llm(store, sids[20])
+    bottom = fig.axes[1]
+    colours = [to_hex(c.get_facecolor()[0]) for c in bottom.collections]
+    assert len(colours) == 20 and len(set(colours)) == 20
+    labels = legend_labels(fig)
+    assert labels[:-1] == [f"node_{i:03d}_implement_the_rate_limiter_part" for i in range(20)]
+    many = plots.plot_llm(store, sids[200])
+    assert legend_labels(many) == [] and "200 nodes" in many.axes[1].get_title()
+
+
+def test_llm_time_axis_reads_as_clock_times_without_an_offset(
+    sized: tuple[ps.SessionStore, dict[int, str]],
+) -> None:
+    store, sids = sized
+    fig = plots.plot_llm(store, sids[20])
+    FigureCanvasAgg(fig).draw()
+    bottom = fig.axes[1]
+    ticks = [t.get_text() for t in bottom.get_xticklabels() if t.get_text()]
+    assert ticks and all(re.fullmatch(r"\d\d:\d\d:\d\d", t) for t in ticks), ticks
+    assert bottom.xaxis.get_offset_text().get_text() == ""
+    assert bottom.get_xlabel() == "time (UTC), 2026-12-02"
+
+
+def test_energy_of_many_nodes_is_one_overview(
+    sized: tuple[ps.SessionStore, dict[int, str]],
+) -> None:
+    store, sids = sized
+    fig = plots.plot_energy(store, sids[200])
+    lines_ax = fig.axes[0]
+    assert len(lines_ax.get_lines()) == 200 and "200 nodes" in lines_ax.get_title()
+    assert fig.get_figheight() < 10

@@ -122,6 +122,7 @@ READS: dict[str, ReadCall] = {
     "sql": lambda s: s.sql("SELECT count(*) FROM sessions").fetchall(),
     "state_root": lambda s: s.state_root(S),
     "verify_session": lambda s: s.verify_session(S),
+    "rollback_plan": lambda s: s.rollback_plan(S, to_seq=0),
     "frame": lambda s: s.frame("energy_history").fetchall(),
     "energy_frame": lambda s: s.energy_frame(S).fetchall(),
     "llm_frame": lambda s: s.llm_frame(S).fetchall(),

@@ -466,3 +466,15 @@ def test_repr_names_the_model_and_shows_every_field() -> None:
     assert "merkle_hash=b'\\x00\\x01'" in text and "children=['a']" in text
     assert "_db" not in text
     assert eval(text, {"NodeStateRecord": ps.NodeStateRecord}) == row
+
+
+@given(syntax=st.booleans(), build=st.booleans(), tests=st.booleans(), lint=st.booleans(),
+       degraded=st.booleans())
+def test_a_verification_passed_when_syntax_build_and_tests_did(
+    syntax: bool, build: bool, tests: bool, lint: bool, degraded: bool
+) -> None:
+    row = ps.VerificationResultRow(
+        session_id="s", node_id="n", result_json="{}", syntax_ok=syntax, build_ok=build,
+        tests_ok=tests, lint_ok=lint, degraded=degraded)
+    assert row.passed is (syntax and build and tests)  # lint and degraded do not decide
+    assert "passed" not in row.to_dict()  # derived, not a column

@@ -6,6 +6,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import perspt_store as ps
 from conftest import add_session, spy_statements
@@ -378,6 +380,46 @@ def test_rollback_makes_resume_see_the_target_states(store: ps.SessionStore, ses
     assert sorted(latest, key=lambda r: r.node_id) == sorted(snapshot, key=lambda r: r.node_id)
     kinds_appended = [c.kind for c in store.get_commit_log(session)][4:]
     assert sorted(kinds_appended) == ["remove", "restore"]  # c removed, a restored
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    history=st.lists(
+        st.tuples(st.sampled_from("abcd"), st.sampled_from(["v1", "v2", "v3"])),
+        min_size=1,
+        max_size=12,
+    ),
+    data=st.data(),
+)
+def test_rollback_plan_is_what_rollback_appends_and_writes_nothing(
+    history: list[tuple[str, str]], data: st.DataObject
+) -> None:
+    with ps.SessionStore.in_memory() as store:
+        add_session(store, "s")
+        for node_id, state in history:
+            store.record_node_state(node("s", node_id, state=state))
+        target = data.draw(st.integers(0, len(history) - 1), label="to_seq")
+        log_before = store.get_commit_log("s")
+        plan = store.rollback_plan("s", to_seq=target)
+        assert store.get_commit_log("s") == log_before  # a plan writes nothing
+        store.rollback("s", to_seq=target)
+        appended = store.get_commit_log("s")[len(log_before):]
+        assert [(c.node_id, c.kind) for c in plan] == [(c.node_id, c.kind) for c in appended]
+        latest = {r.node_id: r.state for r in store.get_latest_node_states("s")}
+        for change in plan:
+            if change.kind == "restore":
+                assert latest[change.node_id] == change.record.state
+            else:
+                assert change.node_id not in latest
+        assert store.rollback_plan("s", to_seq=target) == []  # already there
+
+
+def test_rollback_plan_refuses_what_rollback_refuses(store: ps.SessionStore, session: str) -> None:
+    commit_some(store, session, 3)
+    with pytest.raises(ps.RecordNotFoundError, match="nothing changed"):
+        store.rollback_plan(session, to_seq=3)
+    with pytest.raises(ValueError, match="exactly one"):
+        store.rollback_plan(session)
 
 
 def test_rollback_by_state_root(store: ps.SessionStore, session: str) -> None:

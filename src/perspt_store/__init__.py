@@ -63,6 +63,7 @@ from .store.commits import (
     InclusionProof,
     NodeCommit,
     Problem,
+    RollbackChange,
     VerificationReport,
 )
 
@@ -137,6 +138,7 @@ __all__ = [
     "RepairFootprintRow",
     "ReviewOutcomeRow",
     "RewriteRecordRow",
+    "RollbackChange",
     "Row",
     "SchemaVersionError",
     "SessionImport",

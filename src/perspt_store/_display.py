@@ -32,6 +32,7 @@ __all__ = [
     "session_summary_html",
     "session_summary_repr",
     "short_hash",
+    "shorten",
     "snapshot_html",
     "snapshot_repr",
     "table_html",
@@ -60,12 +61,17 @@ _STYLE = (
 )
 
 
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, the last one an ellipsis if it was cut:
+    the one shortening rule of tables, notebooks and plot labels."""
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
+
+
 def short_hash(value: bytes | None, length: int = 16) -> str:
     """The first ``length`` hex digits of a hash, with an ellipsis; ``—`` for None."""
     if value is None:
         return "—"
-    text = bytes(value).hex()
-    return text if len(text) <= length else text[:length] + "…"
+    return shorten(bytes(value).hex(), length + 1)
 
 
 def cell(value: Any, limit: int = TEXT_LIMIT) -> str:
@@ -81,7 +87,7 @@ def cell(value: Any, limit: int = TEXT_LIMIT) -> str:
         full = bytes(value).hex()
         if len(full) <= 16:
             return html.escape(full) if full else '<span class="none">(empty)</span>'
-        return f'<span title="{html.escape(full)}">{html.escape(full[:16])}…</span>'
+        return f'<span title="{html.escape(full)}">{html.escape(short_hash(bytes(value)))}</span>'
     if isinstance(value, _dt.datetime):
         return html.escape(value.isoformat(sep=" "))
     if isinstance(value, (list, tuple)):
@@ -89,7 +95,7 @@ def cell(value: Any, limit: int = TEXT_LIMIT) -> str:
     text = str(value)
     if len(text) > limit:
         return (
-            f"{html.escape(text[: limit - 1])}… "
+            f"{html.escape(shorten(text, limit))} "
             f'<span class="none">({len(text):,} chars)</span>'
         )
     return html.escape(text)
@@ -272,8 +278,7 @@ def snapshot_html(snapshot: Any) -> str:
     rows = []
     for detail in snapshot.node_details:
         record, verification = detail.record, detail.verification
-        verified = None if verification is None else all(
-            (verification.syntax_ok, verification.build_ok, verification.tests_ok))
+        verified = None if verification is None else verification.passed
         energy = detail.energy_history[-1].v_total if detail.energy_history else None
         rows.append([record.node_id, record.node_class, record.state, record.attempt_count,
                      energy if energy is not None else record.v_total,

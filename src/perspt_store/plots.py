@@ -21,6 +21,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._display import shorten
 from .errors import SessionNotFoundError
 from .store import SessionStore
 from .store.snapshot import state_kind
@@ -88,8 +89,29 @@ def _empty(fig: Figure, message: str) -> Figure:
     return fig
 
 
-def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _fitted(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` shortened to what fits ``width_in`` inches at ``fontsize`` points, line by
+    line (a character of DejaVu Sans averages under 0.62 em; bold included)."""
+    limit = max(8, int(width_in * 72 / (fontsize * 0.62)))
+    return "\n".join(shorten(line, limit) for line in text.split("\n"))
+
+
+def _title(fig: Figure, what: str, where: str) -> None:
+    """The figure's title, ``what — where`` in bold: on one line if it fits the figure's
+    width, else ``where`` (ids, long) on a second line, else one line per part of ``where``;
+    a line still too long is cut."""
+    width = fig.get_figwidth() - 0.3
+    for text in (f"{what} — {where}", f"{what}\n{where}", "\n".join([what, *where.split(", ")])):
+        if _fitted(text, width, 12) == text:
+            break
+    fig.suptitle(_fitted(text, width, 12), fontsize=12, fontweight="bold")
+
+
+def _legend_columns(fig: Figure, labels: Sequence[str], fontsize: float, most: int) -> int:
+    """How many legend columns fit the figure's width for these labels."""
+    longest = max((len(label) for label in labels), default=1)
+    entry_in = (longest * 0.6 * fontsize + 3.5 * fontsize) / 72  # text, marker and gap
+    return max(1, min(most, len(labels), int((fig.get_figwidth() - 0.4) / entry_in)))
 
 
 # --- energy ---------------------------------------------------------------------------------
@@ -100,7 +122,9 @@ def plot_energy(store: SessionStore, session_id: str, node_id: str | None = None
 
     Each measurement is one attempt (1, 2, … in the order recorded). V_total is the thick
     black line; the components V_syn, V_str, V_log, V_boot and V_sheaf are thin coloured
-    ones. Panels share the y axis, so nodes compare at a glance.
+    ones. Panels share the y axis, so nodes compare at a glance. A session of more than 24
+    nodes gets one overview instead: every node's V_total over attempts, and a histogram of
+    the final energies (pass ``node_id`` for one node's components).
 
     Args:
         store: The store to read.
@@ -120,12 +144,15 @@ def plot_energy(store: SessionStore, session_id: str, node_id: str | None = None
     where = f"session {session_id}" + (f", node {node_id}" if node_id else "")
     if not by_node:
         return _empty(_figure(figsize=(6.4, 3.0)), f"No energy measurements for {where}")
+    if len(by_node) > _MOST_PANELS:
+        return _energy_overview(by_node, where)
     count = len(by_node)
     ncols = min(3, count)
     nrows = math.ceil(count / ncols)
-    fig = _figure(figsize=(4.4 * ncols + 0.4, 3.1 * nrows + 1.0))
+    fig = _figure(figsize=(max(5.6, 4.4 * ncols + 0.4), 3.1 * nrows + 1.4))
     axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
     ticker = importlib.import_module("matplotlib.ticker")
+    panel_in = (fig.get_figwidth() - 0.4) / ncols
     for index, (node, history) in enumerate(by_node.items()):
         ax: Axes = axes[index // ncols][index % ncols]
         attempts = [r[3] for r in history]
@@ -134,20 +161,53 @@ def plot_energy(store: SessionStore, session_id: str, node_id: str | None = None
                     linewidth=1.2, marker="o", markersize=3, alpha=0.85)
         ax.plot(attempts, [r[9] for r in history], label="V_total", color=_TOTAL_COLOUR,
                 linewidth=2.4, marker="o", markersize=5)
-        ax.set_title(f"{_short(node, 34)}\nfinal V = {history[-1][9]:.4g}", fontsize=10)
+        ax.set_title(f"{_fitted(node, panel_in - 0.5, 10)}\nfinal V = {history[-1][9]:.4g}",
+                     fontsize=10)
         ax.set_xlabel("attempt")
         if index % ncols == 0:
             ax.set_ylabel("energy V(x)")
-        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-        ax.set_xlim(0.7, max(attempts) + 0.3)
+        # Whole attempts only, even for a node measured once.
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlim(0.5, max(attempts) + 0.5)
         ax.grid(True, alpha=0.3)
     for index in range(count, nrows * ncols):
         axes[index // ncols][index % ncols].set_axis_off()
     handles, labels = axes[0][0].get_legend_handles_labels()
     order = [labels.index("V_total"), *range(len(COMPONENTS))]
-    fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="outside lower center",
-               ncols=min(6, len(order)), frameon=False, fontsize=9)
-    fig.suptitle(f"Energy convergence — {where}", fontsize=12, fontweight="bold")
+    shown = [labels[i] for i in order]
+    fig.legend([handles[i] for i in order], shown, loc="outside lower center",
+               ncols=_legend_columns(fig, shown, 9, 6), frameon=False, fontsize=9)
+    _title(fig, "Energy convergence", where)
+    return fig
+
+
+_MOST_PANELS = 24
+"""More nodes than this get one overview panel instead of a panel each."""
+
+
+def _energy_overview(by_node: dict[str, list[tuple[Any, ...]]], where: str) -> Figure:
+    """Many nodes: V_total of every node over attempts in one panel, and the final V of
+    each node as a histogram (components: ``plot_energy(store, sid, node_id)``)."""
+    fig = _figure(figsize=(10.0, 6.4))
+    lines_ax, final_ax = fig.subplots(1, 2, width_ratios=[3, 2])
+    colours = importlib.import_module("matplotlib").colormaps["viridis"]
+    for index, history in enumerate(by_node.values()):
+        lines_ax.plot([r[3] for r in history], [r[9] for r in history], linewidth=0.8,
+                      alpha=0.6, color=colours(index / max(1, len(by_node) - 1)))
+    ticker = importlib.import_module("matplotlib.ticker")
+    lines_ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
+    lines_ax.set_xlabel("attempt")
+    lines_ax.set_ylabel("energy V_total")
+    lines_ax.set_title(f"V_total per node ({len(by_node)} nodes, coloured in order)",
+                       fontsize=10)
+    lines_ax.grid(True, alpha=0.3)
+    finals = [history[-1][9] for history in by_node.values()]
+    final_ax.hist(finals, bins=min(30, max(5, len(finals) // 8)), color="#1f77b4")
+    final_ax.set_xlabel("final V_total")
+    final_ax.set_ylabel("nodes")
+    final_ax.set_title("final energy", fontsize=10)
+    final_ax.grid(True, alpha=0.3)
+    _title(fig, "Energy convergence", where)
     return fig
 
 
@@ -240,11 +300,20 @@ def plot_task_graph(store: SessionStore, session_id: str) -> Figure:
         return _empty(_figure(figsize=(6.4, 3.0)),
                       f"No nodes or edges recorded for session {session_id}")
     layout = _Layout(nodes, [(e.parent_node_id, e.child_node_id) for e in edges])
-    widest = max(len(layer) for layer in layout.layers)
-    box_w, box_h, step_x, step_y = 2.5, 1.0, 2.9, 1.9
-    xy = {node: (x * step_x, -layout.depth[node] * step_y) for node, x in layout.position.items()}
-    fig = _figure(figsize=(max(6.4, 2.75 * widest + 2.6),
-                           max(3.2, 1.75 * len(layout.layers) + 1.3)))
+    # A layer wider than _GRAPH_ROW boxes wraps onto more rows, so the figure's width stays
+    # bounded (text and arrowheads keep their size) and it grows downwards instead.
+    box_w, box_h, step_x = 2.5, 1.0, 2.9
+    xy: dict[str, tuple[float, float]] = {}
+    y = 0.0
+    for layer in layout.layers:
+        for start in range(0, len(layer), _GRAPH_ROW):
+            chunk = layer[start : start + _GRAPH_ROW]
+            for j, node in enumerate(chunk):
+                xy[node] = ((j - (len(chunk) - 1) / 2) * step_x, y)
+            y -= 1.6  # the next row of the same layer
+        y -= 0.4  # and a wider gap between layers
+    columns = min(_GRAPH_ROW, max(len(layer) for layer in layout.layers))
+    fig = _figure(figsize=(max(6.4, 2.75 * columns + 1.2), max(3.2, 0.95 * -y + 1.6)))
     ax = fig.add_subplot()
     ax.set_axis_off()
     patches = importlib.import_module("matplotlib.patches")
@@ -267,9 +336,9 @@ def plot_task_graph(store: SessionStore, session_id: str) -> Figure:
         ))
         detail = " · ".join(p for p in (state.node_class, state.state) if p) if state else \
             "no snapshot"
-        ax.text(x, y + 0.2, _short(node, 26), ha="center", va="center", fontsize=8.5,
+        ax.text(x, y + 0.2, shorten(node, 30), ha="center", va="center", fontsize=8.5,
                 fontweight="bold", zorder=3)
-        ax.text(x, y - 0.07, _short(detail, 32), ha="center", va="center", fontsize=7.5,
+        ax.text(x, y - 0.07, shorten(detail, 34), ha="center", va="center", fontsize=7.5,
                 zorder=3)
         if state is not None:
             ax.text(x, y - 0.3, f"V = {state.v_total:.4g}", ha="center", va="center",
@@ -290,8 +359,8 @@ def plot_task_graph(store: SessionStore, session_id: str) -> Figure:
             points.append((x2, y2 + box_h / 2))
         ax.add_patch(patches.FancyArrowPatch(
             path=path_module.Path(points),
-            arrowstyle="-|>", mutation_scale=12, linewidth=1.1, linestyle=style,
-            color="#555555", zorder=1,
+            arrowstyle="-|>", mutation_scale=16, linewidth=1.3, linestyle=style,
+            color="#444444", zorder=1,
         ))
     xs = [p[0] for p in xy.values()]
     ys = [p[1] for p in xy.values()]
@@ -305,10 +374,14 @@ def plot_task_graph(store: SessionStore, session_id: str) -> Figure:
     ]
     handles += [lines.Line2D([], [], color="#555555", linestyle=style, label=edge_type)
                 for edge_type, style in edge_styles.items()]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)),
-               frameon=False, fontsize=8.5)
-    fig.suptitle(f"Task graph — session {session_id}", fontsize=12, fontweight="bold")
+    fig.legend(handles=handles, loc="outside lower center", frameon=False, fontsize=8.5,
+               ncols=_legend_columns(fig, [h.get_label() for h in handles], 8.5, 4))
+    _title(fig, "Task graph", f"session {session_id}")
     return fig
+
+
+_GRAPH_ROW = 5
+"""The most boxes side by side in the task graph."""
 
 
 # --- LLM requests ---------------------------------------------------------------------------
@@ -335,7 +408,9 @@ def plot_llm(store: SessionStore, session_id: str | None = None) -> Figure:
     times = [r[9] for r in rows]
     by_time = len(set(times)) == len(times)
     xs: list[Any] = times if by_time else list(range(1, len(rows) + 1))
-    fig = _figure(figsize=(9.0, 6.0))
+    nodes = list(dict.fromkeys(r[2] if r[2] is not None else "(no node)" for r in rows))
+    listed = len(nodes) <= _MOST_LISTED_NODES
+    fig = _figure(figsize=(10.0 if listed and len(nodes) > 1 else 8.0, 6.4))
     top, bottom = fig.subplots(2, 1, sharex=True)
     top.plot(xs, [r[4] for r in rows], label="tokens in", color="#1f77b4", marker="o",
              markersize=3.5, linewidth=1.3)
@@ -344,15 +419,20 @@ def plot_llm(store: SessionStore, session_id: str | None = None) -> Figure:
     top.set_ylabel("tokens per request")
     top.set_ylim(bottom=0)
     top.grid(True, alpha=0.3)
-    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False)
-    nodes = list(dict.fromkeys(r[2] if r[2] is not None else "(no node)" for r in rows))
-    colours = importlib.import_module("matplotlib").colormaps["tab10"]
+    # Above the panel, not over its points (the layout makes room).
+    top.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), fontsize=8.5, ncols=2,
+               frameon=False, borderaxespad=0.2)
+    mpl = importlib.import_module("matplotlib")
+    # tab20 gives 20 distinct colours; more nodes than that are coloured along a colormap
+    # and not listed one by one.
+    palette = mpl.colormaps["tab10" if len(nodes) <= 10 else "tab20"]
     latency_s = [r[6] / 1000 for r in rows]
     bottom.plot(xs, latency_s, color="#bbbbbb", linewidth=0.9, zorder=1)
     for i, node in enumerate(nodes):
         picked = [k for k, r in enumerate(rows) if (r[2] or "(no node)") == node]
+        colour = palette(i) if listed else mpl.colormaps["viridis"](i / (len(nodes) - 1))
         bottom.scatter([xs[k] for k in picked], [latency_s[k] for k in picked], s=22,
-                       color=colours(i % 10), label=_short(node, 28), zorder=2)
+                       color=colour, label=node if listed else None, zorder=2)
     ordered = sorted(latency_s)
     middle = len(ordered) // 2
     median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
@@ -361,20 +441,51 @@ def plot_llm(store: SessionStore, session_id: str | None = None) -> Figure:
     bottom.set_ylabel("latency (s)")
     bottom.set_ylim(bottom=0)
     bottom.grid(True, alpha=0.3)
-    bottom.set_xlabel("time (UTC)" if by_time else
-                      "request number, in recorded order (timestamps tie)")
     if by_time:
-        dates = importlib.import_module("matplotlib.dates")
-        locator = dates.AutoDateLocator()
-        bottom.xaxis.set_major_locator(locator)
-        bottom.xaxis.set_major_formatter(dates.ConciseDateFormatter(locator))
+        _time_axis(bottom, times)
     else:
+        bottom.set_xlabel("request number, in recorded order (timestamps tie)")
         ticker = importlib.import_module("matplotlib.ticker")
-        bottom.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-    bottom.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
-                  title="node", title_fontsize=8.5)
+        bottom.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
+    handles, labels = bottom.get_legend_handles_labels()
+    if listed:  # beside the plots, in the layout (never off the figure)
+        fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False,
+                   title="node", title_fontsize=8.5)
+    else:
+        bottom.legend([handles[-1]], [labels[-1]], loc="upper right", fontsize=8)
+        bottom.set_title(f"latency; points coloured by node, {len(nodes)} nodes in order "
+                         "(too many to list)", fontsize=9)
     total_in = sum(r[4] for r in rows)
     total_out = sum(r[5] for r in rows)
-    fig.suptitle(f"LLM requests — {where}: {len(rows)} requests, {total_in:,} tokens in, "
-                 f"{total_out:,} out", fontsize=12, fontweight="bold")
+    _title(fig, f"LLM requests: {len(rows)}, {total_in:,} tokens in, {total_out:,} out", where)
     return fig
+
+
+_MOST_LISTED_NODES = 20
+"""Up to this many nodes, the LLM plot gives each its own colour and legend entry."""
+
+
+def _time_axis(ax: Axes, times: Sequence[Any]) -> None:
+    """Clock times on ``ax``'s x axis, to the precision the span needs, the date in the
+    label (no offset text: every tick reads as a time)."""
+    dates = importlib.import_module("matplotlib.dates")
+    ticker = importlib.import_module("matplotlib.ticker")
+    span = (max(times) - min(times)).total_seconds()
+    if span >= 2 * 86400:
+        pattern, digits = "%m-%d %H:%M", 0
+    elif span >= 2 * 3600:
+        pattern, digits = "%H:%M", 0
+    elif span >= 20:
+        pattern, digits = "%H:%M:%S", 0
+    else:  # a short burst: fractions of a second
+        pattern, digits = "%H:%M:%S.%f", 1 if span >= 2 else 3
+
+    def label(value: float, _position: int) -> str:
+        text: str = dates.num2date(value).strftime(pattern)
+        return text[: len(text) - 6 + digits] if digits else text
+
+    ax.xaxis.set_major_locator(dates.AutoDateLocator(minticks=3, maxticks=7))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(label))
+    first, last = min(times).date(), max(times).date()
+    day = first.isoformat() if first == last else f"{first.isoformat()} to {last.isoformat()}"
+    ax.set_xlabel(f"time (UTC), {day}")

@@ -525,6 +525,12 @@ class VerificationResultRow(Row, _HasId, _HasCreatedAt):
     degraded_reason: str | None = None
     """Why it was degraded, if it was."""
 
+    @property
+    def passed(self) -> bool:
+        """Syntax, build and tests all passed (lint is advisory): the one rule for what
+        ``show``, notebooks and summaries call a verified node."""
+        return self.syntax_ok and self.build_ok and self.tests_ok
+
 
 class ArtifactBundleRow(Row, _HasId, _HasCreatedAt):
     """The artifacts a node produced (table ``artifact_bundles``)."""

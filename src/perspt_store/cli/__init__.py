@@ -1,22 +1,41 @@
 """The ``perspt-store`` command line: look inside a session database from a shell.
 
 It needs the ``cli`` extra (click and rich): ``pip install 'perspt-store[cli]'``. Without it,
-:func:`main` prints that hint and exits 1. The click application lives in ``_app`` (the only
-module that imports click and rich); the pure helpers it shares live in ``_render``.
+:func:`main` prints that hint and exits 1. The public surface is :data:`cli` (the click group)
+and :func:`main`; everything else is private to the package.
 
 Exit codes: 0 success; 1 a :class:`~perspt_store.StoreError`, an unknown session or bad SQL,
 printed as one line ``Error: <message>``; 2 a usage error.
 
-Commands that only read open the file with :meth:`SessionStore.open_read_only`, so they never
-write to it; ``init`` and ``demo`` open it read-write.
+Commands that only read open the file with :meth:`SessionStore.open_read_only` inside
+:meth:`SessionStore.consistent_read` (``_common.open_store``), so they never write to it and
+read one snapshot; ``init``, ``demo``, ``rollback`` and ``import`` open it read-write.
 
-Adding a command to ``_app`` (its helpers are shared)::
+Layout, one owner per concern:
 
-    @cli.command()
-    @click.argument("session_id", metavar="SESSION")
+* ``_app``: the root group, its error handling, and the **one registration point**: the
+  list of commands at the bottom of ``_app.py``, in the order ``--help`` shows them;
+* ``_common``: parameter types, ``--json``/``--nl`` options, opening the store, checking a
+  session or node id, ``--plot``;
+* ``_output``: everything printed: tables (fitted to the terminal; ids never cut), JSON and
+  JSON lines, and the one time convention (UTC, ISO-8601 with ``Z``);
+* topic modules, one per group of commands: ``_sessions`` (init, demo, sessions, show, sql,
+  tables), ``_nodes`` (nodes, energy, llm, timeline, branches), ``_graph`` (graph),
+  ``_merkle`` (verify, log, checkpoint, rollback), ``_lake`` (export, import, compact).
+
+Counting rules (review classes, token estimates, session totals) belong to the library
+(:meth:`SessionStore.session_summary`, :func:`perspt_store.store.telemetry.counted_tokens`);
+the command line calls them and never re-derives them.
+
+Adding a command: write it in a topic module (a new one for a new topic) with
+``@click.command()``, then add it to the list in ``_app.py`` (or, from a new module,
+``cli.add_command(things)`` there)::
+
+    @click.command()
+    @session_argument
     @output_options
     @click.pass_context
-    def things(ctx: click.Context, session_id: str, fmt: str) -> None:
+    def things(ctx: click.Context, session_id: str, fmt: Format) -> None:
         '''One line of help.
 
         \b
@@ -25,7 +44,8 @@ Adding a command to ``_app`` (its helpers are shared)::
         '''
         with open_store(ctx) as store:
             require_session(store, session_id)
-            emit_rows([row_dict(r) for r in store.get_things(session_id)], fmt)
+            rows = [row_dict(r) for r in store.get_things(session_id)]
+        emit_rows(rows, fmt)
 
 A :class:`~perspt_store.StoreError` raised anywhere in a command becomes exit code 1.
 """
@@ -35,35 +55,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from ._render import (
-    closest,
-    graph_nodes,
-    jsonable,
-    llm_totals,
-    merge_timeline,
-    one_line,
-    render_dot,
-    render_mermaid,
-    review_counts,
-    row_dict,
-    session_overview,
-)
-
-__all__ = [
-    "cli",
-    "closest",
-    "graph_nodes",
-    "jsonable",
-    "llm_totals",
-    "main",
-    "merge_timeline",
-    "one_line",
-    "render_dot",
-    "render_mermaid",
-    "review_counts",
-    "row_dict",
-    "session_overview",
-]
+__all__ = ["cli", "main"]
 
 INSTALL_HINT = (
     "The perspt-store command line needs the 'cli' extra (click and rich).\n"
@@ -72,9 +64,6 @@ INSTALL_HINT = (
 
 try:
     from ._app import cli, main  # needs click and rich
-    from .lake_commands import lake as _lake
-
-    cli.add_command(_lake)
 except ModuleNotFoundError as _exc:  # the `cli` extra is not installed
     if (_exc.name or "").partition(".")[0] not in ("click", "rich"):
         raise

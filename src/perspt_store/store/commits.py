@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from collections.abc import Sequence
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, NamedTuple
 
 from blake3 import blake3
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -234,6 +234,17 @@ class VerificationReport(Displayable, _Frozen):
                 table="merkle_log",
                 operation="verify",
             )
+
+
+class RollbackChange(NamedTuple):
+    """One commit a rollback appends (see :meth:`CommitLogMixin.rollback_plan`)."""
+
+    node_id: str
+    kind: str
+    """``restore`` (the node gets its row at the target back) or ``remove`` (the target did
+    not have the node: a tombstone row)."""
+    record: NodeStateRecord
+    """The row the commit writes: the node's row at the target, or the tombstone."""
 
 
 class CommitLogMixin(StoreBase):
@@ -686,32 +697,8 @@ class CommitLogMixin(StoreBase):
         def restore() -> tuple[list[NodeCommit], list[tuple[Any, ...]]]:
             with self.transaction():
                 entries = self._log_entries(session_id)
-                target = self._rollback_target(session_id, entries, to_seq, to_root)
-                latest: dict[str, tuple[int, str]] = {}
-                for _seq, row_id, node_id, kind, *_ in entries[: target + 1]:
-                    latest[node_id] = (row_id, kind)
-                wanted = [row_id for row_id, kind in latest.values() if kind != "remove"]
-                restored = {
-                    row.node_id: row
-                    for row in self._select(
-                        NodeStateRecord,
-                        f"id IN ({', '.join('?' for _ in wanted)})" if wanted else "false",
-                        wanted,
-                        order_by="id",
-                    )
-                }
-                current = self._session_log(session_id, check=True).state.leaves()
-                items: list[tuple[NodeStateRecord, str]] = []
-                for node_id in sorted(set(restored) | set(current)):
-                    row = restored.get(node_id)
-                    if row is None:
-                        tombstone = NodeStateRecord(
-                            node_id=node_id, session_id=session_id, state=REMOVED_STATE
-                        )
-                        items.append((tombstone, "remove"))
-                    elif current.get(node_id) != merkle.hash_node_state(row):
-                        items.append((row, "restore"))
-                commits = self._commit_node_states(items)
+                changes = self._rollback_changes(session_id, entries, to_seq, to_root)
+                commits = self._commit_node_states([(c.record, c.kind) for c in changes])
             return commits, entries
 
         # A whole transaction: if another handle commits to the session meanwhile, it runs
@@ -723,6 +710,58 @@ class CommitLogMixin(StoreBase):
         return NodeCommit(
             session_id, head[0], head[2], head[3], head[4], head[5], head[6], head[0] + 1
         )
+
+    @consistent
+    def rollback_plan(
+        self, session_id: str, *, to_seq: int | None = None, to_root: bytes | None = None
+    ) -> list[RollbackChange]:
+        """What :meth:`rollback` with the same arguments would append now, without writing:
+        one :class:`RollbackChange` per node that differs, in ``node_id`` order (empty when
+        the session is already at the target).
+
+        Raises:
+            ValueError: Neither or both of ``to_seq`` and ``to_root`` were given.
+            RecordNotFoundError: No such commit or root in the session.
+        """
+        if (to_seq is None) == (to_root is None):
+            raise ValueError("give exactly one of to_seq and to_root")
+        entries = self._log_entries(session_id)
+        return self._rollback_changes(session_id, entries, to_seq, to_root)
+
+    def _rollback_changes(
+        self,
+        session_id: str,
+        entries: list[tuple[Any, ...]],
+        to_seq: int | None,
+        to_root: bytes | None,
+    ) -> list[RollbackChange]:
+        """The restore and remove commits that bring the log's head back to the target."""
+        target = self._rollback_target(session_id, entries, to_seq, to_root)
+        latest: dict[str, tuple[int, str]] = {}
+        for _seq, row_id, node_id, kind, *_ in entries[: target + 1]:
+            latest[node_id] = (row_id, kind)
+        wanted = [row_id for row_id, kind in latest.values() if kind != "remove"]
+        restored = {
+            row.node_id: row
+            for row in self._select(
+                NodeStateRecord,
+                f"id IN ({', '.join('?' for _ in wanted)})" if wanted else "false",
+                wanted,
+                order_by="id",
+            )
+        }
+        current = self._session_log(session_id, check=True).state.leaves()
+        changes: list[RollbackChange] = []
+        for node_id in sorted(set(restored) | set(current)):
+            row = restored.get(node_id)
+            if row is None:
+                tombstone = NodeStateRecord(
+                    node_id=node_id, session_id=session_id, state=REMOVED_STATE
+                )
+                changes.append(RollbackChange(node_id, "remove", tombstone))
+            elif current.get(node_id) != merkle.hash_node_state(row):
+                changes.append(RollbackChange(node_id, "restore", row))
+        return changes
 
     @staticmethod
     def _rollback_target(
@@ -759,5 +798,6 @@ __all__ = [
     "InclusionProof",
     "NodeCommit",
     "Problem",
+    "RollbackChange",
     "VerificationReport",
 ]

@@ -8,7 +8,8 @@ from ..rows import CorrectionAttemptRow, LlmRequestRecord, SrbnStepRecord
 from ._base import StoreBase
 
 # Per row: the provider's token count when it reported one, else ceil(len/4) of the text,
-# in integer arithmetic (upstream divided in floating point and truncated the sum).
+# in integer arithmetic (upstream divided in floating point and truncated the sum); the SQL
+# form of `counted_tokens`.
 GLOBAL_LLM_SUMMARY_SQL = """
 SELECT
     count(*),
@@ -17,6 +18,12 @@ SELECT
     coalesce(round(median(latency_ms)), 0)
 FROM llm_requests
 """
+
+
+def counted_tokens(reported: int, text: str) -> int:
+    """One side of an LLM request's tokens as every summary counts them: the provider's
+    number when it reported one (``> 0``), else ``ceil(len(text) / 4)``."""
+    return reported if reported > 0 else -(-len(text) // 4)
 
 
 class LlmSummary(NamedTuple):

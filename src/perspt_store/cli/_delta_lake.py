@@ -10,7 +10,8 @@ import datetime as _dt
 
 import click
 
-from ._app import emit_rows, output_options, plural
+from ._common import output_options
+from ._output import emit_rows, plural
 
 
 def _as_of(version: int | None, timestamp: _dt.datetime | None) -> int | _dt.datetime | None:
