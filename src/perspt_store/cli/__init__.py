@@ -72,6 +72,9 @@ INSTALL_HINT = (
 
 try:
     from ._app import cli, main  # needs click and rich
+    from .serve import serve
+
+    cli.add_command(serve)  # the web dashboard (its own extra, imported when it runs)
 except ModuleNotFoundError as _exc:  # the `cli` extra is not installed
     if (_exc.name or "").partition(".")[0] not in ("click", "rich"):
         raise
