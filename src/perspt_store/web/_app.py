@@ -305,8 +305,9 @@ class Dashboard:
         async def events() -> AsyncIterator[str]:
             yield "retry: 2000\n\n"
             started = time.monotonic()
-            seen = since
+            seen: str | None = None  # the files' version last read
             last: dict[str, Any] | None = None
+            last_fresh: Any = None
             while time.monotonic() - started < self.stream_lifetime:
                 if await request.is_disconnected():
                     return
@@ -320,19 +321,21 @@ class Dashboard:
                         yield _event("error", {"detail": str(exc)})
                         return
                     if state is not None:
-                        fresh = state.pop("freshness")
-                        changes = _diff(last, state) if last is not None else None
-                        if last is None and seen is not None and since != version:
+                        fresh = jsonable(state.pop("freshness"))
+                        if last is not None:
+                            changes = _diff(last, state)
+                        elif since is not None and since != version:
                             changes = {"full": True}  # changed since the page was read
+                        else:
+                            changes = {}
+                            yield _event("hello", {"version": version, "freshness": fresh})
                         if changes:
                             yield _event(
-                                "change",
-                                {**changes, "version": version, "freshness": jsonable(fresh)},
+                                "change", {**changes, "version": version, "freshness": fresh}
                             )
-                        elif last is None:
-                            yield _event("hello", {"version": version,
-                                                   "freshness": jsonable(fresh)})
-                        last, seen = state, version
+                        elif last is not None and fresh != last_fresh:
+                            yield _event("fresh", {"freshness": fresh})  # a newer snapshot
+                        last, seen, last_fresh = state, version, fresh
                 await asyncio.sleep(self.poll_interval)
 
         return StreamingResponse(

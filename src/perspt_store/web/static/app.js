@@ -66,6 +66,7 @@
     source.addEventListener("open", () => live && live.classList.add("on"));
     source.addEventListener("error", () => live && live.classList.remove("on"));
     source.addEventListener("hello", (event) => setFreshness(JSON.parse(event.data).freshness));
+    source.addEventListener("fresh", (event) => setFreshness(JSON.parse(event.data).freshness));
     source.addEventListener("change", (event) => {
       const change = JSON.parse(event.data);
       setFreshness(change.freshness);
