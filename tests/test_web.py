@@ -7,6 +7,7 @@ The browser tests (a real Chromium) are in ``test_web_browser.py``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -35,39 +36,76 @@ SESSION_TABS = ("", "/dag", "/energy", "/llm", "/decisions", "/sandbox", "/merkl
 def _hostile(store: ps.SessionStore) -> None:
     """A session whose every text field an attacker chose."""
     store.create_session(
-        ps.SessionRecord(session_id=HOSTILE, task=SCRIPT_TASK, working_dir=IMG_NODE,
-                         status=SCRIPT_TASK)
+        ps.SessionRecord(
+            session_id=HOSTILE, task=SCRIPT_TASK, working_dir=IMG_NODE, status=SCRIPT_TASK
+        )
     )
     store.record_node_state(
-        ps.NodeStateRecord(node_id=IMG_NODE, session_id=HOSTILE, state=SCRIPT_TASK,
-                           v_total=1.5, attempt_count=1, goal=SCRIPT_TASK)
+        ps.NodeStateRecord(
+            node_id=IMG_NODE,
+            session_id=HOSTILE,
+            state=SCRIPT_TASK,
+            v_total=1.5,
+            attempt_count=1,
+            goal=SCRIPT_TASK,
+        )
     )
     store.record_task_graph_edge(
-        ps.TaskGraphEdgeRow(session_id=HOSTILE, parent_node_id=IMG_NODE,
-                            child_node_id=SCRIPT_TASK, edge_type=IMG_NODE)
+        ps.TaskGraphEdgeRow(
+            session_id=HOSTILE,
+            parent_node_id=IMG_NODE,
+            child_node_id=SCRIPT_TASK,
+            edge_type=IMG_NODE,
+        )
     )
     store.record_energy(
-        ps.EnergyRecord(node_id=IMG_NODE, session_id=HOSTILE, v_syn=1, v_str=0.5, v_log=0,
-                        v_boot=0, v_sheaf=0, v_total=1.5)
+        ps.EnergyRecord(
+            node_id=IMG_NODE,
+            session_id=HOSTILE,
+            v_syn=1,
+            v_str=0.5,
+            v_log=0,
+            v_boot=0,
+            v_sheaf=0,
+            v_total=1.5,
+        )
     )
     store.record_llm_request(
-        ps.LlmRequestRecord(session_id=HOSTILE, node_id=IMG_NODE, model=SCRIPT_TASK,
-                            prompt=SCRIPT_TASK, response=IMG_NODE, tokens_in=3, tokens_out=4,
-                            latency_ms=5)
+        ps.LlmRequestRecord(
+            session_id=HOSTILE,
+            node_id=IMG_NODE,
+            model=SCRIPT_TASK,
+            prompt=SCRIPT_TASK,
+            response=IMG_NODE,
+            tokens_in=3,
+            tokens_out=4,
+            latency_ms=5,
+        )
     )
     store.record_review_outcome(
-        ps.ReviewOutcomeRow(session_id=HOSTILE, node_id=IMG_NODE, outcome=SCRIPT_TASK,
-                            reviewer_note=IMG_NODE)
+        ps.ReviewOutcomeRow(
+            session_id=HOSTILE, node_id=IMG_NODE, outcome=SCRIPT_TASK, reviewer_note=IMG_NODE
+        )
     )
     store.record_provisional_branch(
-        ps.ProvisionalBranchRow(branch_id=IMG_NODE, session_id=HOSTILE, node_id=IMG_NODE,
-                                parent_node_id=SCRIPT_TASK, state=SCRIPT_TASK,
-                                sandbox_dir=SCRIPT_TASK)
+        ps.ProvisionalBranchRow(
+            branch_id=IMG_NODE,
+            session_id=HOSTILE,
+            node_id=IMG_NODE,
+            parent_node_id=SCRIPT_TASK,
+            state=SCRIPT_TASK,
+            sandbox_dir=SCRIPT_TASK,
+        )
     )
     store.record_branch_flush(
-        ps.BranchFlushRow(flush_id=SCRIPT_TASK, session_id=HOSTILE, parent_node_id=IMG_NODE,
-                          flushed_branch_ids=[IMG_NODE], requeue_node_ids=[SCRIPT_TASK],
-                          reason=SCRIPT_TASK)
+        ps.BranchFlushRow(
+            flush_id=SCRIPT_TASK,
+            session_id=HOSTILE,
+            parent_node_id=IMG_NODE,
+            flushed_branch_ids=[IMG_NODE],
+            requeue_node_ids=[SCRIPT_TASK],
+            reason=SCRIPT_TASK,
+        )
     )
 
 
@@ -223,9 +261,7 @@ def test_decisions_is_one_timeline_including_reviews(client: TestClient, demo_id
     assert ok(client, f"/sessions/{demo_id}/decisions").count("<tr>") == len(data["events"]) + 1
 
 
-def test_sandbox_shows_branches_flushes_lineage_and_seals(
-    client: TestClient, demo_id: str
-) -> None:
+def test_sandbox_shows_branches_flushes_lineage_and_seals(client: TestClient, demo_id: str) -> None:
     data = client.get(f"/api/sessions/{demo_id}/sandbox").json()
     assert data["branches"] and data["flushes"] and data["seals"]
     page = ok(client, f"/sessions/{demo_id}/sandbox")
@@ -246,7 +282,9 @@ def test_merkle_page_and_downloads_verify(client: TestClient, db: Path, demo_id:
         assert "attachment" in response.headers["content-disposition"]
         body = response.json()
         proof = ps.InclusionProof(
-            session_id=body["session_id"], seq=body["seq"], log_size=body["log_size"],
+            session_id=body["session_id"],
+            seq=body["seq"],
+            log_size=body["log_size"],
             leaf_hash=bytes.fromhex(body["leaf_hash"]),
             path=[bytes.fromhex(p) for p in body["path"]],
             log_root=bytes.fromhex(body["log_root"]),
@@ -321,14 +359,17 @@ def test_hostile_node_id_round_trips_through_links(client: TestClient) -> None:
 def test_unknown_ids_are_404_pages_not_tracebacks(client: TestClient, url: str) -> None:
     response = client.get(url)
     assert response.status_code == 404
-    assert "Traceback" not in response.text and "File \"" not in response.text
+    assert "Traceback" not in response.text and 'File "' not in response.text
     assert "Not found" in response.text
 
 
 @pytest.mark.parametrize(
     "url",
-    [*(f"/api/sessions/nope{tab}" for tab in SESSION_TABS), "/api/sessions/nope/nodes/x",
-     "/sse/nope"],
+    [
+        *(f"/api/sessions/nope{tab}" for tab in SESSION_TABS),
+        "/api/sessions/nope/nodes/x",
+        "/sse/nope",
+    ],
 )
 def test_unknown_ids_in_the_api_are_json_404s(client: TestClient, url: str) -> None:
     response = client.get(url)
@@ -339,8 +380,13 @@ def test_unknown_ids_in_the_api_are_json_404s(client: TestClient, url: str) -> N
 def test_static_files_are_served_and_never_escape_their_directory(client: TestClient) -> None:
     assert "EventSource" in ok(client, "/static/app.js")
     assert ok(client, "/static/app.css")
-    for url in ("/static/../_app.py", "/static/%2e%2e/_app.py", "/static/..%2f_app.py",
-                "/static/%2e%2e%2f%2e%2e%2fpyproject.toml", "/static//etc/passwd"):
+    for url in (
+        "/static/../_app.py",
+        "/static/%2e%2e/_app.py",
+        "/static/..%2f_app.py",
+        "/static/%2e%2e%2f%2e%2e%2fpyproject.toml",
+        "/static//etc/passwd",
+    ):
         response = client.get(url)
         assert response.status_code == 404, url
         assert "import" not in response.text
@@ -357,8 +403,13 @@ def test_no_endpoint_writes(db: Path, demo_id: str) -> None:
     before = hashlib.sha256(db.read_bytes()).hexdigest()
     files = sorted(p.name for p in db.parent.iterdir())
     with TestClient(create_app(db)) as client:
-        for url in ["/", "/api/sessions", *(f"/sessions/{demo_id}{t}" for t in SESSION_TABS),
-                    f"/sessions/{demo_id}/checkpoint.json", f"/sessions/{demo_id}/proofs/0.json"]:
+        for url in [
+            "/",
+            "/api/sessions",
+            *(f"/sessions/{demo_id}{t}" for t in SESSION_TABS),
+            f"/sessions/{demo_id}/checkpoint.json",
+            f"/sessions/{demo_id}/proofs/0.json",
+        ]:
             assert client.get(url).status_code == 200
         for method in ("post", "put", "delete", "patch"):
             response = getattr(client, method)(f"/sessions/{demo_id}")
@@ -430,9 +481,7 @@ def test_serve_refuses_a_public_address_without_a_password(
 def _events(text: str) -> list[tuple[str, dict[str, object]]]:
     found = []
     for block in text.split("\n\n"):
-        fields = dict(
-            line.split(": ", 1) for line in block.splitlines() if ": " in line
-        )
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
         if "event" in fields:
             found.append((fields["event"], json.loads(fields["data"])))
     return found
@@ -446,8 +495,7 @@ def test_stream_says_hello_when_the_page_is_current(db: Path, demo_id: str) -> N
         assert stream is not None
         events = _events(client.get(stream.group(1).replace("&amp;", "&")).text)
     assert [name for name, _ in events] == ["hello"]
-    assert events[0][1]["freshness"] == {"snapshot": False, "snapshot_time": None,
-                                         "staleness": 0.0}
+    assert events[0][1]["freshness"] == {"snapshot": False, "snapshot_time": None, "staleness": 0.0}
 
 
 def test_stream_tells_a_stale_page_to_refresh(db: Path, demo_id: str) -> None:
@@ -464,8 +512,11 @@ def test_stream_pushes_only_what_changed() -> None:
 
     node = {"state": "RUNNING", "attempts": 1}
     old = {"status": "RUNNING", "rows": {"llm_requests": 1}, "nodes": {"a": node, "b": node}}
-    new = {"status": "RUNNING", "rows": {"llm_requests": 2},
-           "nodes": {"a": node, "c": {**node, "state": "COMPLETED"}}}
+    new = {
+        "status": "RUNNING",
+        "rows": {"llm_requests": 2},
+        "nodes": {"a": node, "c": {**node, "state": "COMPLETED"}},
+    }
     assert _diff(old, new) == {
         "nodes": {"c": {"state": "COMPLETED", "attempts": 1}},
         "removed": ["b"],
@@ -477,9 +528,17 @@ def test_stream_pushes_only_what_changed() -> None:
 # --- layout -----------------------------------------------------------------------------------
 
 
-@given(st.integers(1, 40).flatmap(lambda n: st.tuples(
-    st.just(n), st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=80))))
-def test_layout_puts_every_child_below_its_parents(graph: tuple[int, list[tuple[int, int]]]) -> None:
+@given(
+    st.integers(1, 40).flatmap(
+        lambda n: st.tuples(
+            st.just(n),
+            st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=80),
+        )
+    )
+)
+def test_layout_puts_every_child_below_its_parents(
+    graph: tuple[int, list[tuple[int, int]]],
+) -> None:
     n, pairs = graph
     ids = [f"n{i}" for i in range(n)]
     edges = [(ids[min(a, b)], ids[max(a, b)]) for a, b in pairs if a != b]  # acyclic
@@ -496,15 +555,19 @@ def test_layout_puts_every_child_below_its_parents(graph: tuple[int, list[tuple[
 
 def test_layout_survives_cycles_and_deep_chains() -> None:
     chain = [f"n{i}" for i in range(3000)]
-    edges = [(a, b) for a, b in zip(chain, chain[1:], strict=False)] + [(chain[-1], chain[0])]
+    edges = [(a, b) for a, b in itertools.pairwise(chain)] + [(chain[-1], chain[0])]
     places = layered_layout(chain, edges)
     assert sorted(layer for layer, _ in places.values()) == list(range(3000))
 
 
 def test_a_200_node_graph_draws_every_node() -> None:
-    nodes = [{"node_id": f"node-{i}", "state": "RUNNING", "kind": "other", "v_total": 0.5,
-              "goal": None} for i in range(200)]
-    edges = [{"parent": f"node-{i // 3}", "child": f"node-{i}", "type": "depends_on"}
-             for i in range(1, 200)]
+    nodes = [
+        {"node_id": f"node-{i}", "state": "RUNNING", "kind": "other", "v_total": 0.5, "goal": None}
+        for i in range(200)
+    ]
+    edges = [
+        {"parent": f"node-{i // 3}", "child": f"node-{i}", "type": "depends_on"}
+        for i in range(1, 200)
+    ]
     svg = str(dag_svg(nodes, edges, lambda n: f"/n/{n}"))
     assert svg.count('class="dag-node"') == 200 and svg.count('class="edge ') == 199

@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,13 @@ if CHROMIUM is None or not __import__("importlib").util.find_spec("playwright"):
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
 LAUNCH_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 WRITER = Path(__file__).with_name("web_writer.py")
 SEEDS = (1, 2)
@@ -53,7 +57,9 @@ def server(db: Path) -> Iterator[str]:
     """``perspt-store serve`` on a free port; yields the URL it printed."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "perspt_store", "--db", str(db), "serve", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -123,7 +129,8 @@ def test_dag_shows_every_node_and_a_click_opens_its_history(page: Page, server: 
         assert frame["x"] <= box["x"] and box["x"] + box["width"] <= frame["x"] + frame["width"]
     page.get_by_role("button", name="+").click()  # zoom changes the view, not the page
     assert page.locator("#dag-svg").get_attribute("viewBox") != "0 0 " + " ".join(
-        page.locator("#dag-svg").get_attribute(a) or "" for a in ("data-width", "data-height"))
+        page.locator("#dag-svg").get_attribute(a) or "" for a in ("data-width", "data-height")
+    )
     target = DEMO_NODES[2].node_id
     page.locator("#dag-frame").click(position={"x": 5, "y": 5})  # a click on the background
     page.get_by_role("button", name="fit").click()
@@ -140,8 +147,10 @@ def test_energy_charts_are_drawn(page: Page, server: str) -> None:
     assert box is not None and box["width"] > 200 and box["height"] > 100
     lines = page.locator("svg.energy-chart polyline")
     assert lines.count() == 6 * len(DEMO_NODES)
-    assert all(float(b["width"]) > 50 for b in [lines.nth(i).bounding_box() or {"width": 0}
-                                                for i in range(6)])
+    assert all(
+        float(b["width"]) > 50
+        for b in [lines.nth(i).bounding_box() or {"width": 0} for i in range(6)]
+    )
     expect(page.locator(".legend")).to_contain_text("V_sheaf")
 
 
@@ -156,7 +165,10 @@ def test_every_tab_renders_without_errors(page: Page, server: str) -> None:
 def _writer(db: Path, sid: str, node: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, str(WRITER), str(db), sid, node],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()

@@ -25,8 +25,14 @@ def main(db: str, session_id: str, node_id: str) -> None:
             time.sleep(0.05)
     with store:
         store.record_node_state(
-            ps.NodeStateRecord(node_id=node_id, session_id=session_id, state="RUNNING",
-                               v_total=0.75, attempt_count=1, goal="added while you watch")
+            ps.NodeStateRecord(
+                node_id=node_id,
+                session_id=session_id,
+                state="RUNNING",
+                v_total=0.75,
+                attempt_count=1,
+                goal="added while you watch",
+            )
         )
         print("committed", flush=True)
         sys.stdin.read()  # hold the file until the test is done

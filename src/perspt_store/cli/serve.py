@@ -39,17 +39,27 @@ def resolve_password(password_file: Path | None, env: str) -> str | None:
         lines = text.splitlines()
         password = lines[0].strip() if lines else ""
         if not password:
-            raise click.ClickException(f"{password_file} is empty: put the password on its "
-                                       "first line")
+            raise click.ClickException(
+                f"{password_file} is empty: put the password on its first line"
+            )
         return password
     return os.environ.get(env) or None
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on. Anything but a loopback address needs a password.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
-              help="Port to listen on (0 picks a free one).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Anything but a loopback address needs a password.",
+)
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0 picks a free one).",
+)
 @click.option(
     "--password-file",
     type=click.Path(dir_okay=False, path_type=Path),

@@ -74,6 +74,8 @@ SESSION_TABS = [
 
 # --- formatting helpers for the templates ---------------------------------------------------
 
+NO_VALUE = "\u2013"  # an en dash: what a table shows for a missing value
+
 
 def _ago(seconds: float | None) -> str:
     if seconds is None:
@@ -83,7 +85,7 @@ def _ago(seconds: float | None) -> str:
 
 def _duration(seconds: float | None) -> str:
     if seconds is None:
-        return "–"
+        return NO_VALUE
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 60:
@@ -97,17 +99,17 @@ def _duration(seconds: float | None) -> str:
 
 def _when(value: Any) -> str:
     if value is None:
-        return "–"
+        return NO_VALUE
     if isinstance(value, _dt.datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=_dt.UTC)
-        return value.astimezone(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return str(value.astimezone(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
     return str(value)
 
 
 def _num(value: Any, digits: int = 3) -> str:
     if value is None:
-        return "–"
+        return NO_VALUE
     if isinstance(value, float):
         return f"{value:.{digits}g}"
     if isinstance(value, int):
@@ -126,8 +128,14 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(ago=_ago, duration=_duration, when=_when, num=_num, q=_q,
-                       short=lambda s, n=12: s if len(s) <= n else s[:n] + "…")
+    env.filters.update(
+        ago=_ago,
+        duration=_duration,
+        when=_when,
+        num=_num,
+        q=_q,
+        short=lambda s, n=12: s if len(s) <= n else s[:n] + "…",
+    )
     env.globals.update(
         tabs=SESSION_TABS, components=_svg.COMPONENT_NAMES, energy_svg=_svg.energy_svg
     )
@@ -209,13 +217,15 @@ class Dashboard:
 
     def session(self, request: Request) -> Response:
         sid = request.path_params["sid"]
-        return self.page(request, "session.html", lambda s: _pages.session_page(s, sid),
-                         sid=sid, tab="")
+        return self.page(
+            request, "session.html", lambda s: _pages.session_page(s, sid), sid=sid, tab=""
+        )
 
     def node(self, request: Request) -> Response:
         sid, node_id = request.path_params["sid"], request.path_params["node_id"]
-        return self.page(request, "node.html", lambda s: _pages.node_page(s, sid, node_id),
-                         sid=sid, tab="dag")
+        return self.page(
+            request, "node.html", lambda s: _pages.node_page(s, sid, node_id), sid=sid, tab="dag"
+        )
 
     def dag(self, request: Request) -> Response:
         sid = request.path_params["sid"]
@@ -223,9 +233,16 @@ class Dashboard:
         def read(store: SessionStore) -> dict[str, Any]:
             return _pages.dag_page(store, sid)
 
-        return self.page(request, "dag.html", read, sid=sid, tab="dag", dag_svg=lambda d: (
-            _svg.dag_svg(d["nodes"], d["edges"], lambda n: f"/sessions/{_q(sid)}/nodes/{_q(n)}")
-        ))
+        return self.page(
+            request,
+            "dag.html",
+            read,
+            sid=sid,
+            tab="dag",
+            dag_svg=lambda d: _svg.dag_svg(
+                d["nodes"], d["edges"], lambda n: f"/sessions/{_q(sid)}/nodes/{_q(n)}"
+            ),
+        )
 
     def energy(self, request: Request) -> Response:
         sid = request.path_params["sid"]
@@ -240,18 +257,18 @@ class Dashboard:
             data["page"] = min(page, data["pages"])
             return data
 
-        return self.page(request, "energy.html", read, sid=sid, tab="energy",
-                         per_page=ENERGY_PER_PAGE)
+        return self.page(
+            request, "energy.html", read, sid=sid, tab="energy", per_page=ENERGY_PER_PAGE
+        )
 
     def simple(self, name: str) -> Callable[[Request], Response]:
-        read_page: Callable[[SessionStore, str], dict[str, Any]] = getattr(
-            _pages, f"{name}_page"
-        )
+        read_page: Callable[[SessionStore, str], dict[str, Any]] = getattr(_pages, f"{name}_page")
 
         def endpoint(request: Request) -> Response:
             sid = request.path_params["sid"]
-            return self.page(request, f"{name}.html", lambda s: read_page(s, sid), sid=sid,
-                             tab=name)
+            return self.page(
+                request, f"{name}.html", lambda s: read_page(s, sid), sid=sid, tab=name
+            )
 
         return endpoint
 
@@ -293,8 +310,9 @@ class Dashboard:
         def read() -> dict[str, Any]:
             with self.reader.read() as store:
                 state = (
-                    _pages.live_state(store, sid) if sid is not None else _pages.overview_state(
-                        store)
+                    _pages.live_state(store, sid)
+                    if sid is not None
+                    else _pages.overview_state(store)
                 )
                 state["freshness"] = self.freshness(store)
                 return state
@@ -348,7 +366,9 @@ class Dashboard:
 
     def login_form(self, request: Request, *, failed: bool = False) -> Response:
         html = self.env.get_template("login.html").render(
-            request=request, failed=failed, next=_safe_next(request.query_params.get("next")),
+            request=request,
+            failed=failed,
+            next=_safe_next(request.query_params.get("next")),
             fresh=None,
         )
         return HTMLResponse(html, status_code=401 if failed else 200)
@@ -365,8 +385,12 @@ class Dashboard:
         self.tokens.add(token)
         response = RedirectResponse(_safe_next((form.get("next") or ["/"])[0]), 303)
         response.set_cookie(
-            COOKIE_NAME, token, httponly=True, samesite="strict",
-            secure=request.url.scheme == "https", path="/",
+            COOKIE_NAME,
+            token,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
         )
         return response
 
@@ -467,8 +491,10 @@ class _Guard:
 
         path: str = scope["path"]
         open_path = path in ("/login", "/favicon.ico") or path.startswith("/static/")
-        if self.dashboard.password is not None and not open_path and not (
-            self.dashboard.signed_in(scope)
+        if (
+            self.dashboard.password is not None
+            and not open_path
+            and not (self.dashboard.signed_in(scope))
         ):
             response: Response
             if path.startswith(("/api", "/sse")):
@@ -520,8 +546,12 @@ def build_app(
     ]
 
     def not_found(request: Request, exc: Exception) -> Response:
-        return d.error(request, 404, "Not found", str(exc) if not isinstance(
-            exc, HTTPException) else f"nothing at {request.url.path}")
+        return d.error(
+            request,
+            404,
+            "Not found",
+            str(exc) if not isinstance(exc, HTTPException) else f"nothing at {request.url.path}",
+        )
 
     def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -536,8 +566,12 @@ def build_app(
         return d.error(request, 500, "Store error", str(exc))
 
     def crash(request: Request, exc: Exception) -> Response:
-        return d.error(request, 500, "Internal error",
-                       "the dashboard failed to render this page; see the server's log")
+        return d.error(
+            request,
+            500,
+            "Internal error",
+            "the dashboard failed to render this page; see the server's log",
+        )
 
     handlers: dict[Any, Callable[[Request, Exception], Response | Awaitable[Response]]] = {
         HTTPException: http_error,
@@ -550,4 +584,3 @@ def build_app(
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.state.dashboard = dashboard
     return _Guard(app, dashboard)
-

@@ -218,9 +218,7 @@ def session_page(store: SessionStore, session_id: str) -> dict[str, Any]:
     plan = store.get_active_plan_revision(session_id)
     overview.update(
         {
-            "duration_s": _seconds(
-                session.created_at, end or _dt.datetime.now(_dt.UTC)
-            ),
+            "duration_s": _seconds(session.created_at, end or _dt.datetime.now(_dt.UTC)),
             "running": _is_running(session.status),
             "plan_json": plan.plan_json if plan else None,
             "verified": {
@@ -266,9 +264,7 @@ def node_page(store: SessionStore, session_id: str, node_id: str) -> dict[str, A
             row_dict(v) for v in store.get_sheaf_validations(session_id, node_id)
         ],
         "reviews": [row_dict(r) for r in store.get_review_outcomes(session_id, node_id)],
-        "llm": [
-            _llm_row(r) for r in store.get_llm_requests(session_id) if r.node_id == node_id
-        ],
+        "llm": [_llm_row(r) for r in store.get_llm_requests(session_id) if r.node_id == node_id],
         "commits": [
             _commit_dict(c) for c in store.get_commit_log(session_id) if c.node_id == node_id
         ],
@@ -376,9 +372,9 @@ def energy_page(store: SessionStore, session_id: str) -> dict[str, Any]:
     return {"session_id": session_id, "components": ENERGY_COMPONENTS, "nodes": nodes}
 
 
-def _latency_stats(requests: Sequence[LlmRequestRecord], cost_per_token: float | None) -> dict[
-    str, Any
-]:
+def _latency_stats(
+    requests: Sequence[LlmRequestRecord], cost_per_token: float | None
+) -> dict[str, Any]:
     totals = llm_totals(requests)
     tokens = totals["tokens_in"] + totals["tokens_out"]
     latencies = [r.latency_ms for r in requests]
@@ -456,28 +452,61 @@ def decisions_page(store: SessionStore, session_id: str) -> dict[str, Any]:
                 )
             )
 
-    add("escalation", store.get_escalation_reports(session_id),
-        lambda r: f"{r.category}: {r.action}")
-    add("sheaf", store.get_all_sheaf_validations(session_id),
-        lambda r: f"{r.validator_class} {'passed' if r.passed else 'failed'}: "
-        f"{r.evidence_summary}")
-    add("rewrite", store.get_rewrite_records(session_id),
-        lambda r: f"{r.action} ({r.category}); requeued {', '.join(r.requeued_nodes) or '-'}")
-    add("plan", store.get_plan_revisions(session_id),
-        lambda r: f"revision {r.sequence} {r.status}: {r.reason}")
-    add("repair", store.get_all_repair_footprints(session_id),
-        lambda r: f"attempt {r.attempt} {'resolved' if r.resolved else 'open'}: {r.diagnosis}")
-    add("verification", store.get_all_verification_results(session_id),
-        lambda r: ("degraded: " + (r.degraded_reason or "") if r.degraded else "")
-        + " ".join(f"{name}={'ok' if ok else 'FAIL'}" for name, ok in (
-            ("syntax", r.syntax_ok), ("build", r.build_ok), ("tests", r.tests_ok),
-            ("lint", r.lint_ok)))
-        + f" ({r.tests_passed} passed, {r.tests_failed} failed)")
-    add("correction", store.get_session_correction_attempts(session_id),
-        lambda r: f"attempt {r.attempt} {'accepted' if r.accepted else 'rejected'}"
-        + (f": {r.rejection_reason}" if r.rejection_reason else ""))
-    add("review", store.get_all_review_outcomes(session_id),
-        lambda r: r.outcome + (f": {r.reviewer_note}" if r.reviewer_note else ""))
+    add(
+        "escalation",
+        store.get_escalation_reports(session_id),
+        lambda r: f"{r.category}: {r.action}",
+    )
+    add(
+        "sheaf",
+        store.get_all_sheaf_validations(session_id),
+        lambda r: f"{r.validator_class} {'passed' if r.passed else 'failed'}: {r.evidence_summary}",
+    )
+    add(
+        "rewrite",
+        store.get_rewrite_records(session_id),
+        lambda r: f"{r.action} ({r.category}); requeued {', '.join(r.requeued_nodes) or '-'}",
+    )
+    add(
+        "plan",
+        store.get_plan_revisions(session_id),
+        lambda r: f"revision {r.sequence} {r.status}: {r.reason}",
+    )
+    add(
+        "repair",
+        store.get_all_repair_footprints(session_id),
+        lambda r: f"attempt {r.attempt} {'resolved' if r.resolved else 'open'}: {r.diagnosis}",
+    )
+    add(
+        "verification",
+        store.get_all_verification_results(session_id),
+        lambda r: (
+            ("degraded: " + (r.degraded_reason or "") if r.degraded else "")
+            + " ".join(
+                f"{name}={'ok' if ok else 'FAIL'}"
+                for name, ok in (
+                    ("syntax", r.syntax_ok),
+                    ("build", r.build_ok),
+                    ("tests", r.tests_ok),
+                    ("lint", r.lint_ok),
+                )
+            )
+            + f" ({r.tests_passed} passed, {r.tests_failed} failed)"
+        ),
+    )
+    add(
+        "correction",
+        store.get_session_correction_attempts(session_id),
+        lambda r: (
+            f"attempt {r.attempt} {'accepted' if r.accepted else 'rejected'}"
+            + (f": {r.rejection_reason}" if r.rejection_reason else "")
+        ),
+    )
+    add(
+        "review",
+        store.get_all_review_outcomes(session_id),
+        lambda r: r.outcome + (f": {r.reviewer_note}" if r.reviewer_note else ""),
+    )
     floor = _dt.datetime.min.replace(tzinfo=_dt.UTC)
     events.sort(key=lambda e: (_aware(e[0]) or floor, e[1]))
     counts: dict[str, int] = defaultdict(int)
@@ -532,10 +561,22 @@ def merkle_page(store: SessionStore, session_id: str) -> dict[str, Any]:
 # Rows per table of a session: a new LLM call or decision changes a page without changing
 # any node's state.
 _LIVE_TABLES = (
-    "llm_requests", "escalation_reports", "sheaf_validations", "rewrite_records",
-    "plan_revisions", "repair_footprints", "verification_results", "correction_attempts",
-    "review_outcomes", "provisional_branches", "branch_lineage", "branch_flushes",
-    "interface_seals", "srbn_step_records", "task_graph_edges", "node_states",
+    "llm_requests",
+    "escalation_reports",
+    "sheaf_validations",
+    "rewrite_records",
+    "plan_revisions",
+    "repair_footprints",
+    "verification_results",
+    "correction_attempts",
+    "review_outcomes",
+    "provisional_branches",
+    "branch_lineage",
+    "branch_flushes",
+    "interface_seals",
+    "srbn_step_records",
+    "task_graph_edges",
+    "node_states",
 )
 _LIVE_COUNTS_SQL = "SELECT " + ", ".join(
     f"(SELECT count(*) FROM {table} WHERE session_id = $sid)" for table in _LIVE_TABLES

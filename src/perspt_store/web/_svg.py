@@ -76,7 +76,7 @@ def layered_layout(
         for index in sorted(layers):
             row = layers[index]
 
-            def center(n: str) -> float:
+            def center(n: str, index: int = index) -> float:
                 ups = [position[p] for p in parents[n] if layer[p] < index]
                 return sum(ups) / len(ups) if ups else position[n]
 
@@ -98,8 +98,13 @@ def dag_svg(
     edges. ``href(node_id)`` gives the link of a node's history page."""
     ids = [n["node_id"] for n in nodes]
     places = layered_layout(ids, [(e["parent"], e["child"]) for e in edges])
-    widest = max((sum(1 for p in places.values() if p[0] == layer) for layer in
-                  {p[0] for p in places.values()}), default=1)
+    widest = max(
+        (
+            sum(1 for p in places.values() if p[0] == layer)
+            for layer in {p[0] for p in places.values()}
+        ),
+        default=1,
+    )
     depth = max((p[0] for p in places.values()), default=0) + 1
     width = 2 * MARGIN + widest * (NODE_W + GAP_X) - GAP_X
     height = 2 * MARGIN + depth * (NODE_H + GAP_Y) - GAP_Y
