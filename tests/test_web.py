@@ -203,17 +203,39 @@ def test_session_page_shows_verification_budget_plan_and_every_node(
     client: TestClient, demo_id: str
 ) -> None:
     page = ok(client, f"/sessions/{demo_id}")
-    assert "log verified" in page
     assert "Budget" in page and "Revision 1" in page
     for node in DEMO_NODES:
         assert f'href="/sessions/{demo_id}/nodes/{node.node_id}"' in page
     for slug in ("dag", "energy", "llm", "decisions", "sandbox", "merkle"):
         assert f'href="/sessions/{demo_id}/{slug}"' in page
     data = client.get(f"/api/sessions/{demo_id}").json()
-    assert data["verified"]["ok"] is True
     assert [n["node_id"] for n in data["nodes"]] == [n.node_id for n in DEMO_NODES]
     assert all(n["duration_s"] is not None for n in data["nodes"])
     assert data["budget"]["steps_used"] > 0
+
+
+def test_the_verification_badge_comes_from_verify_session(db: Path, demo_id: str) -> None:
+    with TestClient(create_app(db)) as client:
+        first = ok(client, f"/sessions/{demo_id}")
+        assert 'data-verify="/api/sessions/' in first and "verifying the log" in first
+        verdict = client.get(f"/api/sessions/{demo_id}/verify").json()
+        assert verdict["ok"] is True and verdict["problems"] == [] and verdict["log_size"] > 0
+        assert "log verified" in ok(client, f"/sessions/{demo_id}")  # the verdict is kept
+    with ps.SessionStore.open_read_only(db) as store:
+        assert verdict["log_root"] == store.verify_session(demo_id).log_root.hex()
+
+
+def test_a_running_session_shows_how_long_it_has_been_running(db: Path) -> None:
+    path = db.with_name("running.db")
+    with ps.SessionStore.open(path) as store:
+        store.create_session(
+            ps.SessionRecord(session_id="r", task="t", working_dir="/w", status="RUNNING")
+        )
+    with TestClient(create_app(path)) as client:
+        assert "Running for" in ok(client, "/sessions/r")
+        data = client.get("/api/sessions/r").json()
+    assert data["running"] is True and data["duration_s"] >= 0 and data["nodes"] == []
+    assert client.get("/api/sessions/r/verify").json()["log_size"] == 0
 
 
 def test_dag_draws_every_node_and_edge_linked_to_its_history(

@@ -9,6 +9,7 @@ in-memory list of signed-in browsers and nothing else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import hashlib
 import hmac
@@ -162,6 +163,22 @@ class Dashboard:
         self.stream_lifetime = stream_lifetime
         self.env = _environment()
         self.tokens: set[str] = set()
+        # verify_session's verdicts by (session, files' fingerprint): it recomputes the whole
+        # log (about a second at 5,000 commits), so a page shows it again without redoing it.
+        self._verdicts: dict[tuple[str, Any], dict[str, Any]] = {}
+
+    def verdict(self, store: SessionStore, session_id: str, *, compute: bool = True) -> (
+        dict[str, Any] | None
+    ):
+        """The session's verification verdict, from the cache or (if ``compute``) now."""
+        key = (session_id, self.reader.version_of(store))
+        found = self._verdicts.get(key)
+        if found is None and compute:
+            found = _pages.verification(store, session_id)
+            if len(self._verdicts) >= 64:
+                self._verdicts.pop(next(iter(self._verdicts)))
+            self._verdicts[key] = found
+        return found
 
     # -- reading and rendering
 
@@ -217,9 +234,25 @@ class Dashboard:
 
     def session(self, request: Request) -> Response:
         sid = request.path_params["sid"]
-        return self.page(
-            request, "session.html", lambda s: _pages.session_page(s, sid), sid=sid, tab=""
-        )
+
+        def read(store: SessionStore) -> dict[str, Any]:
+            data = _pages.session_page(store, sid)
+            data["verified"] = self.verdict(store, sid, compute=False)  # else fetched later
+            return data
+
+        return self.page(request, "session.html", read, sid=sid, tab="")
+
+    def verify(self, request: Request) -> Response:
+        sid = request.path_params["sid"]
+        return self.page(request, "", lambda s: self.verdict(s, sid) or {})
+
+    def merkle(self, request: Request) -> Response:
+        sid = request.path_params["sid"]
+
+        def read(store: SessionStore) -> dict[str, Any]:
+            return {**_pages.merkle_page(store, sid), **(self.verdict(store, sid) or {})}
+
+        return self.page(request, "merkle.html", read, sid=sid, tab="merkle")
 
     def node(self, request: Request) -> Response:
         sid, node_id = request.path_params["sid"], request.path_params["node_id"]
@@ -465,6 +498,7 @@ API_ENDPOINTS = {
     "/api/sessions/{id}/decisions": "every decision on one timeline",
     "/api/sessions/{id}/sandbox": "branches, lineage, flushes, seals",
     "/api/sessions/{id}/merkle": "commit log and verify_session's verdict",
+    "/api/sessions/{id}/verify": "verify_session's verdict (cached until the file changes)",
     "/sessions/{id}/proofs/{seq}.json": "an inclusion proof of commit seq (download)",
     "/sessions/{id}/checkpoint.json": "a MAC-less checkpoint of the log (download)",
     "/sse/{id}": "server-sent events: what changed in the session",
@@ -523,8 +557,9 @@ def build_app(
     d = dashboard
 
     def tabs(prefix: str) -> Iterable[Route]:
-        for name in ("llm", "decisions", "sandbox", "merkle"):
+        for name in ("llm", "decisions", "sandbox"):
             yield Route(f"{prefix}/sessions/{{sid}}/{name}", d.simple(name))
+        yield Route(f"{prefix}/sessions/{{sid}}/merkle", d.merkle)
         yield Route(f"{prefix}/sessions/{{sid}}/dag", d.dag)
         yield Route(f"{prefix}/sessions/{{sid}}/energy", d.energy)
         yield Route(f"{prefix}/sessions/{{sid}}/nodes/{{node_id:path}}", d.node)
@@ -534,6 +569,7 @@ def build_app(
     routes = [
         *tabs(""),
         *tabs("/api"),
+        Route("/api/sessions/{sid}/verify", d.verify),
         Route("/api", d.api_index),
         Route("/api/", d.api_index),
         Route("/sessions/{sid}/proofs/{seq:int}.json", d.proof),
@@ -581,6 +617,11 @@ def build_app(
         StoreError: store_error,
         Exception: crash,
     }
-    app = Starlette(routes=routes, exception_handlers=handlers)
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        dashboard.reader.close()  # never leave the file held after the server stops
+
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.dashboard = dashboard
     return _Guard(app, dashboard)

@@ -42,6 +42,7 @@
         const mine = document.getElementById("freshness");
         if (freshness && mine) { mine.dataset.snapshot = freshness.dataset.snapshot; mine.dataset.snapshotTime = freshness.dataset.snapshotTime; }
         initDag(true);
+        fillVerdicts();
       } finally {
         refreshing = null;
       }
@@ -73,6 +74,21 @@
       markNodes(change.nodes);
       if (live) { live.classList.add("flash"); setTimeout(() => live.classList.remove("flash"), 600); }
       refreshRegions();
+    });
+  }
+
+  // --- the verification badge: verify_session recomputes the whole log, so it comes after -----
+  function fillVerdicts() {
+    document.querySelectorAll("[data-verify]").forEach(async (badge) => {
+      if (!badge.classList.contains("kind-unknown")) return;
+      const response = await fetch(badge.dataset.verify, { credentials: "same-origin" });
+      if (!response.ok) return;
+      const verdict = await response.json();
+      badge.classList.remove("kind-unknown");
+      badge.classList.add(verdict.ok ? "kind-completed" : "kind-failed");
+      badge.textContent = verdict.ok
+        ? "✓ log verified (" + verdict.log_size + " commits)"
+        : "✗ verification: " + verdict.problems.length + " problem(s)";
     });
   }
 
@@ -132,6 +148,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     initDag(false);
+    fillVerdicts();
     connect();
     tickFreshness();
     setInterval(tickFreshness, 1000);
