@@ -593,3 +593,26 @@ def test_a_200_node_graph_draws_every_node() -> None:
     ]
     svg = str(dag_svg(nodes, edges, lambda n: f"/n/{n}"))
     assert svg.count('class="dag-node"') == 200 and svg.count('class="edge ') == 199
+
+
+def test_long_lists_are_paged_in_pages_and_whole_in_the_api(tmp_path: Path) -> None:
+    path = tmp_path / "big.db"
+    with ps.SessionStore.open(path) as store:
+        store.create_session(
+            ps.SessionRecord(session_id="big", task="t", working_dir="/w", status="RUNNING")
+        )
+        store.record_many(
+            ps.NodeStateRecord(
+                node_id=f"n{i:03d}", session_id="big", state="RUNNING", v_total=1.0, attempt_count=1
+            )
+            for i in range(450)
+        )
+    with TestClient(create_app(path)) as client:
+        first = ok(client, "/sessions/big/merkle")
+        last = ok(client, "/sessions/big/merkle?page=3")
+        assert first.count("inclusion proof</a>") == 200 and last.count("inclusion proof</a>") == 50
+        assert "commits 401–450 of 450" in last
+        assert ok(client, "/sessions/big?page=2").count('<tr data-node="') == 200
+        assert ok(client, "/sessions/big?page=oops").count('<tr data-node="') == 200
+        assert len(client.get("/api/sessions/big/merkle").json()["commits"]) == 450
+        assert ok(client, "/sessions/big/dag").count('class="dag-node"') == 450

@@ -16,7 +16,8 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -48,7 +49,6 @@ __all__ = ["COOKIE_NAME", "build_app"]
 
 COOKIE_NAME = "perspt_dashboard"
 STATIC_DIR = Path(__file__).with_name("static")
-ENERGY_PER_PAGE = 60
 
 # No inline script or style, nothing from another origin, never framed.
 _SECURITY_HEADERS = [
@@ -122,6 +122,25 @@ def _q(value: str) -> str:
     return quote(value, safe="")
 
 
+@dataclass(frozen=True)
+class Paged:
+    """One page of a long list: a 1,000-node session has thousands of rows per table, and
+    the browser need not lay them all out (the JSON API returns them all)."""
+
+    items: Sequence[Any]
+    number: int
+    pages: int
+    total: int
+    start: int
+
+
+def _paged(items: Sequence[Any], per_page: int, number: int) -> Paged:
+    pages = max(1, -(-len(items) // per_page))
+    number = min(max(number, 1), pages)
+    start = (number - 1) * per_page
+    return Paged(items[start : start + per_page], number, pages, len(items), start)
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=PackageLoader("perspt_store.web", "templates"),
@@ -130,6 +149,7 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
+        paged=_paged,
         ago=_ago,
         duration=_duration,
         when=_when,
@@ -167,9 +187,9 @@ class Dashboard:
         # log (about a second at 5,000 commits), so a page shows it again without redoing it.
         self._verdicts: dict[tuple[str, Any], dict[str, Any]] = {}
 
-    def verdict(self, store: SessionStore, session_id: str, *, compute: bool = True) -> (
-        dict[str, Any] | None
-    ):
+    def verdict(
+        self, store: SessionStore, session_id: str, *, compute: bool = True
+    ) -> dict[str, Any] | None:
         """The session's verification verdict, from the cache or (if ``compute``) now."""
         key = (session_id, self.reader.version_of(store))
         found = self._verdicts.get(key)
@@ -211,8 +231,17 @@ class Dashboard:
         with self.reader.read() as store:
             data = read(store)
             fresh = self.freshness(store)
+        try:
+            page_no = int(request.query_params.get("page", "1"))
+        except ValueError:
+            page_no = 1
         html = self.env.get_template(template).render(
-            request=request, data=data, fresh=fresh, version=version, **context
+            request=request,
+            data=data,
+            fresh=fresh,
+            version=version,
+            page_no=page_no,
+            **context,
         )
         return HTMLResponse(html)
 
@@ -279,19 +308,8 @@ class Dashboard:
 
     def energy(self, request: Request) -> Response:
         sid = request.path_params["sid"]
-        try:
-            page = max(1, int(request.query_params.get("page", "1")))
-        except ValueError:
-            page = 1
-
-        def read(store: SessionStore) -> dict[str, Any]:
-            data = _pages.energy_page(store, sid)
-            data["pages"] = max(1, -(-len(data["nodes"]) // ENERGY_PER_PAGE))
-            data["page"] = min(page, data["pages"])
-            return data
-
         return self.page(
-            request, "energy.html", read, sid=sid, tab="energy", per_page=ENERGY_PER_PAGE
+            request, "energy.html", lambda s: _pages.energy_page(s, sid), sid=sid, tab="energy"
         )
 
     def simple(self, name: str) -> Callable[[Request], Response]:
@@ -617,6 +635,7 @@ def build_app(
         StoreError: store_error,
         Exception: crash,
     }
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield

@@ -175,6 +175,7 @@ def dag_svg(
 
 CHART_W, CHART_H = 340, 170
 PAD_L, PAD_R, PAD_T, PAD_B = 40, 10, 10, 28
+MARKED_POINTS = 12
 
 
 def energy_svg(node_id: str, series: Mapping[str, Sequence[float]]) -> Markup:
@@ -223,11 +224,12 @@ def energy_svg(node_id: str, series: Mapping[str, Sequence[float]]) -> Markup:
             f'<g class="series c-{escape(name)}"><title>{escape(label)}</title>'
             f'<polyline points="{points}"/>'
         )
-        parts.extend(
-            f'<circle cx="{px(i):.1f}" cy="{py(v):.1f}" r="2.5">'
-            f"<title>{escape(label)} #{i + 1}: {v:.4g}</title></circle>"
-            for i, v in enumerate(values)
-        )
+        if count <= MARKED_POINTS:  # markers only while they stay apart
+            parts.extend(
+                f'<circle cx="{px(i):.1f}" cy="{py(v):.1f}" r="2.5">'
+                f"<title>{escape(label)} #{i + 1}: {v:.4g}</title></circle>"
+                for i, v in enumerate(values)
+            )
         parts.append("</g>")
     parts.append("</svg>")
     return Markup("".join(parts))
