@@ -611,7 +611,7 @@ def test_long_lists_are_paged_in_pages_and_whole_in_the_api(tmp_path: Path) -> N
         first = ok(client, "/sessions/big/merkle")
         last = ok(client, "/sessions/big/merkle?page=3")
         assert first.count("inclusion proof</a>") == 200 and last.count("inclusion proof</a>") == 50
-        assert "commits 401–450 of 450" in last
+        assert "commits 401\u2013450 of 450" in last
         assert ok(client, "/sessions/big?page=2").count('<tr data-node="') == 200
         assert ok(client, "/sessions/big?page=oops").count('<tr data-node="') == 200
         assert len(client.get("/api/sessions/big/merkle").json()["commits"]) == 450
