@@ -8,6 +8,7 @@ forbid inline styles.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -29,6 +30,8 @@ COMPONENT_NAMES = {
 NODE_W, NODE_H = 180, 46
 GAP_X, GAP_Y = 24, 70
 MARGIN = 20
+WRAP_MIN = 6
+WRAP_ASPECT = 1.2  # columns ~ sqrt(1.2 n): about twice as wide as tall, like a screen
 LABEL_CHARS = 22
 
 
@@ -98,26 +101,30 @@ def dag_svg(
     edges. ``href(node_id)`` gives the link of a node's history page."""
     ids = [n["node_id"] for n in nodes]
     places = layered_layout(ids, [(e["parent"], e["child"]) for e in edges])
-    widest = max(
-        (
-            sum(1 for p in places.values() if p[0] == layer)
-            for layer in {p[0] for p in places.values()}
-        ),
-        default=1,
-    )
-    depth = max((p[0] for p in places.values()), default=0) + 1
+    # A layer wider than the drawing wraps onto several rows, so a wide graph (a 4-ary tree
+    # of 200 nodes has 135 leaves in one layer) keeps a shape that fits a screen.
+    columns = max(WRAP_MIN, round(math.sqrt(WRAP_ASPECT * len(ids))))
+    layers: dict[int, list[str]] = defaultdict(list)
+    for node_id, (layer, _) in sorted(places.items(), key=lambda item: item[1]):
+        layers[layer].append(node_id)
+    rows = [
+        row[i : i + columns]
+        for _, row in sorted(layers.items())
+        for i in range(0, len(row), columns)
+    ]
+    widest = max((len(row) for row in rows), default=1)
     width = 2 * MARGIN + widest * (NODE_W + GAP_X) - GAP_X
-    height = 2 * MARGIN + depth * (NODE_H + GAP_Y) - GAP_Y
-    counts: dict[int, int] = defaultdict(int)
-    for layer, _ in places.values():
-        counts[layer] += 1
+    height = 2 * MARGIN + len(rows) * (NODE_H + GAP_Y) - GAP_Y
     xy: dict[str, tuple[float, float]] = {}
-    for node_id, (layer, index) in places.items():
-        offset = (widest - counts[layer]) * (NODE_W + GAP_X) / 2  # centre each layer
-        xy[node_id] = (
-            MARGIN + offset + index * (NODE_W + GAP_X),
-            MARGIN + layer * (NODE_H + GAP_Y),
-        )
+    row_of: dict[str, int] = {}
+    for number, row in enumerate(rows):
+        offset = (widest - len(row)) * (NODE_W + GAP_X) / 2  # centre each row
+        for index, node_id in enumerate(row):
+            row_of[node_id] = number
+            xy[node_id] = (
+                MARGIN + offset + index * (NODE_W + GAP_X),
+                MARGIN + number * (NODE_H + GAP_Y),
+            )
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="dag" id="dag-svg" '
         f'viewBox="0 0 {width:.0f} {height:.0f}" data-width="{width:.0f}" '
@@ -135,7 +142,7 @@ def dag_svg(
             y2 = cy + NODE_H
         mid = (y1 + y2) / 2
         curve = f"C{x1:.0f},{mid:.0f} {x2:.0f},{mid:.0f}"
-        if places[edge["child"]][0] - places[edge["parent"]][0] > 1:
+        if row_of[edge["child"]] - row_of[edge["parent"]] > 1:
             # It skips a layer: bow out through the gap beside the boxes it would cross.
             x1, x2 = x1 + NODE_W / 4, x2 + NODE_W / 4
             side = max(px, cx) + NODE_W + GAP_X / 2
