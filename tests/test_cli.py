@@ -126,7 +126,7 @@ def test_help_lists_every_command_in_order() -> None:
               result.stdout.split("Commands:\n", 1)[1].splitlines() if line.strip()]
     assert listed == ["init", "demo", "sessions", "show", "nodes", "energy", "llm",
                       "timeline", "branches", "graph", "sql", "tables", "verify", "log",
-                      "checkpoint", "rollback", "export", "import", "compact"]
+                      "checkpoint", "rollback", "export", "import", "compact", "serve"]
 
 
 def test_without_click_main_prints_the_install_hint_and_exits_1() -> None:
