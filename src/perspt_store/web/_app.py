@@ -273,7 +273,7 @@ class Dashboard:
 
     def verify(self, request: Request) -> Response:
         sid = request.path_params["sid"]
-        return self.page(request, "", lambda s: self.verdict(s, sid) or {})
+        return self.page(request, "", lambda s: {**(self.verdict(s, sid) or {})})  # a copy
 
     def merkle(self, request: Request) -> Response:
         sid = request.path_params["sid"]

@@ -215,6 +215,10 @@ _ENERGY_SERIES_SQL = (
     f"SELECT node_id, {', '.join(ENERGY_COMPONENTS)} FROM energy_history "
     "WHERE session_id = $sid ORDER BY id"
 )
+_EDGE_ENDS_SQL = (
+    "SELECT parent_node_id, child_node_id FROM task_graph_edges "
+    "WHERE session_id = $sid ORDER BY id"
+)
 _LLM_COUNT_SQL = "SELECT count(*) FROM llm_requests WHERE session_id = $sid"
 _SEALS_SQL = (
     "SELECT seal_id, node_id, sealed_path, artifact_kind, seal_hash, version, created_at "
@@ -245,7 +249,7 @@ def session_page(store: SessionStore, session_id: str) -> dict[str, Any]:
     states = {s.node_id: s for s in store.get_latest_node_states(session_id)}
     energy = {n: (int(c), v) for n, c, v in store.sql(_ENERGY_LATEST_SQL, sid).fetchall()}
     spans = {n: (a, b) for n, a, b in store.sql(_NODE_SPANS_SQL, sid).fetchall()}
-    edges = store.get_task_graph_edges(session_id)
+    endpoints = store.sql(_EDGE_ENDS_SQL, sid).fetchall()
     verifications = {v.node_id: v for v in store.get_all_verification_results(session_id)}
     reviews = store.get_all_review_outcomes(session_id)
     latest_review = {r.node_id: r.outcome for r in reviews}
@@ -253,7 +257,7 @@ def session_page(store: SessionStore, session_id: str) -> dict[str, Any]:
     plan = store.get_active_plan_revision(session_id)
     budget = store.get_budget_envelope(session_id)
     charter = store.get_feature_charter(session_id)
-    ids = [*states, *energy, *(n for e in edges for n in (e.parent_node_id, e.child_node_id))]
+    ids = [*states, *energy, *(n for ends in endpoints for n in ends)]
     nodes = []
     for node_id in dict.fromkeys(ids):
         state = states.get(node_id)
