@@ -616,3 +616,17 @@ def test_long_lists_are_paged_in_pages_and_whole_in_the_api(tmp_path: Path) -> N
         assert ok(client, "/sessions/big?page=oops").count('<tr data-node="') == 200
         assert len(client.get("/api/sessions/big/merkle").json()["commits"]) == 450
         assert ok(client, "/sessions/big/dag").count('class="dag-node"') == 450
+
+
+def test_the_password_comes_from_a_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from perspt_store.cli.serve import resolve_password
+
+    secret = tmp_path / "secret"
+    secret.write_text(f"  {PASSWORD}  \nsecond line\n")
+    monkeypatch.setenv("PERSPT_STORE_PASSWORD", "from-env")
+    assert resolve_password(secret, "PERSPT_STORE_PASSWORD") == PASSWORD
+    assert resolve_password(None, "PERSPT_STORE_PASSWORD") == "from-env"
+    monkeypatch.delenv("PERSPT_STORE_PASSWORD")
+    assert resolve_password(None, "PERSPT_STORE_PASSWORD") is None
