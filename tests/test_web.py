@@ -200,7 +200,7 @@ def test_overview_bad_query_strings_fall_back_not_fail(client: TestClient, query
 
 
 def test_session_page_shows_verification_budget_plan_and_every_node(
-    client: TestClient, demo_id: str
+    client: TestClient, db: Path, demo_id: str
 ) -> None:
     page = ok(client, f"/sessions/{demo_id}")
     assert "Budget" in page and "Revision 1" in page
@@ -211,6 +211,11 @@ def test_session_page_shows_verification_budget_plan_and_every_node(
     data = client.get(f"/api/sessions/{demo_id}").json()
     assert [n["node_id"] for n in data["nodes"]] == [n.node_id for n in DEMO_NODES]
     assert all(n["duration_s"] is not None for n in data["nodes"])
+    with ps.SessionStore.open_read_only(db) as store:
+        for node in data["nodes"]:
+            check = store.get_verification_result(demo_id, node["node_id"])
+            assert check is not None and node["degraded"] == check.degraded
+            assert node["verified"] == (check.syntax_ok and check.build_ok and check.tests_ok)
     assert data["budget"]["steps_used"] > 0
 
 

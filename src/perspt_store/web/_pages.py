@@ -216,8 +216,12 @@ _ENERGY_SERIES_SQL = (
     "WHERE session_id = $sid ORDER BY id"
 )
 _EDGE_ENDS_SQL = (
-    "SELECT parent_node_id, child_node_id FROM task_graph_edges "
-    "WHERE session_id = $sid ORDER BY id"
+    "SELECT parent_node_id, child_node_id FROM task_graph_edges WHERE session_id = $sid ORDER BY id"
+)
+# Each node's latest verification (insertion order is ``id``): passed, degraded.
+_LATEST_CHECKS_SQL = (
+    "SELECT node_id, arg_max(syntax_ok AND build_ok AND tests_ok, id), arg_max(degraded, id) "
+    "FROM verification_results WHERE session_id = $sid GROUP BY node_id"
 )
 _LLM_COUNT_SQL = "SELECT count(*) FROM llm_requests WHERE session_id = $sid"
 _SEALS_SQL = (
@@ -250,7 +254,10 @@ def session_page(store: SessionStore, session_id: str) -> dict[str, Any]:
     energy = {n: (int(c), v) for n, c, v in store.sql(_ENERGY_LATEST_SQL, sid).fetchall()}
     spans = {n: (a, b) for n, a, b in store.sql(_NODE_SPANS_SQL, sid).fetchall()}
     endpoints = store.sql(_EDGE_ENDS_SQL, sid).fetchall()
-    verifications = {v.node_id: v for v in store.get_all_verification_results(session_id)}
+    checks = {
+        n: (bool(ok), bool(degraded))
+        for n, ok, degraded in store.sql(_LATEST_CHECKS_SQL, sid).fetchall()
+    }
     reviews = store.get_all_review_outcomes(session_id)
     latest_review = {r.node_id: r.outcome for r in reviews}
     branches = store.get_provisional_branches(session_id)
@@ -262,7 +269,7 @@ def session_page(store: SessionStore, session_id: str) -> dict[str, Any]:
     for node_id in dict.fromkeys(ids):
         state = states.get(node_id)
         count, latest = energy.get(node_id, (0, None))
-        verification = verifications.get(node_id)
+        check = checks.get(node_id)
         first, last = spans.get(node_id, (None, None))
         nodes.append(
             {
@@ -273,10 +280,8 @@ def session_page(store: SessionStore, session_id: str) -> dict[str, Any]:
                 "attempts": state.attempt_count if state else count,
                 "v_total": latest if latest is not None else (state.v_total if state else None),
                 "energy_points": count,
-                "verified": None
-                if verification is None
-                else all((verification.syntax_ok, verification.build_ok, verification.tests_ok)),
-                "degraded": None if verification is None else verification.degraded,
+                "verified": None if check is None else check[0],
+                "degraded": None if check is None else check[1],
                 "review": latest_review.get(node_id),
                 "committed_at": state.committed_at if state else None,
                 "duration_s": _seconds(first, last),
@@ -297,9 +302,9 @@ def session_page(store: SessionStore, session_id: str) -> dict[str, Any]:
         "plan_json": plan.plan_json if plan else None,
         "nodes": nodes,
         "verification": {
-            "nodes": len(verifications),
+            "nodes": len(checks),
             "passed": sum(bool(n["verified"]) for n in nodes),
-            "degraded": sum(bool(v.degraded) for v in verifications.values()),
+            "degraded": sum(degraded for _, degraded in checks.values()),
         },
         "reviews": review_counts(r.outcome for r in reviews),
         "escalations": len(store.get_escalation_reports(session_id)),
