@@ -122,7 +122,7 @@ def test_help_lists_every_command_in_order() -> None:
               result.stdout.split("Commands:\n", 1)[1].splitlines() if line.strip()]
     assert listed == ["init", "demo", "sessions", "show", "nodes", "energy", "llm",
                       "timeline", "branches", "graph", "sql", "tables", "verify", "log",
-                      "checkpoint", "rollback", "export", "import", "compact", "lake"]
+                      "checkpoint", "rollback", "export", "import", "compact", "lake", "serve"]
 
 
 def test_without_click_main_prints_the_install_hint_and_exits_1() -> None:

@@ -15,7 +15,7 @@ import duckdb
 
 from .. import __version__, _engine
 from ..errors import StoreError
-from . import _delta_lake, _graph, _lake, _merkle, _nodes, _sessions
+from . import _delta_lake, _graph, _lake, _merkle, _nodes, _serve, _sessions
 from ._common import one_line
 
 
@@ -92,6 +92,8 @@ for _command in (
     _lake.import_,
     _lake.compact,
     _delta_lake.lake,
+    # watching runs
+    _serve.serve,  # the web dashboard (the ``web`` extra, imported when it runs)
 ):
     cli.add_command(_command)
 

@@ -1,0 +1,118 @@
+"""The dashboard's server time: every page of a 1,000-node session, and the overview of
+10,000 sessions.
+
+Each figure is the median time of a full request through the ASGI app in process (Starlette's
+test client: routing, opening the file read-only, the reads, rendering, closing), so it is
+what the server spends per page; the browser's own rendering and the network are not
+included. The dashboard keeps the file open while pages are requested (and closes it a second
+after the last, see ``perspt_store.web._reader``), so these are warm figures; what opening
+and closing costs, paid again after an idle second or a change of the file, is shown on its
+own line. So is ``verify_session``'s first run for the session (the verification badge and
+the Merkle page; its verdict is then kept until the file changes).
+
+The session is the snapshot benchmark's (``_common.session_rows``: per node 5 snapshots, 20
+energy rows, 2 sheaf validations, one verification, bundle, seal and provenance; one edge per
+node) plus 2 LLM requests per node. The overview store holds 10,000 sessions with 3 node
+states each.
+
+Run alone: ``python benchmarks/bench_web.py [--quick]`` (needs the ``web`` and ``test``
+extras: Starlette's test client).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from _common import SESSION, fmt_seconds, fresh_path, print_table, session_rows, time_calls
+from starlette.testclient import TestClient
+
+import perspt_store as ps
+from perspt_store.web import create_app
+
+PAGES = ("", "/dag", "/energy", "/llm", "/decisions", "/sandbox", "/merkle", "/nodes/node-00500")
+AIMS = {"session": 0.300, "overview": 0.100}
+
+
+def big_session(nodes: int) -> Iterator[ps.Row]:
+    yield from session_rows(nodes)
+    for n in range(nodes):
+        for k in range(2):
+            yield ps.LlmRequestRecord(
+                session_id=SESSION, node_id=f"node-{n:05d}", model=f"model-{k}",
+                prompt="p" * 400, response="r" * 200, tokens_in=100, tokens_out=50,
+                latency_ms=800 + n % 300,
+            )
+
+
+def many_sessions(count: int) -> Iterator[ps.Row]:
+    for i in range(count):
+        sid = f"session-{i:05d}"
+        yield ps.SessionRecord(
+            session_id=sid, task=f"task number {i}: make the thing work",
+            working_dir="/src", status=("COMPLETED", "RUNNING", "FAILED")[i % 3],
+        )
+        for n in range(3):
+            yield ps.NodeStateRecord(
+                node_id=f"n{n}", session_id=sid, state="Completed", v_total=0.1,
+                attempt_count=1,
+            )
+
+
+def timed(client: TestClient, url: str, repeat: int) -> float:
+    assert client.get(url).status_code == 200, url  # warm-up (templates compiled)
+    return time_calls(lambda: client.get(url), repeat).median
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = parser.parse_args()
+    repeat = 3 if args.quick else 9
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        session_db = fresh_path(root, "session.db")
+        overview_db = fresh_path(root, "overview.db")
+        started = time.perf_counter()
+        with ps.SessionStore.open(session_db) as store:
+            store.record_many(big_session(1000))
+        with ps.SessionStore.open(overview_db) as store:
+            store.record_many(many_sessions(10_000))
+        print(f"setup: {time.perf_counter() - started:.1f} s (not timed below)")
+
+        rows = []
+        with TestClient(create_app(session_db)) as client:
+            for page in PAGES:
+                url = f"/sessions/{SESSION}{page}"
+                seconds = timed(client, url, repeat)
+                verdict = "ok" if seconds < AIMS["session"] else "over"
+                rows.append([url.replace(SESSION, "S"), fmt_seconds(seconds), "300 ms", verdict])
+            api = timed(client, f"/api/sessions/{SESSION}", repeat)
+            rows.append(["/api/sessions/S", fmt_seconds(api), "300 ms",
+                         "ok" if api < AIMS["session"] else "over"])
+        with TestClient(create_app(session_db)) as client:  # a fresh app: nothing cached
+            cold = time_calls(lambda: client.get(f"/api/sessions/{SESSION}/verify"), 1).median
+        rows.append(["/api/sessions/S/verify (first)", fmt_seconds(cold), "", "once"])
+        open_close = time_calls(
+            lambda: ps.SessionStore.open_read_only(session_db).close(), repeat
+        ).median
+        rows.append(["(open + close read-only)", fmt_seconds(open_close), "", "idle"])
+        print_table("1,000-node session: server time per page (median)",
+                    ["page", "time", "aim", ""], rows)
+
+        rows = []
+        with TestClient(create_app(overview_db)) as client:
+            for url in ("/", "/?page=200", "/?status=running", "/?q=number%209999",
+                        "/?sort=task&order=asc", "/api/sessions"):
+                seconds = timed(client, url, repeat)
+                verdict = "ok" if seconds < AIMS["overview"] else "over"
+                rows.append([url, fmt_seconds(seconds), "100 ms", verdict])
+        print_table("Overview of 10,000 sessions: server time (median)",
+                    ["page", "time", "aim", ""], rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,704 @@
+"""What each dashboard page shows, as plain data read from the store.
+
+Every function takes a store already inside ``consistent_read()`` (see ``_reader``) and
+returns a dict: the HTML templates render it and the JSON API returns it (through
+``jsonable``), so the two never disagree. Unknown sessions raise
+:class:`~perspt_store.SessionNotFoundError`; unknown nodes and commits :class:`LookupError`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..cli._render import llm_totals, merge_timeline, review_counts, row_dict
+from ..errors import SessionNotFoundError
+from ..rows import EnergyRecord, LlmRequestRecord, NodeStateRecord, Row, SessionRecord
+from ..schema import order_key
+from ..store import SessionStore
+from ..store.snapshot import state_kind
+
+__all__ = [
+    "ENERGY_COMPONENTS",
+    "SORTS",
+    "OverviewQuery",
+    "dag_page",
+    "decisions_page",
+    "energy_page",
+    "live_state",
+    "llm_page",
+    "merkle_page",
+    "node_page",
+    "overview_page",
+    "overview_state",
+    "sandbox_page",
+    "session_page",
+    "verification",
+]
+
+ENERGY_COMPONENTS = ("v_syn", "v_str", "v_log", "v_boot", "v_sheaf", "v_total")
+"""The components of V(x), in the order the charts draw them."""
+
+SORTS = {
+    "created": "created_at",
+    "updated": "updated_at",
+    "status": "lower(status)",
+    "task": "lower(task)",
+    "id": "session_id",
+}
+"""Overview sort keys (``?sort=``) and the column each orders by."""
+
+PER_PAGE_MAX = 200
+
+
+@dataclass(frozen=True)
+class OverviewQuery:
+    """The overview's query string: page, filter, search and sort."""
+
+    page: int = 1
+    per_page: int = 25
+    status: str | None = None
+    q: str | None = None
+    sort: str = "created"
+    descending: bool = True
+
+    @classmethod
+    def parse(cls, params: dict[str, str]) -> OverviewQuery:
+        """Read the query string leniently: a bad number or sort key falls back to the
+        default (a page is never an error)."""
+
+        def number(name: str, default: int, high: int) -> int:
+            try:
+                return min(max(int(params.get(name, default)), 1), high)
+            except ValueError:
+                return default
+
+        sort = params.get("sort", "created")
+        return cls(
+            page=number("page", 1, 10**9),
+            per_page=number("per_page", 25, PER_PAGE_MAX),
+            status=params.get("status") or None,
+            q=(params.get("q") or "").strip() or None,
+            sort=sort if sort in SORTS else "created",
+            descending=params.get("order", "desc") != "asc",
+        )
+
+    def link(self, **changes: Any) -> str:
+        """This query with ``changes``, as a query string (``page`` resets unless given)."""
+        from urllib.parse import urlencode
+
+        values: dict[str, Any] = {
+            "status": self.status,
+            "q": self.q,
+            "sort": self.sort,
+            "order": "desc" if self.descending else "asc",
+            "per_page": self.per_page,
+            "page": 1,
+        }
+        values.update(changes)
+        defaults = {"sort": "created", "order": "desc", "per_page": 25, "page": 1}
+        kept = {k: v for k, v in values.items() if v is not None and defaults.get(k) != v}
+        return "?" + urlencode(kept) if kept else "?"
+
+
+# One page of sessions, filtered and sorted, with the number that match; the store's
+# ``list_sessions_paginated`` only orders newest first, so the overview asks in SQL.
+def _sessions_sql(query: OverviewQuery, tiebreak: str) -> str:
+    direction = "DESC" if query.descending else "ASC"
+    return (
+        "SELECT session_id, task, working_dir, detected_toolchain, status, created_at, "
+        "updated_at, count(*) OVER () FROM sessions "
+        "WHERE ($status IS NULL OR lower(status) = lower($status)) "
+        "AND ($q IS NULL OR contains(lower(session_id), lower($q)) "
+        "OR contains(lower(task), lower($q))) "
+        f"ORDER BY {SORTS[query.sort]} {direction}, {tiebreak} {direction} "
+        "LIMIT $limit OFFSET $offset"
+    )
+
+
+# The latest state of every node of some sessions (insertion order is ``id``).
+_LATEST_STATES_SQL = (
+    "SELECT session_id, arg_max(state, id) FROM node_states "
+    "WHERE session_id IN (SELECT unnest($ids)) GROUP BY session_id, node_id"
+)
+
+
+def overview_page(store: SessionStore, query: OverviewQuery) -> dict[str, Any]:
+    """Sessions (one page), counts by status, and the LLM totals of every session."""
+    tiebreak = order_key("sessions", store.schema_version)
+    rows = store.sql(
+        _sessions_sql(query, tiebreak),
+        {
+            "status": query.status,
+            "q": query.q,
+            "limit": query.per_page,
+            "offset": (query.page - 1) * query.per_page,
+        },
+    ).fetchall()
+    matching = int(rows[0][-1]) if rows else 0
+    ids = [row[0] for row in rows]
+    nodes: dict[str, dict[str, int]] = {sid: defaultdict(int) for sid in ids}
+    if ids:
+        for sid, state in store.sql(_LATEST_STATES_SQL, {"ids": ids}).fetchall():
+            if state == "__removed__":
+                continue
+            counts = nodes[sid]
+            counts["total"] += 1
+            counts[state_kind(state)] += 1
+    by_status = store.sql(
+        "SELECT status, count(*) FROM sessions GROUP BY status ORDER BY count(*) DESC, status"
+    ).fetchall()
+    llm = store.get_global_llm_summary()
+    total = store.count_sessions()
+    return {
+        "sessions": [
+            {
+                "session_id": sid,
+                "task": task,
+                "working_dir": working_dir,
+                "detected_toolchain": toolchain,
+                "status": status,
+                "created_at": created,
+                "updated_at": updated,
+                "nodes": dict(nodes[sid]),
+            }
+            for sid, task, working_dir, toolchain, status, created, updated, _ in rows
+        ],
+        "matching": matching,
+        "total_sessions": total,
+        "page": query.page,
+        "pages": max(1, math.ceil(matching / query.per_page)),
+        "per_page": query.per_page,
+        "by_status": {status: int(count) for status, count in by_status},
+        "llm": {
+            "requests": llm.count,
+            "tokens_in": llm.tokens_in,
+            "tokens_out": llm.tokens_out,
+            "median_latency_ms": llm.median_latency_ms,
+        },
+    }
+
+
+def _session(store: SessionStore, session_id: str) -> SessionRecord:
+    session = store.get_session(session_id)
+    if session is None:
+        raise SessionNotFoundError(session_id, table="sessions")
+    return session
+
+
+def _seconds(start: _dt.datetime | None, end: _dt.datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return max(0.0, (_as_utc(end) - _as_utc(start)).total_seconds())
+
+
+def _is_running(status: str) -> bool:
+    return status.strip().strip('"').lower() in ("running", "active", "in_progress")
+
+
+# Aggregates the pages need per node, computed by DuckDB rather than by decoding every row
+# (a 1,000-node session has 5,000 snapshots and 20,000 energy measurements).
+_NODE_SPANS_SQL = (
+    "SELECT node_id, min(created_at), max(created_at) FROM node_states "
+    "WHERE session_id = $sid GROUP BY node_id"
+)
+_ENERGY_LATEST_SQL = (
+    "SELECT node_id, count(*), arg_max(v_total, id) FROM energy_history "
+    "WHERE session_id = $sid GROUP BY node_id"
+)
+_ENERGY_SERIES_SQL = (
+    f"SELECT node_id, {', '.join(ENERGY_COMPONENTS)} FROM energy_history "
+    "WHERE session_id = $sid ORDER BY id"
+)
+_EDGE_ENDS_SQL = (
+    "SELECT parent_node_id, child_node_id FROM task_graph_edges WHERE session_id = $sid ORDER BY id"
+)
+# Each node's latest verification (insertion order is ``id``): passed, degraded.
+_LATEST_CHECKS_SQL = (
+    "SELECT node_id, arg_max(syntax_ok AND build_ok AND tests_ok, id), arg_max(degraded, id) "
+    "FROM verification_results WHERE session_id = $sid GROUP BY node_id"
+)
+_LLM_COUNT_SQL = "SELECT count(*) FROM llm_requests WHERE session_id = $sid"
+_SEALS_SQL = (
+    "SELECT seal_id, node_id, sealed_path, artifact_kind, seal_hash, version, created_at "
+    "FROM interface_seals WHERE session_id = $sid ORDER BY id"
+)
+_NODE_STATES_SQL = (
+    "SELECT id, created_at, state, attempt_count, v_total, node_class, goal, "
+    "last_error_type, committed_at FROM node_states "
+    "WHERE session_id = $sid AND node_id = $node ORDER BY id"
+)
+_NODE_LLM_SQL = (
+    "SELECT timestamp, model, tokens_in, tokens_out, latency_ms, prompt, response "
+    "FROM llm_requests WHERE session_id = $sid AND node_id = $node ORDER BY id"
+)
+
+
+def _records(store: SessionStore, sql: str, **params: Any) -> list[dict[str, Any]]:
+    relation = store.sql(sql, params)
+    names = [column[0] for column in relation.description]
+    return [dict(zip(names, row, strict=True)) for row in relation.fetchall()]
+
+
+def session_page(store: SessionStore, session_id: str) -> dict[str, Any]:
+    """Status, task, durations, budget, charter, plan, counts and the node table (the
+    verification verdict comes separately: it recomputes the whole log)."""
+    session = _session(store, session_id)
+    sid = {"sid": session_id}
+    states = {s.node_id: s for s in store.get_latest_node_states(session_id)}
+    energy = {n: (int(c), v) for n, c, v in store.sql(_ENERGY_LATEST_SQL, sid).fetchall()}
+    spans = {n: (a, b) for n, a, b in store.sql(_NODE_SPANS_SQL, sid).fetchall()}
+    endpoints = store.sql(_EDGE_ENDS_SQL, sid).fetchall()
+    checks = {
+        n: (bool(ok), bool(degraded))
+        for n, ok, degraded in store.sql(_LATEST_CHECKS_SQL, sid).fetchall()
+    }
+    reviews = store.get_all_review_outcomes(session_id)
+    latest_review = {r.node_id: r.outcome for r in reviews}
+    branches = store.get_provisional_branches(session_id)
+    plan = store.get_active_plan_revision(session_id)
+    budget = store.get_budget_envelope(session_id)
+    charter = store.get_feature_charter(session_id)
+    ids = [*states, *energy, *(n for ends in endpoints for n in ends)]
+    nodes = []
+    for node_id in dict.fromkeys(ids):
+        state = states.get(node_id)
+        count, latest = energy.get(node_id, (0, None))
+        check = checks.get(node_id)
+        first, last = spans.get(node_id, (None, None))
+        nodes.append(
+            {
+                "node_id": node_id,
+                "node_class": state.node_class if state else None,
+                "state": state.state if state else None,
+                "kind": state_kind(state.state) if state else "unknown",
+                "attempts": state.attempt_count if state else count,
+                "v_total": latest if latest is not None else (state.v_total if state else None),
+                "energy_points": count,
+                "verified": None if check is None else check[0],
+                "degraded": None if check is None else check[1],
+                "review": latest_review.get(node_id),
+                "committed_at": state.committed_at if state else None,
+                "duration_s": _seconds(first, last),
+            }
+        )
+    running = _is_running(session.status)
+    end = _dt.datetime.now(_dt.UTC) if running else session.updated_at
+    branch_states = [b.state.lower() for b in branches]
+    return {
+        "session": row_dict(session),
+        "running": running,
+        "duration_s": _seconds(session.created_at, end),
+        "budget": row_dict(budget) if budget else None,
+        "charter": row_dict(charter) if charter else None,
+        "plan_revision": {k: v for k, v in row_dict(plan).items() if k != "plan_json"}
+        if plan
+        else None,
+        "plan_json": plan.plan_json if plan else None,
+        "nodes": nodes,
+        "verification": {
+            "nodes": len(checks),
+            "passed": sum(bool(n["verified"]) for n in nodes),
+            "degraded": sum(degraded for _, degraded in checks.values()),
+        },
+        "reviews": review_counts(r.outcome for r in reviews),
+        "escalations": len(store.get_escalation_reports(session_id)),
+        "rewrites": len(store.get_rewrite_records(session_id)),
+        "branches": {
+            "total": len(branches),
+            **{s: branch_states.count(s) for s in ("active", "sealed", "merged", "flushed")},
+            "flushes": len(store.get_branch_flushes(session_id)),
+        },
+        "llm_requests": int(store.sql(_LLM_COUNT_SQL, sid).fetchall()[0][0]),
+    }
+
+
+def verification(store: SessionStore, session_id: str) -> dict[str, Any]:
+    """``verify_session``'s verdict: whether the log matches the stored states, and why not."""
+    _session(store, session_id)
+    report = store.verify_session(session_id)
+    return {
+        "ok": report.ok,
+        "log_size": report.log_size,
+        "log_root": report.log_root.hex(),
+        "state_root": report.state_root.hex(),
+        "problems": [p.model_dump() for p in report.problems],
+        "notes": list(report.notes),
+    }
+
+
+def node_page(store: SessionStore, session_id: str, node_id: str) -> dict[str, Any]:
+    """One node's history: every snapshot, energy, step, correction, check and commit."""
+    _session(store, session_id)
+    where = {"sid": session_id, "node": node_id}
+    states = _records(store, _NODE_STATES_SQL, **where)
+    edges = store.get_task_graph_edges(session_id)
+    if not states and not any(node_id in (e.parent_node_id, e.child_node_id) for e in edges):
+        raise LookupError(f"no node {node_id!r} in session {session_id!r}")
+    energy = store.get_energy_history(session_id, node_id)
+    latest_check = store.get_verification_result(session_id, node_id)
+    return {
+        "session_id": session_id,
+        "node_id": node_id,
+        "states": states,
+        "energy": [row_dict(e) for e in energy],
+        "chart": _chart_series(energy),
+        "parents": [e.parent_node_id for e in edges if e.child_node_id == node_id],
+        "children": [e.child_node_id for e in edges if e.parent_node_id == node_id],
+        "timeline": [
+            _row_with_kind(row)
+            for row in merge_timeline(
+                store.get_step_timeline(session_id, node_id),
+                store.get_correction_attempts(session_id, node_id),
+            )
+        ],
+        "verifications": [row_dict(latest_check)] if latest_check else [],
+        "sheaf_validations": [
+            row_dict(v) for v in store.get_sheaf_validations(session_id, node_id)
+        ],
+        "reviews": [row_dict(r) for r in store.get_review_outcomes(session_id, node_id)],
+        "llm": [
+            {**r, "prompt": _preview(r["prompt"]), "response": _preview(r["response"])}
+            for r in _records(store, _NODE_LLM_SQL, **where)
+        ],
+        "commits": [
+            _commit_dict(c) for c in store.get_commit_log(session_id) if c.node_id == node_id
+        ],
+    }
+
+
+def _row_with_kind(row: Row) -> dict[str, Any]:
+    return {"kind": type(row).__name__, **row_dict(row)}
+
+
+def _commit_dict(commit: Any) -> dict[str, Any]:
+    return {
+        "seq": commit.seq,
+        "node_id": commit.node_id,
+        "kind": commit.kind,
+        "leaf_hash": commit.leaf_hash.hex(),
+        "state_root": commit.state_root.hex(),
+        "log_root": commit.log_root.hex(),
+        "log_size": commit.log_size,
+    }
+
+
+def _llm_row(request: LlmRequestRecord) -> dict[str, Any]:
+    data = row_dict(request)
+    # Previews only: a prompt can be a megabyte.
+    data["prompt"] = _preview(request.prompt)
+    data["response"] = _preview(request.response)
+    return data
+
+
+def _preview(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _display_nodes(
+    states: Sequence[NodeStateRecord], extra_ids: Iterable[str]
+) -> list[dict[str, Any]]:
+    nodes = [
+        {
+            "node_id": s.node_id,
+            "state": s.state,
+            "kind": state_kind(s.state),
+            "node_class": s.node_class,
+            "goal": s.goal,
+            "attempts": s.attempt_count,
+            "v_total": s.v_total,
+        }
+        for s in states
+    ]
+    known = {s.node_id for s in states}
+    for node_id in dict.fromkeys(extra_ids):
+        if node_id not in known:  # an edge to a node never snapshotted
+            nodes.append(
+                {
+                    "node_id": node_id,
+                    "state": None,
+                    "kind": "unknown",
+                    "node_class": None,
+                    "goal": None,
+                    "attempts": 0,
+                    "v_total": None,
+                }
+            )
+    return nodes
+
+
+def dag_page(store: SessionStore, session_id: str) -> dict[str, Any]:
+    """The task graph: the latest state of every node, and the edges."""
+    _session(store, session_id)
+    edges = store.get_task_graph_edges(session_id)
+    endpoints = [n for e in edges for n in (e.parent_node_id, e.child_node_id)]
+    return {
+        "session_id": session_id,
+        "nodes": _display_nodes(store.get_latest_node_states(session_id), endpoints),
+        "edges": [
+            {"parent": e.parent_node_id, "child": e.child_node_id, "type": e.edge_type}
+            for e in edges
+        ],
+    }
+
+
+def _chart_series(history: Sequence[EnergyRecord]) -> dict[str, list[float]]:
+    return {name: [float(getattr(e, name)) for e in history] for name in ENERGY_COMPONENTS}
+
+
+def energy_page(store: SessionStore, session_id: str) -> dict[str, Any]:
+    """Per node: its V(x) history by component, and whether it converged."""
+    _session(store, session_id)
+    series: dict[str, dict[str, list[float]]] = {}
+    for node_id, *values in store.sql(_ENERGY_SERIES_SQL, {"sid": session_id}).fetchall():
+        chart = series.setdefault(node_id, {name: [] for name in ENERGY_COMPONENTS})
+        for name, value in zip(ENERGY_COMPONENTS, values, strict=True):
+            chart[name].append(float(value))
+    nodes = [
+        {
+            "node_id": node_id,
+            "measurements": len(chart["v_total"]),
+            "first": chart["v_total"][0],
+            "last": chart["v_total"][-1],
+            "min": min(chart["v_total"]),
+            "series": chart,
+        }
+        for node_id, chart in series.items()
+    ]
+    return {"session_id": session_id, "components": ENERGY_COMPONENTS, "nodes": nodes}
+
+
+def _latency_stats(
+    requests: Sequence[LlmRequestRecord], cost_per_token: float | None
+) -> dict[str, Any]:
+    totals = llm_totals(requests)
+    tokens = totals["tokens_in"] + totals["tokens_out"]
+    latencies = [r.latency_ms for r in requests]
+    return {
+        **totals,
+        "mean_latency_ms": statistics.fmean(latencies) if latencies else 0.0,
+        "max_latency_ms": max(latencies, default=0),
+        "cost_usd": None if cost_per_token is None else tokens * cost_per_token,
+    }
+
+
+def llm_page(store: SessionStore, session_id: str) -> dict[str, Any]:
+    """LLM requests with tokens, latency and cost, totalled per node and per model.
+
+    Requests carry no price; the cost is the budget envelope's ``cost_used_usd`` shared
+    out by tokens (None without a budget).
+    """
+    _session(store, session_id)
+    requests = store.get_llm_requests(session_id)
+    budget = store.get_budget_envelope(session_id)
+    all_tokens = llm_totals(requests)
+    tokens = all_tokens["tokens_in"] + all_tokens["tokens_out"]
+    per_token = budget.cost_used_usd / tokens if budget is not None and tokens else None
+
+    def grouped(key: str) -> list[dict[str, Any]]:
+        groups: dict[str, list[LlmRequestRecord]] = {}
+        for request in requests:
+            groups.setdefault(getattr(request, key) or "(none)", []).append(request)
+        return [{key: name, **_latency_stats(rows, per_token)} for name, rows in groups.items()]
+
+    return {
+        "session_id": session_id,
+        "totals": _latency_stats(requests, per_token),
+        "cost_source": "budget envelope cost_used_usd, shared out by tokens"
+        if per_token is not None
+        else None,
+        "by_node": grouped("node_id"),
+        "by_model": grouped("model"),
+        "requests": [_llm_row(r) for r in requests],
+    }
+
+
+def _when(row: Row) -> _dt.datetime | None:
+    for column in ("created_at", "timestamp"):
+        if column in row.__db_columns__:
+            value: _dt.datetime | None = getattr(row, column)
+            return value
+    return None
+
+
+def decisions_page(store: SessionStore, session_id: str) -> dict[str, Any]:
+    """Every decision of the run on one timeline, in time order: escalations, sheaf
+    validations, rewrites, plan revisions, repair footprints, verifications, correction
+    attempts and reviews."""
+    _session(store, session_id)
+    events: list[tuple[_dt.datetime | None, int, dict[str, Any]]] = []
+
+    def add(kind: str, rows: Iterable[Row], summary: Any) -> None:
+        for row in rows:
+            when = _when(row)
+            if when is None and hasattr(row, "created_at"):  # corrections: epoch seconds
+                when = _dt.datetime.fromtimestamp(row.created_at, _dt.UTC)
+            data = row_dict(row)
+            events.append(
+                (
+                    when,
+                    len(events),
+                    {
+                        "kind": kind,
+                        "time": when,
+                        "node_id": getattr(row, "node_id", None),
+                        "summary": summary(row),
+                        "row": data,
+                    },
+                )
+            )
+
+    add(
+        "escalation",
+        store.get_escalation_reports(session_id),
+        lambda r: f"{r.category}: {r.action}",
+    )
+    add(
+        "sheaf",
+        store.get_all_sheaf_validations(session_id),
+        lambda r: f"{r.validator_class} {'passed' if r.passed else 'failed'}: {r.evidence_summary}",
+    )
+    add(
+        "rewrite",
+        store.get_rewrite_records(session_id),
+        lambda r: f"{r.action} ({r.category}); requeued {', '.join(r.requeued_nodes) or '-'}",
+    )
+    add(
+        "plan",
+        store.get_plan_revisions(session_id),
+        lambda r: f"revision {r.sequence} {r.status}: {r.reason}",
+    )
+    add(
+        "repair",
+        store.get_all_repair_footprints(session_id),
+        lambda r: f"attempt {r.attempt} {'resolved' if r.resolved else 'open'}: {r.diagnosis}",
+    )
+    add(
+        "verification",
+        store.get_all_verification_results(session_id),
+        lambda r: (
+            ("degraded: " + (r.degraded_reason or "") if r.degraded else "")
+            + " ".join(
+                f"{name}={'ok' if ok else 'FAIL'}"
+                for name, ok in (
+                    ("syntax", r.syntax_ok),
+                    ("build", r.build_ok),
+                    ("tests", r.tests_ok),
+                    ("lint", r.lint_ok),
+                )
+            )
+            + f" ({r.tests_passed} passed, {r.tests_failed} failed)"
+        ),
+    )
+    add(
+        "correction",
+        store.get_session_correction_attempts(session_id),
+        lambda r: (
+            f"attempt {r.attempt} {'accepted' if r.accepted else 'rejected'}"
+            + (f": {r.rejection_reason}" if r.rejection_reason else "")
+        ),
+    )
+    add(
+        "review",
+        store.get_all_review_outcomes(session_id),
+        lambda r: r.outcome + (f": {r.reviewer_note}" if r.reviewer_note else ""),
+    )
+    floor = _dt.datetime.min.replace(tzinfo=_dt.UTC)
+    events.sort(key=lambda e: (_as_utc(e[0]) if e[0] is not None else floor, e[1]))
+    counts: dict[str, int] = defaultdict(int)
+    for _, _, event in events:
+        counts[event["kind"]] += 1
+    return {
+        "session_id": session_id,
+        "counts": dict(counts),
+        "reviews": review_counts(r.outcome for r in store.get_all_review_outcomes(session_id)),
+        "events": [event for _, _, event in events],
+    }
+
+
+def _as_utc(moment: _dt.datetime) -> _dt.datetime:
+    """The database's timestamps are naive UTC; the clock's are aware."""
+    return moment.replace(tzinfo=_dt.UTC) if moment.tzinfo is None else moment
+
+
+def sandbox_page(store: SessionStore, session_id: str) -> dict[str, Any]:
+    """Provisional branches, their lineage, flush decisions and interface seals."""
+    _session(store, session_id)
+    return {
+        "session_id": session_id,
+        "branches": [row_dict(b) for b in store.get_provisional_branches(session_id)],
+        "lineage": [row_dict(b) for b in store.get_branch_lineage(session_id)],
+        "flushes": [row_dict(f) for f in store.get_branch_flushes(session_id)],
+        "seals": _records(store, _SEALS_SQL, sid=session_id),
+    }
+
+
+def merkle_page(store: SessionStore, session_id: str) -> dict[str, Any]:
+    """The commit log (the verdict comes from :func:`verification`)."""
+    _session(store, session_id)
+    return {
+        "session_id": session_id,
+        "commits": [_commit_dict(c) for c in store.get_commit_log(session_id)],
+    }
+
+
+# Rows per table of a session: a new LLM call or decision changes a page without changing
+# any node's state.
+_LIVE_TABLES = (
+    "llm_requests",
+    "escalation_reports",
+    "sheaf_validations",
+    "rewrite_records",
+    "plan_revisions",
+    "repair_footprints",
+    "verification_results",
+    "correction_attempts",
+    "review_outcomes",
+    "provisional_branches",
+    "branch_lineage",
+    "branch_flushes",
+    "interface_seals",
+    "srbn_step_records",
+    "task_graph_edges",
+    "node_states",
+)
+_LIVE_COUNTS_SQL = "SELECT " + ", ".join(
+    f"(SELECT count(*) FROM {table} WHERE session_id = $sid)" for table in _LIVE_TABLES
+)
+
+
+def live_state(store: SessionStore, session_id: str) -> dict[str, Any]:
+    """What the live stream compares between polls: the session's status and every node's
+    latest state, attempts and energy (small, and enough to tell any page to refresh)."""
+    session = _session(store, session_id)
+    energy: dict[str, int] = defaultdict(int)
+    for record in store.get_session_energy_history(session_id):
+        energy[record.node_id] += 1
+    nodes = {
+        s.node_id: {
+            "state": s.state,
+            "kind": state_kind(s.state),
+            "attempts": s.attempt_count,
+            "v_total": s.v_total,
+            "energy_points": energy.get(s.node_id, 0),
+        }
+        for s in store.get_latest_node_states(session_id)
+    }
+    (counts,) = store.sql(_LIVE_COUNTS_SQL, {"sid": session_id}).fetchall()
+    return {
+        "status": session.status,
+        "updated_at": session.updated_at,
+        "rows": dict(zip(_LIVE_TABLES, counts, strict=True)),
+        "nodes": nodes,
+    }
+
+
+def overview_state(store: SessionStore) -> dict[str, Any]:
+    """What the overview's live stream compares: how many sessions, and the last change."""
+    ((count, latest),) = store.sql("SELECT count(*), max(updated_at) FROM sessions").fetchall()
+    return {"sessions": count, "updated_at": latest}
