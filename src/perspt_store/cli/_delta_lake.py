@@ -11,7 +11,7 @@ import datetime as _dt
 import click
 
 from ._common import output_options
-from ._output import emit_rows, plural
+from ._output import Format, emit_rows, plural
 
 
 def _as_of(version: int | None, timestamp: _dt.datetime | None) -> int | _dt.datetime | None:
@@ -40,7 +40,7 @@ def lake() -> None:
 @click.option("--timestamp", type=click.DateTime(), default=None,
               help="Check the lake as it was at this time (UTC unless a zone is given).")
 @output_options
-def verify(uri: str, version: int | None, timestamp: _dt.datetime | None, fmt: str) -> None:
+def verify(uri: str, version: int | None, timestamp: _dt.datetime | None, fmt: Format) -> None:
     """Check every session in the lake against its checkpoint.
 
     Each session's rows (the files its checkpoint pins) are loaded into a scratch store, its

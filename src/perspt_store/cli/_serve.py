@@ -85,7 +85,7 @@ def serve(ctx: click.Context, host: str, port: int, password_file: Path | None) 
         from ..web import PASSWORD_ENV, create_app
     except ModuleNotFoundError as exc:
         raise click.ClickException(WEB_HINT) from exc
-    from ._app import db_path
+    from ._common import db_path
 
     password = resolve_password(password_file, PASSWORD_ENV)
     if not _is_loopback(host) and password is None:

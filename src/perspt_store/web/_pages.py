@@ -16,7 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..cli._render import llm_totals, merge_timeline, review_counts, row_dict
+from ..cli._nodes import merge_timeline
+from ..cli._output import row_dict
+from ..cli._sessions import llm_totals
 from ..errors import SessionNotFoundError
 from ..rows import EnergyRecord, LlmRequestRecord, NodeStateRecord, Row, SessionRecord
 from ..schema import order_key
@@ -702,3 +704,16 @@ def overview_state(store: SessionStore) -> dict[str, Any]:
     """What the overview's live stream compares: how many sessions, and the last change."""
     ((count, latest),) = store.sql("SELECT count(*), max(updated_at) FROM sessions").fetchall()
     return {"sessions": count, "updated_at": latest}
+
+
+def review_counts(outcomes: Iterable[str]) -> dict[str, int]:
+    """Reviews by the ledger's rules (as ``session_summary`` counts them): approved
+    (``approved*`` or ``auto_approved``), rejected (``rejected`` or ``aborted``), corrected
+    (``correction_requested``)."""
+    outcomes = list(outcomes)
+    return {
+        "total": len(outcomes),
+        "approved": sum(o.startswith("approved") or o == "auto_approved" for o in outcomes),
+        "rejected": sum(o in ("rejected", "aborted") for o in outcomes),
+        "corrected": sum(o == "correction_requested" for o in outcomes),
+    }
