@@ -671,3 +671,21 @@ def test_no_command_lets_an_exception_escape_for_any_id(db: Path, value: str) ->
         assert result.exit_code in (0, 1, 2)
         if result.exit_code:
             assert result.output.strip().splitlines()[-1].startswith("Error: ")
+
+
+def test_a_file_held_by_a_read_only_process_is_locked_not_read_only(tmp_path: Path) -> None:
+    # DuckDB's message for this lock suggests opening read-only; it is still a lock.
+    db = tmp_path / "held.db"
+    ps.SessionStore.open(db).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, duckdb; c = duckdb.connect(sys.argv[1], read_only=True); "
+         "print('held', flush=True); sys.stdin.read()", str(db)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(ps.StoreLockedError):
+            ps.SessionStore.open(db)
+    finally:
+        holder.communicate("")

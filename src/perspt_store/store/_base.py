@@ -161,16 +161,18 @@ def translate_error(
             return DuplicateRecordError(
                 f"{where} failed: {detail}; nothing was written", table=table, operation=operation
             )
-    if "read-only" in message or "read only" in message:
-        return ReadOnlyStoreError(
-            f"{where} failed: the store is read-only", table=table, operation=operation
-        )
+    # Before the read-only check: a lock held by a read-only process comes with DuckDB's hint
+    # that a read-only open would work.
     if "Could not set lock" in message or "Conflicting lock" in message:
         return StoreLockedError(
             "the database file is locked by another process (DuckDB allows one writer "
             "process and no readers beside it); stop that process or read a published snapshot",
             table=table,
             operation=operation,
+        )
+    if "read-only" in message or "read only" in message:
+        return ReadOnlyStoreError(
+            f"{where} failed: the store is read-only", table=table, operation=operation
         )
     if table is not None:  # the store's own SQL: a missing object means an unmigrated file
         no_table = re.search(r"Table with name (\S+) does not exist", message)
