@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 
-from ._commitlog import REMOVED_STATE
 from ._mapping import table_map
+from .commitlog import REMOVED_STATE
 from .rows import ROW_MODELS, ReviewOutcomeRow
 from .schema import SEQUENCED_TABLES, TABLES, order_key
 

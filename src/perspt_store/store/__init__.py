@@ -7,6 +7,7 @@ from ._arguments import check_public_methods
 from ._base import PathLike
 from .branches import BranchesMixin
 from .bulk import BulkMixin
+from .commits import CommitLogMixin
 from .evidence import EvidenceMixin
 from .planning import PlanningMixin
 from .reviews import ReviewsMixin
@@ -38,6 +39,7 @@ class SessionStore(
     BranchesMixin,
     PlanningMixin,
     BulkMixin,
+    CommitLogMixin,
     SnapshotMixin,
     FramesMixin,
 ):

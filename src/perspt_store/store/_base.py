@@ -18,12 +18,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
 
 import duckdb
 
 from .. import _engine, _publish
-from .._commitlog import SessionLog
 from .._groupcommit import (
     BUFFERED_MODELS,
     DEFAULT_FLUSH_INTERVAL,
@@ -56,6 +55,9 @@ R = TypeVar("R", bound=Row)
 T = TypeVar("T")
 P = ParamSpec("P")
 PathLike = str | os.PathLike[str]
+
+if TYPE_CHECKING:
+    from .commits import SessionLog
 
 MEMORY = ":memory:"
 
