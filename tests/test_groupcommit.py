@@ -21,7 +21,7 @@ import pytest
 
 import perspt_store as ps
 from conftest import run_threads
-from perspt_store._groupcommit import BUFFERED_MODELS
+from perspt_store.store._groupcommit import BUFFERED_MODELS
 
 SLOW = 3600.0  # a flush interval that never elapses during a test
 WAIT = 30.0  # generous deadline for the background flusher on a loaded machine
@@ -29,7 +29,7 @@ WAIT = 30.0  # generous deadline for the background flusher on a loaded machine
 
 
 def test_buffered_models_are_the_append_only_tables_without_a_unique_key() -> None:
-    """BUFFERED_MODELS is derived from the schema; this is the set it stands for."""
+    """BUFFERED_MODELS is derived from the models; this is the set it stands for."""
     assert BUFFERED_MODELS == {
         ps.EnergyRecord,
         ps.LlmRequestRecord,

@@ -271,8 +271,8 @@ class CommitLogMixin(StoreBase):
     def _commit_one(self, record: NodeStateRecord, kind: str) -> NodeCommit:
         """:meth:`_commit_node_states` of one record, in one statement."""
         self._check_writable("node_states")
-        if self._buffer is not None:
-            self._drain_pending()  # buffered rows commit first, as before a transaction
+        if self._group is not None:
+            self._group.drain_pending()  # buffered rows commit first, as before a transaction
         session_id = record.session_id
         leaf = merkle.hash_node_state(record)
         row = table_map(NodeStateRecord).encode(record)
