@@ -47,6 +47,7 @@ from ._groupcommit import (
     DEFAULT_FLUSH_INTERVAL,
     DEFAULT_FLUSH_ROWS,
     DURABILITY_MODES,
+    Buffered,
     GroupCommit,
     GroupCommitHost,
 )
@@ -322,7 +323,8 @@ class StoreBase:
                 (see :meth:`open_read_only`); None publishes nothing. Ignored otherwise.
             durability: ``"immediate"`` (default): every write is committed when it returns.
                 ``"batched"``: group commit; ``record_*`` calls of the append-only tables
-                return once buffered and a background thread commits them in bulk, at most
+                (and ``record_node_state``, whose commit is computed at the call) return
+                once buffered and a background thread commits them in bulk, at most
                 ``flush_interval`` seconds later (see :mod:`perspt_store.store._groupcommit`).
                 A thread reads its own writes: its reads (and ``sql()``) first commit the
                 buffer if it holds rows this thread recorded. A thread with nothing buffered
@@ -619,7 +621,7 @@ class StoreBase:
         if group is not None and buffer is not None and not self._closed:
             buffer.stop()  # from now on record_* raises StoreClosedError
             group.drain()
-        unwritten: list[Row] = []
+        unwritten: list[Buffered] = []
         with self._lock:
             if self._closed:
                 return

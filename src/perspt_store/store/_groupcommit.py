@@ -6,22 +6,32 @@ to take rows (:meth:`GroupCommit.offer`), to commit what a statement must follow
 (:meth:`GroupCommit.drain_pending`) and to flush (:meth:`GroupCommit.drain`).
 
 In batched mode, ``record_*`` calls for the append-only tables (:data:`BUFFERED_MODELS`) only
-append the row to an in-memory buffer and return. A daemon thread commits the buffer in one
-transaction, with one bulk statement per table, at most ``flush_interval`` seconds after the
-oldest buffered row arrived (sooner once ``flush_rows`` rows are waiting).
+append the row to an in-memory buffer and return. ``record_node_state`` computes its Merkle
+commit at the call (seq, leaf hash, state and log roots: the same :class:`NodeCommit` it
+returns in immediate mode) and buffers the row with it (:class:`BufferedCommit`); the flush
+writes the row, its ``merkle_log`` entry and the session's new ``merkle_root`` together. A
+daemon thread commits the buffer in one transaction, with one bulk statement per table, at
+most ``flush_interval`` seconds after the oldest buffered row arrived (sooner once
+``flush_rows`` rows are waiting).
 
 Reads: a thread reads its own writes. A read (or ``sql()``) by a thread that has rows
 buffered first commits the buffer; a read by a thread with nothing buffered neither commits
 nor waits for the write lock, and sees what is committed (rows other threads buffered appear
-once flushed). Writes that are not buffered (node states, ``record_many``,
-``transaction()``, …) commit the whole buffer first, so they follow every row acknowledged
-before them.
+once flushed). Writes that are not buffered (``record_many``, ``transaction()``, rollbacks,
+updates, …) commit the whole buffer first, so they follow every row acknowledged before them.
 
 Loss window: a crash (SIGKILL, power loss) loses the rows not committed yet: normally those
 of the last ``flush_interval`` seconds plus a flush in progress. If the flusher falls behind
 (a producer appending as fast as Python allows starves it of the GIL), a producer that finds
 rows older than twice the interval, or ``4 * flush_rows`` rows waiting, commits them itself
 before going on, so the window stays about ``2 * flush_interval`` plus two flushes.
+Node-state commits share that window: a crash loses a buffered commit with its row (never
+one without the other), and since the flush writes in order and never splits commits, every
+session's log after a crash is a prefix of the commits returned, and verifies. A buffered
+commit whose session vanished before the flush is handed back (with every later buffered
+commit of that session) as a :class:`FlushError`; the next commit continues the stored log.
+Another store handle committing to the same session while commits are buffered makes the
+flush fail the same way (its seqs are taken): write a session from one handle.
 ``pending_writes`` says how many rows are at risk right now. ``flush()`` and ``close()`` make
 everything durable, and so does a normal interpreter exit (an ``atexit`` hook closes every
 open batched store).
@@ -38,10 +48,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 import duckdb
 
+from ..commitlog import NodeCommit
 from ..errors import FlushError, SessionNotFoundError, StoreClosedError, StoreError
 from ..rows import ROW_MODELS, NodeStateRecord, Row
 
@@ -51,6 +63,7 @@ __all__ = [
     "DEFAULT_FLUSH_ROWS",
     "DURABILITY_MODES",
     "MAX_FAILED_ATTEMPTS",
+    "BufferedCommit",
     "GroupCommit",
     "GroupCommitHost",
     "WriteBuffer",
@@ -83,9 +96,28 @@ def _buffered(model: type[Row]) -> bool:
 BUFFERED_MODELS: frozenset[type[Row]] = frozenset(filter(_buffered, ROW_MODELS.values()))
 """Rows that batched mode buffers: the append-only tables with no unique key and a required
 session, whose only possible failure is a session that does not exist (checked before
-buffering). Sessions, node states (their Merkle commit is the durable path), branch lineage
-(its session is optional: no foreign key; checked in a transaction), charters, plan
+buffering). Node states are buffered too, with their commit (:class:`BufferedCommit`).
+Sessions, branch lineage (its session is optional: no foreign key; checked in a transaction), charters, plan
 revisions, repair footprints and budget envelopes are always written synchronously."""
+
+
+@dataclass(frozen=True, slots=True)
+class BufferedCommit:
+    """A node-state row and the Merkle commit computed for it when it was recorded: the
+    flush writes the row, its log entry and the session's new root together."""
+
+    __table__: ClassVar[str] = "node_states"
+
+    record: NodeStateRecord
+    commit: NodeCommit
+
+    @property
+    def session_id(self) -> str:
+        return self.record.session_id
+
+
+Buffered = Row | BufferedCommit
+"""What the buffer holds: a row, or a node-state row with its commit."""
 
 
 MAX_FAILED_ATTEMPTS = 200
@@ -121,7 +153,7 @@ class WriteBuffer:
         self._flush = flush
         self.interval = interval
         self.max_rows = max_rows
-        self._rows: list[Row] = []
+        self._rows: list[Buffered] = []
         self._in_flight = 0  # rows taken by a flush that has not finished
         self._oldest = 0.0  # monotonic time the oldest buffered row arrived
         self._cond = threading.Condition(threading.Lock())
@@ -139,7 +171,7 @@ class WriteBuffer:
 
     # --- producers ----------------------------------------------------------------------
 
-    def add(self, row: Row) -> bool:
+    def add(self, row: Buffered) -> bool:
         """Buffer one row; True when the flusher is so far behind (``4 * max_rows`` rows, or
         rows older than twice the interval) that the caller should flush itself.
 
@@ -181,7 +213,7 @@ class WriteBuffer:
 
     # --- the flush protocol (called by the store under its write lock) ------------------
 
-    def take(self) -> list[Row]:
+    def take(self) -> list[Buffered]:
         """Remove and return every buffered row, oldest first."""
         with self._cond:
             rows, self._rows = self._rows, []
@@ -189,7 +221,7 @@ class WriteBuffer:
             self._taken = self._tickets
             return rows
 
-    def restore(self, rows: list[Row]) -> None:
+    def restore(self, rows: list[Buffered]) -> None:
         """Put rows back at the head of the buffer: a flush was interrupted (e.g. by
         KeyboardInterrupt) before it wrote them or decided they cannot be written."""
         with self._cond:
@@ -198,7 +230,7 @@ class WriteBuffer:
                 self._rows[:0] = rows
                 self._oldest = time.monotonic()
 
-    def flushed(self, failed: Sequence[tuple[Row, BaseException]] = ()) -> None:
+    def flushed(self, failed: Sequence[tuple[Buffered, BaseException]] = ()) -> None:
         """The flush finished with every row it took: written, or (``failed``, in order,
         with the cause of each) handed back to the next caller (:class:`FlushError`)."""
         if failed:
@@ -210,7 +242,8 @@ class WriteBuffer:
         with self._cond:
             self._in_flight = 0
             self._done = max(self._done, self._taken)
-            for row, cause in failed:
+            for item, cause in failed:
+                row = item.record if isinstance(item, BufferedCommit) else item
                 self._failed.append(row)
                 self._causes[f"{type(row).__name__}: {cause}"] = None
                 if self._cause is None:
@@ -280,6 +313,7 @@ class GroupCommitHost(Protocol):
     _lock: threading.RLock
     _local: Any  # the store's per-thread state: .reading, .draining
     _closed: bool
+    _commit_logs: dict[str, Any]  # the commit logs cached by store.commits
 
     @property
     def in_transaction(self) -> bool: ...
@@ -293,6 +327,8 @@ class GroupCommitHost(Protocol):
     def _cursor(self) -> duckdb.DuckDBPyConnection: ...
 
     def _bulk_insert(self, rows: Sequence[Row]) -> None: ...
+
+    def _persist_commits(self, items: Sequence[tuple[NodeStateRecord, NodeCommit]]) -> None: ...
 
     def _existing_sessions(self, session_ids: list[str]) -> set[str]: ...
 
@@ -309,6 +345,7 @@ class GroupCommit:
     def __init__(self, store: GroupCommitHost, *, interval: float, max_rows: int) -> None:
         self._store = store
         self.known_sessions: set[str] = set()  # committed sessions seen by batched writes
+        self.buffered_commits = 0  # node-state commits buffered or in a flush (write lock)
         self.buffer = WriteBuffer(
             self.drain,
             interval=interval,
@@ -337,21 +374,42 @@ class GroupCommit:
             return False
         store._check_writable(row.__table__)
         session_id: str | None = getattr(row, "session_id", None)
-        if session_id is not None and session_id not in self.known_sessions:
-            from ._base import translate_error  # _base imports this module
-
-            try:
-                found = store._cursor().execute(
-                    "SELECT 1 FROM sessions WHERE session_id = ?", [session_id]
-                ).fetchall()
-            except duckdb.Error as exc:
-                raise translate_error(exc, table="sessions", operation="select") from exc
-            if not found:
-                raise SessionNotFoundError(session_id, table=row.__table__, operation="insert")
-            self.known_sessions.add(session_id)  # forgotten if a flush finds it gone
-        if self.buffer.add(row):  # far behind: the producer commits (bounds memory and loss)
-            self.drain()  # rows it cannot write are reported by the next call
+        if session_id is not None:
+            self.require_session(session_id, row.__table__)
+        self.add(row)
         return True
+
+    def takes_now(self) -> bool:
+        """True if a write on this thread may be buffered now (outside a transaction or a
+        consistent read)."""
+        return not (self._store.in_transaction or self._store._local.reading)
+
+    def require_session(self, session_id: str, table: str) -> None:
+        """Raise :class:`SessionNotFoundError` unless the session exists (a committed one,
+        looked up once: forgotten if a flush finds it gone). Reads without committing the
+        buffer or taking the write lock."""
+        if session_id in self.known_sessions:
+            return
+        from ._base import translate_error  # _base imports this module
+
+        try:
+            found = self._store._cursor().execute(
+                "SELECT 1 FROM sessions WHERE session_id = ?", [session_id]
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise translate_error(exc, table="sessions", operation="select") from exc
+        if not found:
+            raise SessionNotFoundError(session_id, table=table, operation="insert")
+        self.known_sessions.add(session_id)
+
+    def add(self, item: Buffered) -> None:
+        """Buffer a checked row or commit; commit the buffer here if the flusher is far
+        behind (bounds memory and the loss window)."""
+        behind = self.buffer.add(item)
+        if isinstance(item, BufferedCommit):
+            self.buffered_commits += 1  # the caller holds the write lock: no flush between
+        if behind:
+            self.drain()  # rows it cannot write are reported by the next call
 
     # --- when a statement must commit the buffer first -----------------------------------
 
@@ -419,30 +477,40 @@ class GroupCommit:
                 raise
             finally:
                 store._local.draining = False
+            for item, _ in failed:
+                if isinstance(item, BufferedCommit):  # the cached log holds it: reload
+                    store._commit_logs.pop(item.session_id, None)
+            self.buffered_commits -= sum(isinstance(row, BufferedCommit) for row in rows)
             buffer.flushed(failed)
 
-    def _write(self, rows: Sequence[Row]) -> None:
+    def _write(self, rows: Sequence[Buffered]) -> None:
         """Append rows of any buffered models, one bulk statement per table, each table's
-        rows in order (inside the flush's transaction)."""
-        groups: dict[type[Row], list[Row]] = {}
+        rows in order, and node-state commits with their log entries and roots (inside the
+        flush's transaction)."""
+        groups: dict[type[Buffered], list[Any]] = {}
         for row in rows:
             group = groups.get(type(row))
             if group is None:
                 groups[type(row)] = [row]
             else:
                 group.append(row)
-        for group in groups.values():
-            self._store._bulk_insert(group)
+        for kind, group in groups.items():
+            if kind is BufferedCommit:
+                self._store._persist_commits([(c.record, c.commit) for c in group])
+            else:
+                self._store._bulk_insert(group)
 
     def _commit(
-        self, rows: Sequence[Row], committed: list[bool]
-    ) -> list[tuple[Row, BaseException]]:
+        self, rows: Sequence[Buffered], committed: list[bool]
+    ) -> list[tuple[Buffered, BaseException]]:
         """Commit buffered rows (group commit), isolating those that cannot be written.
 
         One transaction for all of them; if it fails, the rows naming a session that no
         longer exists are set aside (one query) and the rest retried; if that fails too,
         each table's rows in a transaction of their own, and a table's rows that fail are
-        split in halves, recursively, until the failing rows stand alone. Every other row is
+        split in halves, recursively, until the failing rows stand alone (node-state
+        commits are never split: they fail together, so each session's log stays a prefix
+        of what was recorded). Every other row is
         committed, each table's rows in their order. Isolation stops when the failure is
         not about rows (the engine or the connection failed) or after
         :data:`MAX_FAILED_ATTEMPTS` failed attempts; the rows not committed by then are
@@ -483,8 +551,11 @@ class GroupCommit:
                 if error is None:
                     continue
                 budget[0] -= 1
-                if len(part) == 1:
-                    failed[part[0]] = error
+                if len(part) == 1 or all(isinstance(rows[i], BufferedCommit) for i in part):
+                    # Commits are never split: a later commit of a session must not land
+                    # without an earlier one (the log stays a prefix).
+                    for i in part:
+                        failed[i] = error
                 elif _not_about_rows(error) or budget[0] <= 0:
                     raise _GiveUp(error)
                 else:
@@ -514,7 +585,7 @@ class GroupCommit:
         return [(rows[i], failed[i]) for i in sorted(failed)]
 
     def _set_aside_missing_sessions(
-        self, rows: Sequence[Row], failed: dict[int, BaseException]
+        self, rows: Sequence[Buffered], failed: dict[int, BaseException]
     ) -> list[int]:
         """Record in ``failed`` the rows naming a session that does not exist (any longer:
         it was deleted behind the store's back) and forget those sessions; return the
@@ -561,12 +632,12 @@ def _halves(indices: list[int]) -> list[list[int]]:
     return [indices[:middle], indices[middle:]]
 
 
-def _by_table(rows: Sequence[Row]) -> Callable[[list[int]], list[list[int]]]:
+def _by_table(rows: Sequence[Buffered]) -> Callable[[list[int]], list[list[int]]]:
     """Split indices into one list per model (first appearance first), or in halves if
     they are all of one model (their transaction just failed as a whole)."""
 
     def split(indices: list[int]) -> list[list[int]]:
-        groups: dict[type[Row], list[int]] = {}
+        groups: dict[type[Buffered], list[int]] = {}
         for i in indices:
             groups.setdefault(type(rows[i]), []).append(i)
         return list(groups.values()) if len(groups) > 1 else _halves(indices)

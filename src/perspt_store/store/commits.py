@@ -31,6 +31,7 @@ from ..commitlog import (
 from ..errors import IntegrityError, RecordNotFoundError, SessionNotFoundError
 from ..rows import NodeStateRecord
 from ._base import StoreBase, consistent
+from ._groupcommit import BufferedCommit, GroupCommit
 
 
 class LogEntry(NamedTuple):
@@ -193,6 +194,10 @@ class CommitLogMixin(StoreBase):
         """Append one snapshot of a node and commit it to the session's Merkle log, in one
         transaction (``sessions.merkle_root`` becomes the new state root).
 
+        In a ``durability="batched"`` store (outside ``transaction()``) the commit is
+        computed now and returned, and the row, its log entry and the new root are written
+        together by the next group flush (see :mod:`perspt_store.store._groupcommit`).
+
         Returns:
             The commit: its ``seq``, leaf hash, state root, log root and log size.
 
@@ -248,7 +253,6 @@ class CommitLogMixin(StoreBase):
             return [self._commit_one(*items[0])]
         with self.transaction():
             records = [record for record, _ in items]
-            ids = self._insert_rows(records, returning_ids=True)
             for session_id in {record.session_id for record in records}:
                 self._session_log(session_id, check=True)
             commits = [
@@ -257,22 +261,32 @@ class CommitLogMixin(StoreBase):
                 )
                 for record, kind in items
             ]
-            self._write(INSERT_LOG_SQL, log_rows(commits, ids), table="merkle_log")
-            roots = {c.session_id: c.state_root for c in commits}  # the last one wins
-            for session_id, root in roots.items():
-                self._write(
-                    "UPDATE sessions SET merkle_root = ?, updated_at = now() WHERE session_id = ?",
-                    [root, session_id],
-                    table="sessions",
-                    operation="update",
-                )
+            self._persist_commits(list(zip(records, commits, strict=True)))
         return commits
+
+    def _persist_commits(self, items: Sequence[tuple[NodeStateRecord, NodeCommit]]) -> None:
+        """Write node-state rows with the commits computed for them, in order: one statement
+        per table (inside the caller's transaction: a batch, a rollback or a group flush)."""
+        ids = self._insert_rows([record for record, _ in items], returning_ids=True)
+        commits = [commit for _, commit in items]
+        self._write(INSERT_LOG_SQL, log_rows(commits, ids), table="merkle_log")
+        roots = {c.session_id: c.state_root for c in commits}  # the last one wins
+        for session_id, root in roots.items():
+            self._write(
+                "UPDATE sessions SET merkle_root = ?, updated_at = now() WHERE session_id = ?",
+                [root, session_id],
+                table="sessions",
+                operation="update",
+            )
 
     def _commit_one(self, record: NodeStateRecord, kind: str) -> NodeCommit:
         """:meth:`_commit_node_states` of one record, in one statement."""
         self._check_writable("node_states")
-        if self._group is not None:
-            self._group.drain_pending()  # buffered rows commit first, as before a transaction
+        group = self._group
+        if group is not None:
+            if group.takes_now():
+                return self._buffer_commit(group, record, kind)
+            group.drain_pending()  # buffered rows commit first, as before a transaction
         session_id = record.session_id
         leaf = merkle.hash_node_state(record)
         row = table_map(NodeStateRecord).encode(record)
@@ -301,6 +315,25 @@ class CommitLogMixin(StoreBase):
             commit = self._retrying(commit_once, commits=True)
             if not self.in_transaction:
                 self._changed()
+        return commit
+
+    def _buffer_commit(self, group: GroupCommit, record: NodeStateRecord, kind: str) -> NodeCommit:
+        """Batched mode: compute the commit now (seq, leaf, roots) and buffer the row with
+        it; the group flush writes row, log entry and root together (a crash loses them
+        together, like any buffered row)."""
+        session_id = record.session_id
+        group.require_session(session_id, "node_states")
+        leaf = merkle.hash_node_state(record)
+        with self._lock:  # a flush holds it too: it never runs between seq and buffer
+            if session_id not in self._commit_logs and group.buffered_commits:
+                group.drain()  # the stored log must hold every buffered commit: load it after
+            log = self._session_log(session_id)
+            commit = log.append(session_id, record.node_id, kind, leaf)
+            try:
+                group.add(BufferedCommit(record, commit))
+            except BaseException:
+                self._commit_logs.pop(session_id, None)  # it holds a commit not buffered
+                raise
         return commit
 
     # --- reading ------------------------------------------------------------------------
