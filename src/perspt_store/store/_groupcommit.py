@@ -97,8 +97,9 @@ BUFFERED_MODELS: frozenset[type[Row]] = frozenset(filter(_buffered, ROW_MODELS.v
 """Rows that batched mode buffers: the append-only tables with no unique key and a required
 session, whose only possible failure is a session that does not exist (checked before
 buffering). Node states are buffered too, with their commit (:class:`BufferedCommit`).
-Sessions, branch lineage (its session is optional: no foreign key; checked in a transaction), charters, plan
-revisions, repair footprints and budget envelopes are always written synchronously."""
+Sessions, branch lineage (its session is optional: no foreign key; checked in a
+transaction), charters, plan revisions, repair footprints and budget envelopes are always
+written synchronously."""
 
 
 @dataclass(frozen=True, slots=True)
