@@ -775,9 +775,12 @@ class StoreBase:
                 went on (nothing was committed).
         """
         self._check_writable(None)
-        if self._group is not None:
-            self._group.drain_pending(everyone=True)  # buffered rows commit first, alone
         with self._lock:
+            if self._group is not None and not self.in_transaction:
+                # Buffered rows commit first, on their own: under the lock, so no commit
+                # another thread buffers can slip in before the transaction's own commits
+                # (its seqs would be taken).
+                self._group.drain_pending(everyone=True)
             cursor = self._cursor()
             if self.in_transaction:
                 self._local.depth += 1
