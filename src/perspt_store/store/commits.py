@@ -467,7 +467,7 @@ class CommitLogMixin(StoreBase):
         log_tree = merkle.MerkleTree()
         latest: dict[str, bytes | None] = {}
         stored = merkle.MerkleTree()
-        stored_state = SessionLog()
+        stored_state = merkle.StateTree()
         last_row_id = -1
         for expected_seq, entry in enumerate(entries):
             seq, row_id, node_id, kind, leaf, state_root, log_root = entry
@@ -514,8 +514,8 @@ class CommitLogMixin(StoreBase):
             log_tree.append(actual_leaf)
             latest[node_id] = None if kind == "remove" else actual_leaf
             stored.append(leaf)
-            stored_state.state.set(node_id, None if kind == "remove" else leaf)
-            if stored.root() != log_root or stored_state.state.root() != state_root:
+            stored_state.set(node_id, None if kind == "remove" else leaf)
+            if stored.root() != log_root or stored_state.root() != state_root:
                 problems.append(
                     Problem(
                         kind="forged",
