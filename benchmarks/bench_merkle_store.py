@@ -174,6 +174,24 @@ def bench_layouts(root: Path, nodes: int, calls: int, blocks: int) -> dict[str, 
     return {"nodes": nodes, "calls": calls, "median_s": medians}
 
 
+def bench_batched(root: Path, nodes: int, calls: int) -> dict[str, Any]:
+    """record_node_state in a durability="batched" store: the commit is computed at the call
+    and buffered; row, log entry and root are written by the group flush (timed at the end,
+    with whatever the background flusher had not written yet)."""
+    seed = [session_record(), *(node_state(n, 0) for n in range(nodes))]
+    with ps.SessionStore.open(fresh_path(root, f"batched_{nodes}.db"), publish_interval=None,
+                              durability="batched") as store:
+        store.record_many(seed)
+        rows = iter([node_state(i % nodes, 1 + i // nodes % 4) for i in range(calls + 25)])
+        for _ in range(25):
+            store.record_node_state(next(rows))
+        with gc_paused():
+            times = per_call(lambda: store.record_node_state(next(rows)), calls)
+        flush = time_calls(store.flush, 1).median
+        assert store.verify_session(SESSION).ok
+    return {"nodes": nodes, "calls": calls, "call_s": statistics.median(times), "flush_s": flush}
+
+
 def bench_verify(root: Path, commits: int, repeat: int) -> dict[str, Any]:
     nodes = max(1, commits // 5)
     rows = [session_record(), *(node_state(i % nodes, i // nodes % 5) for i in range(commits))]
@@ -194,9 +212,13 @@ def run(quick: bool, root: Path) -> dict[str, Any]:
     verify = [bench_verify(root, c, 3 if quick else 5)
               for c in ([1000, 10_000] if quick else [1000, 10_000, 100_000])]
     layouts = bench_layouts(root, 1000, calls, blocks)
+    batched = bench_batched(root, 1000, calls)
     report(commit, verify)
     report_layouts(layouts)
-    return {"commit": commit, "verify": verify, "layouts": layouts}
+    print(f"\nrecord_node_state, batched, 1,000-node session: {fmt_seconds(batched['call_s'])} "
+          f"per call (median of {batched['calls']}); the last flush "
+          f"{fmt_seconds(batched['flush_s'])}")
+    return {"commit": commit, "verify": verify, "layouts": layouts, "batched": batched}
 
 
 def report(commit: list[dict[str, Any]], verify: list[dict[str, Any]]) -> None:
