@@ -89,6 +89,109 @@ def bench_commit(root: Path, nodes: int, calls: int, blocks: int) -> dict[str, A
             "floor_s": statistics.median(floor), "overhead_s": m_ours - m_bare}
 
 
+_CARRY_COLUMNS = ("log_seq BIGINT", "log_kind VARCHAR", "leaf_hash BLOB", "state_root BLOB",
+                  "log_root BLOB")
+
+
+def bench_layouts(root: Path, nodes: int, calls: int, blocks: int) -> dict[str, Any]:
+    """#14 section 3: DuckDB's own cost of a durable commit in each candidate layout, in raw
+    SQL with precomputed hashes, side by side with a bare INSERT of the same row (each in
+    its own file of ``nodes`` node states, autocommit, interleaved call by call):
+
+    * ``three tables``: today's statement (node row, log entry, ``UPDATE sessions SET
+      merkle_root, updated_at = now()``);
+    * ``three tables, root only``: the same, the UPDATE setting only ``merkle_root``;
+    * ``row carries its commit``: nullable log columns on ``node_states`` (one INSERT) and the
+      ``UPDATE sessions`` of the root, in one statement (two tables);
+    * ``row carries its commit, root only``: the same, the UPDATE setting only the root;
+    * ``row carries its commit, no root``: the INSERT alone (one table; does not keep
+      ``sessions.merkle_root``, shown for the floor of the layout).
+    """
+    mapping = table_map(ps.NodeStateRecord)
+    seed = [node_state(n, 0) for n in range(nodes)]
+    insert_cols = ", ".join(mapping.columns)
+    marks = ", ".join("?" for _ in mapping.columns)
+    carry = f"INSERT INTO node_states ({insert_cols}, log_seq, log_kind, leaf_hash, " \
+        f"state_root, log_root) VALUES ({marks}, ?, ?, ?, ?, ?)"
+    update = "UPDATE sessions SET merkle_root = ?, updated_at = now() WHERE session_id = ?"
+    root_only = "UPDATE sessions SET merkle_root = ? WHERE session_id = ?"
+    cte_root_only = COMMIT_ONE_SQL.replace(", updated_at = now()", "")
+    assert cte_root_only != COMMIT_ONE_SQL
+    digest = bytes(32)
+    seq = iter(range(10**9))
+
+    def conn_for(name: str, *, carries: bool) -> duckdb.DuckDBPyConnection:
+        conn = duckdb.connect(str(fresh_path(root, f"layout_{name}_{nodes}.db")))
+        ps.init_schema(conn)
+        if carries:
+            for column in _CARRY_COLUMNS:
+                conn.execute(f"ALTER TABLE node_states ADD COLUMN {column}")
+        conn.execute("INSERT INTO sessions (session_id, task, working_dir) VALUES (?, 't', '/')",
+                     [SESSION])
+        conn.execute(mapping.bulk_insert_sql, mapping.encode_columns(seed))
+        return conn
+
+    params = [mapping.encode(node_state(i % nodes, 1 + i // nodes % 4))
+              for i in range(calls + 50)]
+    log = [SESSION, 0, "node", "commit", digest, digest, digest]  # seq replaced per call
+    variants: dict[str, tuple[duckdb.DuckDBPyConnection, Any]] = {}
+
+    def add(name: str, carries: bool, make: Any) -> None:
+        variants[name] = (conn_for(name.replace(" ", "_").replace(",", ""), carries=carries),
+                          make)
+
+    add("bare INSERT", False, lambda p: (mapping.insert_sql, p))
+    add("three tables", False, lambda p: (
+        COMMIT_ONE_SQL, [*p, SESSION, next(seq), *log[2:], digest, SESSION]))
+    add("three tables, root only", False, lambda p: (
+        cte_root_only, [*p, SESSION, next(seq), *log[2:], digest, SESSION]))
+    add("row carries its commit", True, lambda p: (
+        f"WITH node AS ({carry} RETURNING id) {update}",
+        [*p, next(seq), "commit", digest, digest, digest, digest, SESSION]))
+    add("row carries its commit, root only", True, lambda p: (
+        f"WITH node AS ({carry} RETURNING id) {root_only}",
+        [*p, next(seq), "commit", digest, digest, digest, digest, SESSION]))
+    add("row carries its commit, no root", True, lambda p: (
+        carry, [*p, next(seq), "commit", digest, digest, digest]))
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    iters = {name: iter(params) for name in variants}
+
+    def call(name: str) -> None:
+        conn, make = variants[name]
+        sql, values = make(next(iters[name]))
+        conn.execute(sql, values).fetchall()
+
+    for name in variants:  # warm up
+        for _ in range(25):
+            call(name)
+    with gc_paused():
+        for _ in range(blocks):
+            for name in variants:
+                times[name] += per_call(lambda name=name: call(name), calls // blocks)
+    for conn, _ in variants.values():
+        conn.close()
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    return {"nodes": nodes, "calls": calls, "median_s": medians}
+
+
+def bench_batched(root: Path, nodes: int, calls: int) -> dict[str, Any]:
+    """record_node_state in a durability="batched" store: the commit is computed at the call
+    and buffered; row, log entry and root are written by the group flush (timed at the end,
+    with whatever the background flusher had not written yet)."""
+    seed = [session_record(), *(node_state(n, 0) for n in range(nodes))]
+    with ps.SessionStore.open(fresh_path(root, f"batched_{nodes}.db"), publish_interval=None,
+                              durability="batched") as store:
+        store.record_many(seed)
+        rows = iter([node_state(i % nodes, 1 + i // nodes % 4) for i in range(calls + 25)])
+        for _ in range(25):
+            store.record_node_state(next(rows))
+        with gc_paused():
+            times = per_call(lambda: store.record_node_state(next(rows)), calls)
+        flush = time_calls(store.flush, 1).median
+        assert store.verify_session(SESSION).ok
+    return {"nodes": nodes, "calls": calls, "call_s": statistics.median(times), "flush_s": flush}
+
+
 def bench_verify(root: Path, commits: int, repeat: int) -> dict[str, Any]:
     nodes = max(1, commits // 5)
     rows = [session_record(), *(node_state(i % nodes, i // nodes % 5) for i in range(commits))]
@@ -108,8 +211,14 @@ def run(quick: bool, root: Path) -> dict[str, Any]:
     commit = [bench_commit(root, n, calls, blocks) for n in sizes]
     verify = [bench_verify(root, c, 3 if quick else 5)
               for c in ([1000, 10_000] if quick else [1000, 10_000, 100_000])]
+    layouts = bench_layouts(root, 1000, calls, blocks)
+    batched = bench_batched(root, 1000, calls)
     report(commit, verify)
-    return {"commit": commit, "verify": verify}
+    report_layouts(layouts)
+    print(f"\nrecord_node_state, batched, 1,000-node session: {fmt_seconds(batched['call_s'])} "
+          f"per call (median of {batched['calls']}); the last flush "
+          f"{fmt_seconds(batched['flush_s'])}")
+    return {"commit": commit, "verify": verify, "layouts": layouts, "batched": batched}
 
 
 def report(commit: list[dict[str, Any]], verify: list[dict[str, Any]]) -> None:
@@ -122,6 +231,18 @@ def report(commit: list[dict[str, Any]], verify: list[dict[str, Any]]) -> None:
          for c in commit]
         + [[f"verify_session, {v['commits']:,} commits", fmt_seconds(v["verify_s"]), "", "", ""]
            for v in verify],
+    )
+
+
+def report_layouts(layouts: dict[str, Any]) -> None:
+    medians = layouts["median_s"]
+    bare = medians["bare INSERT"]
+    print_table(
+        f"Commit layouts in raw SQL, {layouts['nodes']:,}-node session, durable autocommit "
+        "(medians, interleaved; overhead = minus the bare INSERT of the same row)",
+        ["statement", "per call", "overhead"],
+        [[name, fmt_seconds(m), "" if name == "bare INSERT" else fmt_seconds(m - bare)]
+         for name, m in medians.items()],
     )
 
 

@@ -165,9 +165,9 @@ def _record(store: ps.SessionStore, rows: Sequence[ps.Row]) -> None:
 
 
 def synchronous(i: int, profile: str = "mixed") -> bool:
-    """True if operation ``i`` commits before it returns even in batched mode (node states,
-    record_many batches and transactions are never buffered)."""
-    return kind_of(i, profile) in ("node_state", "many", "transaction")
+    """True if operation ``i`` commits before it returns even in batched mode (record_many
+    batches and transactions are never buffered; node states are, with their commits)."""
+    return kind_of(i, profile) in ("many", "transaction")
 
 
 # --- reading a run back ------------------------------------------------------------------

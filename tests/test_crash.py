@@ -181,6 +181,11 @@ class CrashRig:
             m = committed_prefix(read_tables(ro), limit, self.profile)
             report = ro.verify_session(SESSION)
             assert report.ok, report.problems
+            # The commit log is a whole prefix: one contiguous entry per node state kept
+            # (in batched mode a commit is buffered with its row and lost with it).
+            commits = ro.get_commit_log(SESSION)
+            assert [c.seq for c in commits] == list(range(len(commits)))
+            assert len(commits) == EXPECTED[self.profile].counts["node_states"][m]
         assert _digest(self.db) == before, "opening read-only changed the file"
         # 3. Recovery read-write is what the next round's writer does first; final_check()
         # does it after the last round.
@@ -189,8 +194,8 @@ class CrashRig:
         lost = max(0, log.acked - m)
         window = killed_at - log.acks[m - log.first] if lost else 0.0
         # Timing-free guarantees of both modes: an explicit flush() made everything before
-        # it durable, and node states, batches and transactions commit before returning
-        # (together with every row buffered before them).
+        # it durable, and batches and transactions commit before returning (together with
+        # every row buffered before them); node states do in immediate mode.
         assert m >= log.flushed
         last_sync = max(
             (i for i in range(log.first, log.acked) if synchronous(i, self.profile)),

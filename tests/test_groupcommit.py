@@ -21,7 +21,7 @@ import pytest
 
 import perspt_store as ps
 from conftest import run_threads
-from perspt_store._groupcommit import BUFFERED_MODELS
+from perspt_store.store._groupcommit import BUFFERED_MODELS
 
 SLOW = 3600.0  # a flush interval that never elapses during a test
 WAIT = 30.0  # generous deadline for the background flusher on a loaded machine
@@ -29,7 +29,7 @@ WAIT = 30.0  # generous deadline for the background flusher on a loaded machine
 
 
 def test_buffered_models_are_the_append_only_tables_without_a_unique_key() -> None:
-    """BUFFERED_MODELS is derived from the schema; this is the set it stands for."""
+    """BUFFERED_MODELS is derived from the models; this is the set it stands for."""
     assert BUFFERED_MODELS == {
         ps.EnergyRecord,
         ps.LlmRequestRecord,
@@ -223,20 +223,96 @@ def test_flush_inside_a_transaction_is_refused(batched: ps.SessionStore) -> None
             batched.flush()
 
 
-def test_node_state_commits_are_synchronous_and_keep_order(
+def test_node_state_commits_buffer_with_their_log_entries(
     batched: ps.SessionStore, observer: duckdb.DuckDBPyConnection
 ) -> None:
-    """record_node_state is the durable path: it commits the buffer, then the node."""
-    batched.record_energy(energy(0.5, node_id="a"))
-    commit = batched.record_node_state(
-        ps.NodeStateRecord(node_id="a", session_id="s", state="Completed", v_total=0.5)
+    """record_node_state returns its commit at once; row, log entry and root persist
+    together in the group flush, in order with the other buffered rows (#14 section 3)."""
+    commits = []
+    for node, v in (("a", 0.5), ("b", 0.25), ("a", 0.75)):
+        commits.append(batched.record_node_state(
+            ps.NodeStateRecord(node_id=node, session_id="s", state="Completed", v_total=v)
+        ))
+        if node == "b":
+            batched.record_energy(energy(0.5, node_id="a"))
+    assert [c.seq for c in commits] == [0, 1, 2]
+    assert [c.log_size for c in commits] == [1, 2, 3]
+    assert batched.pending_writes == 4
+    assert committed(observer, "node_states") == 0
+    assert committed(observer, "merkle_log") == 0
+    root = observer.execute("SELECT merkle_root FROM sessions").fetchall()[0][0]
+    assert root is None, "the root follows its commit, not ahead of it"
+    batched.flush()
+    assert committed(observer, "node_states") == 3
+    assert committed(observer, "merkle_log") == 3
+    assert committed(observer) == 1
+    assert observer.execute("SELECT merkle_root FROM sessions").fetchall()[0][0] == (
+        commits[-1].state_root
     )
-    assert committed(observer, "node_states") == 1
-    assert committed(observer, "merkle_log") == 1
-    assert committed(observer) == 1, "the energy row recorded before it is committed too"
-    assert batched.state_root("s") == commit.state_root
-    batched.record_many([energy(0.7, node_id="a")])  # bulk writes are synchronous as well
+    assert batched.get_commit_log("s") == commits
+    assert batched.verify_session("s").ok
+    batched.record_many([energy(0.7, node_id="a")])  # bulk writes are synchronous
     assert committed(observer) == 2
+
+
+def test_a_thread_reads_its_own_buffered_commits(batched: ps.SessionStore) -> None:
+    commit = batched.record_node_state(
+        ps.NodeStateRecord(node_id="a", session_id="s", state="Running")
+    )
+    assert batched.state_root("s") == commit.state_root
+    assert batched.pending_writes == 0
+    assert batched.verify_session("s").ok
+
+
+def test_buffered_commits_follow_synchronous_ones_in_one_log(
+    batched: ps.SessionStore, observer: duckdb.DuckDBPyConnection
+) -> None:
+    """Buffered commits, a record_many batch, a rollback and more buffered commits make one
+    contiguous log that verifies."""
+    state = ps.NodeStateRecord
+    first = batched.record_node_state(state(node_id="a", session_id="s", state="A"))
+    batched.record_many([state(node_id="b", session_id="s", state="B")])
+    batched.record_node_state(state(node_id="a", session_id="s", state="A2"))
+    batched.rollback("s", to_seq=first.seq)
+    last = batched.record_node_state(state(node_id="c", session_id="s", state="C"))
+    batched.flush()
+    log = batched.get_commit_log("s")
+    assert [c.seq for c in log] == list(range(len(log)))
+    assert log[-1] == last
+    assert batched.state_root("s") == last.state_root
+    assert batched.verify_session("s").ok
+
+
+def test_a_buffered_commit_of_a_vanished_session_is_handed_back_and_the_log_stays_a_prefix(
+    batched: ps.SessionStore, observer: duckdb.DuckDBPyConnection
+) -> None:
+    batched.create_session(ps.SessionRecord(session_id="gone", task="t", working_dir="/w"))
+    state = ps.NodeStateRecord
+    kept = batched.record_node_state(state(node_id="a", session_id="s", state="A"))
+    lost = [
+        state(node_id=f"n{i}", session_id="gone", state="X") for i in range(3)
+    ]
+    for record in lost:
+        batched.record_node_state(record)
+    batched.record_node_state(state(node_id="b", session_id="s", state="B"))
+    observer.execute("DELETE FROM sessions WHERE session_id = 'gone'")
+    with pytest.raises(ps.FlushError) as info:
+        batched.flush()
+    assert list(info.value.rows) == lost
+    assert [c.seq for c in batched.get_commit_log("s")] == [kept.seq, kept.seq + 1]
+    assert batched.verify_session("s").ok
+    again = batched.record_node_state(state(node_id="c", session_id="s", state="C"))
+    assert again.seq == 2
+    batched.flush()
+    assert batched.verify_session("s").ok
+
+
+def test_a_buffered_commit_to_a_missing_session_fails_on_the_call(
+    batched: ps.SessionStore,
+) -> None:
+    with pytest.raises(ps.SessionNotFoundError):
+        batched.record_node_state(ps.NodeStateRecord(node_id="a", session_id="nope", state="A"))
+    assert batched.pending_writes == 0
 
 
 def test_many_producer_threads_lose_nothing_and_keep_their_order(db_path: Path) -> None:

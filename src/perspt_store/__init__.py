@@ -9,6 +9,15 @@ from __future__ import annotations
 
 import typing
 
+from .commitlog import (
+    Checkpoint,
+    ConsistencyProof,
+    InclusionProof,
+    NodeCommit,
+    Problem,
+    RollbackChange,
+    VerificationReport,
+)
 from .errors import (
     DuplicateRecordError,
     FlushError,
@@ -56,15 +65,6 @@ from .store import (
     SessionReviewSummary,
     SessionSnapshot,
     SessionStore,
-)
-from .store.commits import (
-    Checkpoint,
-    ConsistencyProof,
-    InclusionProof,
-    NodeCommit,
-    Problem,
-    RollbackChange,
-    VerificationReport,
 )
 
 if typing.TYPE_CHECKING:

@@ -6,10 +6,9 @@ tests/test_aio.py fails when this stub drifts from the sync class.
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from perspt_store import _publish
-from perspt_store._commitlog import NodeCommit
+from perspt_store.commitlog import Checkpoint, ConsistencyProof, InclusionProof, NodeCommit, RollbackChange, VerificationReport
 from perspt_store.frames import Target
 from perspt_store.rows import ArtifactBundleRow, BranchFlushRow, BranchLineageRow, BudgetEnvelopeRow, ContextProvenanceRecord, CorrectionAttemptRow, EnergyRecord, EscalationReportRecord, FeatureCharterRow, InterfaceSealRow, LlmRequestRecord, NodeStateRecord, PlanRevisionRow, ProvisionalBranchRow, RepairFootprintRow, ReviewOutcomeRow, RewriteRecordRow, Row, SessionRecord, SheafValidationRow, SrbnStepRecord, StructuralDigestRecord, TaskGraphEdgeRow, VerificationResultRow
-from perspt_store.store.commits import Checkpoint, ConsistencyProof, InclusionProof, RollbackChange, VerificationReport
 from perspt_store.store.snapshot import NodeReviewSummary, SessionReviewSummary, SessionSnapshot
 from perspt_store.store.telemetry import LlmSummary
 from typing import Any

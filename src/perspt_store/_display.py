@@ -15,10 +15,10 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .commitlog import VerificationReport
     from .delta import LakeVerification
     from .lake import ExportReport, ImportReport
     from .rows import Row
-    from .store.commits import VerificationReport
 
 __all__ = [
     "cell",

@@ -67,6 +67,7 @@ from .merkle import MerkleTree
 from .schema import SCHEMA_VERSION, order_key
 from .store import SessionStore
 from .store._base import PathLike, translate_error
+from .store.internals import internals
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -277,7 +278,7 @@ def _digests_sql(store: SessionStore, columns: dict[str, list[str]]) -> str:
 
     parts = []
     for table in LAKE_TABLES:
-        replacements = legacy_replacements(table, store._legacy_marks)
+        replacements = legacy_replacements(table, internals(store).legacy_marks)
         replace = f" REPLACE ({', '.join(replacements)})" if replacements else ""
         key = "seq" if table == "merkle_log" else order_key(table)
         digest = _digest_sql([c for c in columns[table] if c != "session_id"])
@@ -291,7 +292,7 @@ def _digests_sql(store: SessionStore, columns: dict[str, list[str]]) -> str:
 
 def _snapshot(store: SessionStore, session_ids: Iterable[str] | None) -> _Snapshot:
     _check_exportable(store)
-    marks = store._legacy_marks
+    marks = internals(store).legacy_marks
     with _read_snapshot(store) as cursor:
         ids, counts, leaves, created = _session_facts(store, cursor, session_ids)
         snap = _Snapshot(ids, {}, counts, {s: {} for s in ids}, leaves, created, {})

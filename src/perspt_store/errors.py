@@ -158,7 +158,7 @@ class FlushError(StoreError):
 
     Isolation stops early when the cause is not a row (the database or the connection
     failed: an I/O error, a fatal or internal engine error), or after
-    :data:`~perspt_store._groupcommit.MAX_FAILED_ATTEMPTS` failed attempts in one flush; the
+    :data:`~perspt_store.store._groupcommit.MAX_FAILED_ATTEMPTS` failed attempts in one flush; the
     rows not written by then are handed back too, whether or not they were at fault.
 
     Attributes:

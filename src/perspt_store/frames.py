@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 
-from ._commitlog import REMOVED_STATE
 from ._mapping import table_map
+from .commitlog import REMOVED_STATE
 from .rows import ROW_MODELS, ReviewOutcomeRow
 from .schema import SEQUENCED_TABLES, TABLES, order_key
+from .store.internals import internals
 
 if TYPE_CHECKING:
     from .store._base import StoreBase as _StoreBase
@@ -102,7 +104,7 @@ def convert(relation: duckdb.DuckDBPyRelation, to: Target = "relation") -> Any:
 
 
 def legacy_replacements(
-    table: str, marks: dict[str, int], schema_version: int | None = None
+    table: str, marks: Mapping[str, int], schema_version: int | None = None
 ) -> list[str]:
     """``expr AS column`` items that decode the rows upstream wrote (at or below the table's
     legacy high-water mark) as the row models do; empty when the table has none.
@@ -174,9 +176,10 @@ class FramesMixin(_StoreBase):
     ) -> Any:
         """``SELECT select FROM table`` (upstream's rows decoded, an ``_order`` column added),
         filtered, in insertion order."""
-        replacements = legacy_replacements(table, self._legacy_marks, self.schema_version)
+        inside = internals(self)
+        replacements = legacy_replacements(table, inside.legacy_marks, self.schema_version)
         replace = f" REPLACE ({', '.join(replacements)})" if replacements else ""
-        source = f"(SELECT *{replace}, {self._order_column(table)} AS _order FROM {table})"
+        source = f"(SELECT *{replace}, {inside.order_column(table)} AS _order FROM {table})"
         where: list[str] = []
         params: list[Any] = []
         if session_id is not None:

@@ -57,7 +57,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -79,6 +79,7 @@ from .merkle import MerkleTree, verify_consistency
 from .schema import SCHEMA_VERSION, SEQUENCED_TABLES, TABLES, order_key
 from .store import SessionStore
 from .store._base import PathLike, translate_error
+from .store.internals import internals
 
 __all__ = [
     "LAKE_FORMAT",
@@ -612,10 +613,8 @@ def _read_snapshot(store: SessionStore) -> Iterator[duckdb.DuckDBPyConnection]:
     """This thread's cursor inside the store's consistent read, so every query sees the
     same committed state (a writer may go on in other threads); joins the caller's
     transaction or consistent read. Rows buffered in batched mode are committed first."""
-    if not (store.in_transaction or store._reading_here()):
-        store.flush()
-    with store.consistent_read():
-        yield store._cursor()
+    with internals(store).read_snapshot() as cursor:
+        yield cursor
 
 
 def _run(cursor: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None, *,
@@ -641,7 +640,7 @@ def _check_exportable(store: SessionStore) -> None:
         )
 
 
-def _select_sql(table: str, marks: dict[str, int], where: str) -> str:
+def _select_sql(table: str, marks: Mapping[str, int], where: str) -> str:
     """Every column of ``table`` (upstream's rows decoded), filtered, in insertion order."""
     replacements = legacy_replacements(table, marks)
     replace = f" REPLACE ({', '.join(replacements)})" if replacements else ""
@@ -765,7 +764,7 @@ def export_parquet(
         raise StoreError(f"cannot export to {directory}: {exc}", operation="export") from exc
     _read_manifest(directory)  # refuse what is not a lake (or a newer one) before any work
     staging = directory / f"{_STAGING}{_tag()}-{uuid.uuid4().hex}"
-    marks = store._legacy_marks
+    marks = internals(store).legacy_marks
     try:
         with _read_snapshot(store) as cursor:
             ids, counts, leaves, created = _session_facts(store, cursor, session_ids)
@@ -909,7 +908,7 @@ def _export_table(
     table: str,
     ids: list[str],
     found: list[tuple[str, int]],
-    marks: dict[str, int],
+    marks: Mapping[str, int],
     staging: Path,
 ) -> None:
     """COPY one table's rows of the sessions into ``staging``, partitioned by session."""
@@ -987,7 +986,7 @@ def import_lake(
         StoreError: ``source`` is neither a lake nor a database file.
         SchemaVersionError: The source is newer than this library.
     """
-    store._check_writable(None)
+    internals(store).check_writable()
     path = Path(source)
     from . import delta
 
@@ -1123,7 +1122,7 @@ def _created_at(
     store: SessionStore, directory: Path, names: list[str]
 ) -> dict[str, _dt.datetime]:
     created: dict[str, _dt.datetime] = {}
-    cursor = store._cursor()
+    cursor = internals(store).cursor()
     for sid in names:
         files = _parquet(directory, "sessions", sid)
         if files is None:
@@ -1184,7 +1183,7 @@ def _import_session(
     except StoreError as exc:
         return None if changed() else SessionImport(
             session_id, "invalid", f"its rows could not be read or written: {exc}")
-    store._commit_logs.pop(session_id, None)
+    internals(store).drop_cached_log(session_id)
     total = sum(written.values())
     return SessionImport(session_id, "imported", f"{total} rows imported",
                          {t: n for t, n in written.items() if n})
@@ -1199,39 +1198,38 @@ def _insert_session(store: SessionStore, session_id: str, files: dict[str, str])
         if table in _ID_TABLES:
             # One new id per row, drawn from the target's sequence; the i-th smallest goes
             # to the row with the i-th smallest old id, so the order is kept.
-            pairs = store._write(
+            pairs = internals(store).import_rows(
                 f"SELECT id, nextval('seq_{table}_id') FROM read_parquet(?, "
                 "hive_partitioning=false)",
-                [glob], table=table, operation="import",
+                [glob], table=table,
             )
             ids = sorted(new for _, new in pairs)
-            result = store._write(
+            result = internals(store).import_rows(
                 f"INSERT INTO {table} BY NAME SELECT * EXCLUDE (rn) "
                 "REPLACE (list_extract($1, rn)::INTEGER AS id), $2 AS session_id FROM "
                 "(SELECT *, row_number() OVER (ORDER BY id) AS rn "
                 "FROM read_parquet($3, hive_partitioning=false)) ORDER BY rn",
-                [ids, session_id, glob], table=table, operation="import", session_id=session_id,
+                [ids, session_id, glob], table=table, session_id=session_id,
             )
             if table == "node_states":
                 old_ids, new_ids = sorted(old for old, _ in pairs), ids
         elif table == "merkle_log":
-            result = store._write(
+            result = internals(store).import_rows(
                 "INSERT INTO merkle_log BY NAME SELECT m.* REPLACE (r.new_id AS node_state_id), "
                 "$1 AS session_id FROM read_parquet($2, hive_partitioning=false) m "
                 "JOIN (SELECT unnest($3) AS old_id, unnest($4) AS new_id) r "
                 "ON m.node_state_id = r.old_id ORDER BY m.seq",
-                [session_id, glob, old_ids, new_ids], table=table, operation="import",
-                session_id=session_id,
+                [session_id, glob, old_ids, new_ids], table=table, session_id=session_id,
             )
         else:
             # Rows keep the lake's order (the files are written in it); row_order, like an
             # id, is drawn anew from the target's sequence.
-            result = store._write(
+            result = internals(store).import_rows(
                 f"INSERT INTO {table} BY NAME SELECT COLUMNS(lambda c: c NOT IN "
                 "('filename', 'file_row_number', 'row_order')), $1 AS session_id "
                 "FROM read_parquet($2, hive_partitioning=false, filename=true, "
                 "file_row_number=true) ORDER BY filename, file_row_number",
-                [session_id, glob], table=table, operation="import", session_id=session_id,
+                [session_id, glob], table=table, session_id=session_id,
             )
         written[table] = int(result[0][0]) if result else 0
     return written
@@ -1279,12 +1277,12 @@ def _compare(
 ) -> SessionImport:
     """Skip a session the store already has if its rows are the lake's (ids aside), else
     report how they differ. One statement compares every table."""
-    cursor = store._cursor()
+    cursor = internals(store).cursor()
     parts: list[str] = []
     params: list[Any] = []
     columns = _table_columns(cursor)
     for table in LAKE_TABLES:
-        replacements = legacy_replacements(table, store._legacy_marks)
+        replacements = legacy_replacements(table, internals(store).legacy_marks)
         replace = f" REPLACE ({', '.join(replacements)})" if replacements else ""
         key = "seq" if table == "merkle_log" else order_key(table)
         # Ids and row_order are the store's own numbering; the order they give is compared.

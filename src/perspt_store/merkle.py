@@ -34,6 +34,7 @@ byte, with test vectors.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 import struct
@@ -49,6 +50,7 @@ __all__ = [
     "SHA256",
     "Hasher",
     "MerkleTree",
+    "StateTree",
     "empty_root",
     "encode_fields",
     "encode_node_state",
@@ -363,6 +365,70 @@ class MerkleTree:
         while parts:
             result = digest(b"\x01" + parts.pop() + result)
         return result
+
+
+class StateTree:
+    """The RFC 9162 tree over the latest leaf of every node, in ``node_id`` order.
+
+    Levels are cached bottom-up (an odd last node is carried up unchanged, which gives the
+    RFC's split-at-the-largest-power-of-two shape), so updating a node rehashes its path
+    and adding or removing one rehashes only the subtrees to its right.
+    """
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []
+        self._levels: list[list[bytes]] = [[]]
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def leaves(self) -> dict[str, bytes]:
+        """Node id → latest leaf hash."""
+        return dict(zip(self._ids, self._levels[0], strict=True))
+
+    def set(self, node_id: str, leaf: bytes | None) -> None:
+        """Make ``leaf`` the node's latest leaf; None removes the node."""
+        ids, leaves = self._ids, self._levels[0]
+        i = bisect.bisect_left(ids, node_id)
+        present = i < len(ids) and ids[i] == node_id
+        if leaf is None:
+            if present:
+                del ids[i], leaves[i]
+                self._rehash(i, path_only=False)
+        elif present:
+            leaves[i] = leaf
+            self._rehash(i, path_only=True)
+        else:
+            ids.insert(i, node_id)
+            leaves.insert(i, leaf)
+            self._rehash(i, path_only=False)
+
+    def root(self) -> bytes:
+        """The state root; the empty-tree hash when there are no nodes."""
+        top = self._levels[-1]
+        return top[0] if top else empty_root()
+
+    def _rehash(self, index: int, *, path_only: bool) -> None:
+        levels = self._levels
+        level = 0
+        while len(levels[level]) > 1:
+            below = levels[level]
+            if level + 1 == len(levels):
+                levels.append([])
+            above = levels[level + 1]
+            size = (len(below) + 1) // 2
+            del above[size:]
+            index //= 2
+            stop = index + 1 if path_only else size
+            for j in range(index, stop):
+                pair = below[2 * j : 2 * j + 2]
+                value = node_hash(pair[0], pair[1]) if len(pair) == 2 else pair[0]
+                if j < len(above):
+                    above[j] = value
+                else:
+                    above.append(value)
+            level += 1
+        del levels[level + 1 :]
 
 
 def verify_inclusion(

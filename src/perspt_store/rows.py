@@ -115,6 +115,8 @@ class Row(Displayable, BaseModel):
     """Columns the database fills in, readable as properties after a read."""
     __legacy_empty_as_none__: ClassVar[frozenset[str]] = frozenset()
     """Optional text fields that upstream wrote as '' for None (decoded so on legacy rows)."""
+    __unique__: ClassVar[tuple[str, ...]] = ()
+    """The key a caller's rows must not repeat (a primary or unique key, ``id`` aside)."""
 
     _db: dict[str, Any] = PrivateAttr(default_factory=dict)
 
@@ -193,6 +195,7 @@ class SessionRecord(Row, _HasCreatedAt, _HasUpdatedAt):
 
     __table__ = "sessions"
     __db_columns__ = ("created_at", "updated_at")
+    __unique__ = ("session_id",)
     __legacy_empty_as_none__ = frozenset({"detected_toolchain"})
 
     session_id: str
@@ -669,6 +672,7 @@ class FeatureCharterRow(Row, _HasCreatedAt):
 
     __table__ = "feature_charters"
     __db_columns__ = ("created_at",)
+    __unique__ = ("charter_id",)
 
     charter_id: str
     """Primary key."""
@@ -691,6 +695,7 @@ class PlanRevisionRow(Row, _HasCreatedAt):
 
     __table__ = "plan_revisions"
     __db_columns__ = ("created_at",)
+    __unique__ = ("revision_id",)
 
     revision_id: str
     """Primary key."""
@@ -713,6 +718,7 @@ class RepairFootprintRow(Row, _HasId, _HasCreatedAt):
 
     __table__ = "repair_footprints"
     __db_columns__ = ("id", "created_at")
+    __unique__ = ("footprint_id",)
 
     footprint_id: str
     """Unique id of the footprint."""
@@ -739,6 +745,7 @@ class BudgetEnvelopeRow(Row, _HasUpdatedAt):
 
     __table__ = "budget_envelopes"
     __db_columns__ = ("updated_at",)
+    __unique__ = ("session_id",)
 
     session_id: str
     """Primary key and FK."""

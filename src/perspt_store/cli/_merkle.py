@@ -10,8 +10,7 @@ from typing import Any
 import click
 
 from .. import _engine
-from .._commitlog import REMOVED_STATE
-from ..store.commits import Checkpoint, NodeCommit
+from ..commitlog import REMOVED_STATE, Checkpoint, NodeCommit
 from ._common import (
     OutputFile,
     document_options,

@@ -11,8 +11,8 @@ from typing import Any
 import click
 
 from .. import plots
+from ..commitlog import NodeCommit
 from ..rows import CorrectionAttemptRow, NodeStateRecord, SrbnStepRecord
-from ..store.commits import NodeCommit
 from ._common import (
     TEXT,
     open_store,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..frames import FramesMixin
 from ._arguments import check_public_methods
 from ._base import PathLike
+from ._groupcommit import GroupCommitHost
 from .branches import BranchesMixin
 from .bulk import BulkMixin
+from .commits import CommitLogMixin
 from .evidence import EvidenceMixin
 from .planning import PlanningMixin
 from .reviews import ReviewsMixin
@@ -38,6 +42,7 @@ class SessionStore(
     BranchesMixin,
     PlanningMixin,
     BulkMixin,
+    CommitLogMixin,
     SnapshotMixin,
     FramesMixin,
 ):
@@ -85,6 +90,12 @@ class SessionStore(
             StoreLockedError: Another process holds the file read-write.
         """
         return cls(path, read_only=True, **options)  # type: ignore[arg-type]
+
+
+if TYPE_CHECKING:
+
+    def _hosts_group_commit(store: SessionStore) -> GroupCommitHost:
+        return store  # mypy checks that SessionStore offers what group commit uses
 
 
 check_public_methods(SessionStore)  # a wrong argument type is a TypeError, never a write

@@ -18,19 +18,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, cast
 
 import duckdb
 
 from .. import _engine, _publish
-from .._commitlog import SessionLog
-from .._groupcommit import (
-    BUFFERED_MODELS,
-    DEFAULT_FLUSH_INTERVAL,
-    DEFAULT_FLUSH_ROWS,
-    DURABILITY_MODES,
-    WriteBuffer,
-)
 from .._mapping import table_map
 from ..errors import (
     DuplicateRecordError,
@@ -51,11 +43,22 @@ from ..schema import (
     order_key,
     read_schema_version,
 )
+from ._groupcommit import (
+    DEFAULT_FLUSH_INTERVAL,
+    DEFAULT_FLUSH_ROWS,
+    DURABILITY_MODES,
+    Buffered,
+    GroupCommit,
+    GroupCommitHost,
+)
 
 R = TypeVar("R", bound=Row)
 T = TypeVar("T")
 P = ParamSpec("P")
 PathLike = str | os.PathLike[str]
+
+if TYPE_CHECKING:
+    from .commits import SessionLog
 
 MEMORY = ":memory:"
 
@@ -320,8 +323,9 @@ class StoreBase:
                 (see :meth:`open_read_only`); None publishes nothing. Ignored otherwise.
             durability: ``"immediate"`` (default): every write is committed when it returns.
                 ``"batched"``: group commit; ``record_*`` calls of the append-only tables
-                return once buffered and a background thread commits them in bulk, at most
-                ``flush_interval`` seconds later (see :mod:`perspt_store._groupcommit`).
+                (and ``record_node_state``, whose commit is computed at the call) return
+                once buffered and a background thread commits them in bulk, at most
+                ``flush_interval`` seconds later (see :mod:`perspt_store.store._groupcommit`).
                 A thread reads its own writes: its reads (and ``sql()``) first commit the
                 buffer if it holds rows this thread recorded. A thread with nothing buffered
                 reads without committing or waiting for the write lock, and sees committed
@@ -340,8 +344,7 @@ class StoreBase:
         """
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
-        self._buffer: WriteBuffer | None = None  # group commit (batched mode) only
-        self._known_sessions: set[str] = set()  # committed sessions seen by batched writes
+        self._group: GroupCommit | None = None  # group commit (batched mode) only
         self._lock = threading.RLock()
         # Each session's commit-log trees as of its last commit (store.commits); written
         # under the lock, dropped whenever a transaction rolls back.
@@ -402,13 +405,10 @@ class StoreBase:
                 if publish_interval is not None:
                     self._publisher = _publish.Publisher(self._conn, self.path, publish_interval)
             if durability == "batched" and self._write_refusal is None:
-                self._buffer = WriteBuffer(
-                    self._drain,
-                    interval=flush_interval,
-                    max_rows=flush_rows,
-                    name=f"perspt-store-flusher-{id(self):x}",
-                    at_exit=self.close,
-                )
+                # The host is the whole SessionStore (its bulk writes are BulkMixin's);
+                # StoreBase is never instantiated on its own.
+                host = cast(GroupCommitHost, self)
+                self._group = GroupCommit(host, interval=flush_interval, max_rows=flush_rows)
         except BaseException:
             self.close()
             raise
@@ -555,13 +555,13 @@ class StoreBase:
     @property
     def durability(self) -> str:
         """``"batched"`` when writes are group-committed, else ``"immediate"``."""
-        return "immediate" if self._buffer is None else "batched"
+        return "immediate" if self._group is None else "batched"
 
     @property
     def pending_writes(self) -> int:
         """Batched mode: rows recorded but not committed yet (what a crash now would lose);
         always 0 in immediate mode."""
-        return 0 if self._buffer is None else self._buffer.pending
+        return 0 if self._group is None else self._group.pending
 
     def flush(self) -> None:
         """Make every buffered write durable now (batched mode; a no-op in immediate mode).
@@ -576,8 +576,8 @@ class StoreBase:
         """
         if self._closed:
             raise StoreClosedError()
-        buffer = self._buffer
-        if buffer is None:
+        group = self._group
+        if group is None:
             return
         if self.in_transaction:
             raise StoreError(
@@ -585,8 +585,8 @@ class StoreBase:
                 "their own; call it after the block",
                 operation="flush",
             )
-        self._drain()
-        buffer.report()
+        group.drain()
+        group.buffer.report()
 
     def close(self) -> None:
         """Close the store and every per-thread cursor; idempotent.
@@ -610,17 +610,18 @@ class StoreBase:
                 "nothing was changed: close the store after the block",
                 operation="close",
             )
-        if self._buffer is not None and self._local.reading:
+        if self._group is not None and self._local.reading:
             raise StoreError(  # its buffered rows cannot commit inside a read transaction
                 "close() inside consistent_read() is refused in batched mode; nothing was "
                 "changed: close the store after the block",
                 operation="close",
             )
-        buffer = self._buffer
-        if buffer is not None and not self._closed:
+        group = self._group
+        buffer = None if group is None else group.buffer
+        if group is not None and buffer is not None and not self._closed:
             buffer.stop()  # from now on record_* raises StoreClosedError
-            self._drain()
-        unwritten: list[Row] = []
+            group.drain()
+        unwritten: list[Buffered] = []
         with self._lock:
             if self._closed:
                 return
@@ -697,8 +698,8 @@ class StoreBase:
             ReadOnlyStoreError: The store is read-only and the query is not a read.
             StoreError: DuckDB rejected the query.
         """
-        if self._buffer is not None:
-            self._drain_pending()
+        if self._group is not None:
+            self._group.drain_pending()
         cursor = self._cursor()
         if self._write_refusal is not None:
             kinds = _statement_types(query)
@@ -774,9 +775,12 @@ class StoreBase:
                 went on (nothing was committed).
         """
         self._check_writable(None)
-        if self._buffer is not None:
-            self._drain_pending(everyone=True)  # buffered rows commit first, on their own
         with self._lock:
+            if self._group is not None and not self.in_transaction:
+                # Buffered rows commit first, on their own: under the lock, so no commit
+                # another thread buffers can slip in before the transaction's own commits
+                # (its seqs would be taken).
+                self._group.drain_pending(everyone=True)
             cursor = self._cursor()
             if self.in_transaction:
                 self._local.depth += 1
@@ -846,8 +850,8 @@ class StoreBase:
         if self._reading_here():
             yield
             return
-        if self._buffer is not None:
-            self._drain_pending()  # read your writes: they commit before the snapshot
+        if self._group is not None:
+            self._group.drain_pending()  # read your writes: they commit before the snapshot
         cursor = self._cursor()
         self._end_view(cursor)
         self._run_control(cursor, "BEGIN TRANSACTION READ ONLY")
@@ -878,8 +882,8 @@ class StoreBase:
                 return self._execute(
                     sql, params, table=table, operation=operation, session_id=session_id
                 )
-        if self._buffer is not None:
-            self._drain_pending()  # read your writes: commit buffered rows first
+        if self._group is not None:
+            self._group.drain_pending()  # read your writes: commit buffered rows first
         cursor = self._cursor()
         try:
             # Always fetch: DuckDB 2.0 refuses new work while a result is unfinished.
@@ -952,116 +956,9 @@ class StoreBase:
         In batched mode, rows of the append-only tables are buffered instead (outside a
         transaction or a consistent read) once their session is known to exist.
         """
-        buffer = self._buffer
-        if (
-            buffer is not None
-            and type(row) in BUFFERED_MODELS
-            and not self.in_transaction
-            and not self._local.reading
-        ):
-            self._buffer_row(row, buffer)
+        if self._group is not None and self._group.offer(row):
             return
         self._insert_rows([row])
-
-    # --- group commit (batched mode) ----------------------------------------------------
-
-    def _buffer_row(self, row: Row, buffer: WriteBuffer) -> None:
-        self._check_writable(row.__table__)
-        session_id: str | None = getattr(row, "session_id", None)
-        if session_id is not None and session_id not in self._known_sessions:
-            try:
-                found = self._cursor().execute(
-                    "SELECT 1 FROM sessions WHERE session_id = ?", [session_id]
-                ).fetchall()
-            except duckdb.Error as exc:
-                raise translate_error(exc, table="sessions", operation="select") from exc
-            if not found:
-                raise SessionNotFoundError(session_id, table=row.__table__, operation="insert")
-            self._known_sessions.add(session_id)  # forgotten if a flush finds it gone
-        if buffer.add(row):  # far behind: the producer commits (bounds memory and loss)
-            self._drain()  # rows it cannot write are reported by the next call
-
-    def _drain_pending(self, *, everyone: bool = False) -> None:
-        """Before a statement: commit buffered rows it must see or follow.
-
-        Read your writes: if the calling thread has rows not committed yet, the buffer is
-        committed (all of it: one group commit). A thread with nothing buffered does not
-        commit and does not wait for the write lock: its reads see what is committed.
-        Writes (``everyone``, or a statement run while this thread holds the write lock)
-        commit the buffer if it holds anybody's rows, so a synchronous write follows every
-        row acknowledged before it. Never inside a transaction, a consistent read or a flush.
-        """
-        buffer = self._buffer
-        if (
-            buffer is None
-            or self.in_transaction
-            or self._local.draining
-            or self._local.reading
-        ):
-            return
-        if everyone or self._lock._is_owned():  # type: ignore[attr-defined]
-            if buffer.pending:
-                self._drain()
-        elif buffer.owes_current_thread():
-            self._drain(owed_only=True)
-
-    def _drain(self, *, owed_only: bool = False) -> None:
-        """Commit every buffered row, one bulk statement per table, isolating the rows that
-        cannot be written (``BulkMixin._commit_buffered``).
-
-        Holds the write lock, so flushes never interleave with other writes or each other
-        (and a flush in progress finishes before the next one starts). Never runs inside a
-        transaction: buffered rows, other threads' included, commit on their own. Rows that
-        cannot be written leave the buffer and are reported once, as a :class:`FlushError`,
-        by the next ``record_*``, ``flush()`` or ``close()`` (:meth:`WriteBuffer.report`).
-
-        Args:
-            owed_only: Do nothing if, once the lock is held, the calling thread's rows are
-                committed already (a flush finished them while this thread waited).
-
-        Raises:
-            StoreError: Called inside ``transaction()`` or ``consistent_read()``, or a
-                transaction could not begin (the rows stay buffered).
-        """
-        buffer = self._buffer
-        if buffer is None:
-            return
-        if self.in_transaction or self._local.reading:
-            raise StoreError(
-                "buffered rows are committed on their own, never inside a transaction() or "
-                "consistent_read() block",
-                operation="flush",
-            )
-        with self._lock:
-            if self._closed or (owed_only and not buffer.owes_current_thread()):
-                return
-            rows = buffer.take()
-            if not rows:
-                buffer.flushed()
-                return
-            committed = [False] * len(rows)
-            self._local.draining = True
-            try:
-                failed = self._commit_buffered(rows, committed)
-            except BaseException:  # interrupted: keep what was not committed
-                buffer.restore([row for row, done in zip(rows, committed, strict=True)
-                                if not done])
-                raise
-            finally:
-                self._local.draining = False
-            buffer.flushed(failed)
-
-    def _commit_buffered(
-        self, rows: Sequence[Row], committed: list[bool]
-    ) -> list[tuple[Row, BaseException]]:
-        """Commit buffered rows, isolating those that cannot be written; return those, with
-        their errors. Provided by ``store.bulk.BulkMixin``."""
-        raise NotImplementedError
-
-    def _write_rows(self, rows: Sequence[Row]) -> None:
-        """Append rows of any models, one bulk statement per table, each table's rows in
-        order (call inside a transaction). Provided by ``store.bulk.BulkMixin``."""
-        raise NotImplementedError
 
     def _insert_rows(self, rows: Sequence[Row], *, returning_ids: bool = False) -> list[int]:
         """Append rows of one model in one statement, in order.

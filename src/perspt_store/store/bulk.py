@@ -8,8 +8,8 @@ with one list parameter per column (``TableMap.bulk_insert_sql``). Either way th
 the order they were given in: the Arrow path draws the ids from the table's sequence first
 and inserts them explicitly, in order; ``unnest`` draws them in list order.
 
-Group commit's flushes (``durability="batched"``) use the same path (``_write_rows``), and
-``_commit_buffered`` isolates the rows a flush cannot write (see ``FlushError``).
+Group commit's flushes (``durability="batched"``, ``store/_groupcommit.py``) write through
+``_bulk_insert`` too.
 """
 
 from __future__ import annotations
@@ -18,14 +18,11 @@ import importlib.util
 import json
 import operator
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-import duckdb
-
-from .._groupcommit import MAX_FAILED_ATTEMPTS
 from .._mapping import TableMap, _unwrap_optional, table_map
-from ..errors import SessionNotFoundError, StoreError
+from ..errors import SessionNotFoundError
 from ..rows import (
     ROW_MODELS,
     BudgetEnvelopeRow,
@@ -177,123 +174,6 @@ class BulkMixin(CommitLogMixin):
         self._retrying(write, commits=True)
         return len(batch)
 
-    def _write_rows(self, rows: Sequence[Row]) -> None:
-        """Append rows of any append-only models, one bulk statement per table, each
-        table's rows in order (call inside a transaction). Used by group commit."""
-        groups: dict[type[Row], list[Row]] = {}
-        for row in rows:
-            group = groups.get(type(row))
-            if group is None:
-                groups[type(row)] = [row]
-            else:
-                group.append(row)
-        for group in groups.values():
-            self._bulk_insert(group)
-
-    def _commit_buffered(
-        self, rows: Sequence[Row], committed: list[bool]
-    ) -> list[tuple[Row, BaseException]]:
-        """Commit buffered rows (group commit), isolating those that cannot be written.
-
-        One transaction for all of them; if it fails, the rows naming a session that no
-        longer exists are set aside (one query) and the rest retried; if that fails too,
-        each table's rows in a transaction of their own, and a table's rows that fail are
-        split in halves, recursively, until the failing rows stand alone. Every other row is
-        committed, each table's rows in their order. Isolation stops when the failure is
-        not about rows (the engine or the connection failed) or after
-        :data:`MAX_FAILED_ATTEMPTS` failed attempts; the rows not committed by then are
-        returned with the others. Call under the write lock, outside any transaction.
-
-        Args:
-            rows: The rows, in buffer order.
-            committed: One flag per row, set as the row's transaction commits (so that a
-                caller interrupted by ``KeyboardInterrupt`` knows which rows to keep).
-
-        Returns:
-            The rows not written, in buffer order, each with the error that stopped it.
-
-        Raises:
-            StoreError: A transaction could not even begin (nothing was attempted; the
-                rows not committed yet are neither written nor returned).
-        """
-        failed: dict[int, BaseException] = {}
-        budget = [MAX_FAILED_ATTEMPTS]
-
-        def attempt(indices: list[int]) -> BaseException | None:
-            try:
-                with self.transaction():
-                    self._write_rows([rows[i] for i in indices])
-            except Exception as exc:
-                if isinstance(exc, StoreError) and exc.operation == "begin transaction":
-                    raise
-                return exc
-            for i in indices:
-                committed[i] = True
-            return None
-
-        def isolate(indices: list[int], split: Callable[[list[int]], list[list[int]]]) -> None:
-            for part in split(indices):
-                if not part:
-                    continue
-                error = attempt(part)
-                if error is None:
-                    continue
-                budget[0] -= 1
-                if len(part) == 1:
-                    failed[part[0]] = error
-                elif _not_about_rows(error) or budget[0] <= 0:
-                    raise _GiveUp(error)
-                else:
-                    isolate(part, _halves)
-
-        everything = list(range(len(rows)))
-        error = attempt(everything)
-        if error is None:
-            return []
-        try:
-            if _not_about_rows(error):
-                raise _GiveUp(error)
-            rest = self._set_aside_missing_sessions(rows, failed)
-            if rest and (not failed or attempt(rest) is not None):
-                isolate(rest, _by_table(rows))
-        except _GiveUp as stop:
-            cause = stop.args[0]
-            if not _not_about_rows(cause):
-                cause = StoreError(
-                    f"not isolated: the flush gave up after {MAX_FAILED_ATTEMPTS} failed "
-                    f"attempts (the last: {cause})",
-                    operation="flush",
-                )
-            for i in everything:
-                if not committed[i] and i not in failed:
-                    failed[i] = cause
-        return [(rows[i], failed[i]) for i in sorted(failed)]
-
-    def _set_aside_missing_sessions(
-        self, rows: Sequence[Row], failed: dict[int, BaseException]
-    ) -> list[int]:
-        """Record in ``failed`` the rows naming a session that does not exist (any longer:
-        it was deleted behind the store's back) and forget those sessions; return the
-        indices of the other rows."""
-        named = sorted({s for row in rows if (s := getattr(row, "session_id", None)) is not None})
-        if not named:
-            return list(range(len(rows)))
-        try:
-            found = self._existing_sessions(named)
-        except StoreError:  # the halving will find them
-            return list(range(len(rows)))
-        rest = []
-        for i, row in enumerate(rows):
-            session_id = getattr(row, "session_id", None)
-            if session_id is not None and session_id not in found:
-                failed[i] = SessionNotFoundError(
-                    session_id, table=row.__table__, operation="insert"
-                )
-                self._known_sessions.discard(session_id)  # a later record_* checks again
-            else:
-                rest.append(i)
-        return rest
-
     def _existing_sessions(self, session_ids: list[str]) -> set[str]:
         """Which of ``session_ids`` exist, in one query."""
         return {
@@ -393,38 +273,3 @@ class BulkMixin(CommitLogMixin):
             operation="upsert",
             session_id=next(iter(last)) if len(last) == 1 else None,
         )
-
-
-class _GiveUp(Exception):
-    """Internal: stop isolating bad rows (args[0]: the last error)."""
-
-
-_NOT_ABOUT_ROWS = (
-    duckdb.FatalException,
-    duckdb.InternalException,
-    duckdb.IOException,
-    duckdb.ConnectionException,
-)
-
-
-def _not_about_rows(error: BaseException) -> bool:
-    """True if ``error`` says the engine or the connection failed, not a row."""
-    return isinstance(error, _NOT_ABOUT_ROWS) or isinstance(error.__cause__, _NOT_ABOUT_ROWS)
-
-
-def _halves(indices: list[int]) -> list[list[int]]:
-    middle = len(indices) // 2
-    return [indices[:middle], indices[middle:]]
-
-
-def _by_table(rows: Sequence[Row]) -> Callable[[list[int]], list[list[int]]]:
-    """Split indices into one list per model (first appearance first), or in halves if
-    they are all of one model (their transaction just failed as a whole)."""
-
-    def split(indices: list[int]) -> list[list[int]]:
-        groups: dict[type[Row], list[int]] = {}
-        for i in indices:
-            groups.setdefault(type(rows[i]), []).append(i)
-        return list(groups.values()) if len(groups) > 1 else _halves(indices)
-
-    return split

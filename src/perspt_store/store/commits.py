@@ -1,39 +1,83 @@
-"""The Merkle commit log of each session: commits, roots, proofs, checkpoints, verification
-and rollback.
+"""The store's commit code: the Merkle commit log of each session, written, read, verified and
+rolled back, and the ``merkle_log`` SQL (with the migration that backfills it).
 
 Every node-state write appends one leaf to its session's log in the same transaction, and
 sets ``sessions.merkle_root`` to the new *state root* (the tree over the latest state of every
-node, in ``node_id`` order). ``seq`` is 0-based: commit ``seq`` is leaf ``seq`` of the log, and
-the log has ``seq + 1`` leaves after it. Nothing is ever deleted: a rollback appends commits
-that restore the target's states (and tombstones for nodes the target did not have).
+node, in ``node_id`` order). Nothing is ever deleted: a rollback appends commits that restore
+the target's states (and tombstones for nodes the target did not have). The types handed out
+live in :mod:`perspt_store.commitlog`; the trees in :mod:`perspt_store.merkle`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
-from collections.abc import Sequence
-from typing import Annotated, Any, ClassVar, NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
-from blake3 import blake3
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from .. import merkle
-from .._commitlog import (
-    INSERT_LOG_INTO,
-    INSERT_LOG_SQL,
-    REMOVED_STATE,
-    NodeCommit,
-    SessionLog,
-    log_rows,
-)
-from .._displayable import Displayable
+from .. import merkle, schema
 from .._mapping import table_map
+from ..commitlog import (
+    CHECKPOINT_SCHEME,
+    COMMIT_KINDS,
+    REMOVED_STATE,
+    Checkpoint,
+    ConsistencyProof,
+    InclusionProof,
+    NodeCommit,
+    Problem,
+    RollbackChange,
+    VerificationReport,
+)
 from ..errors import IntegrityError, RecordNotFoundError, SessionNotFoundError
 from ..rows import NodeStateRecord
 from ._base import StoreBase, consistent
+from ._groupcommit import BufferedCommit, GroupCommit
 
-CHECKPOINT_SCHEME = "perspt-store/merkle-log/v1 (RFC 9162, blake3)"
+
+class LogEntry(NamedTuple):
+    """One ``merkle_log`` row, as :data:`_LOG_ENTRIES_SQL` reads it."""
+
+    seq: int
+    node_state_id: int
+    node_id: str
+    kind: str
+    leaf_hash: bytes
+    state_root: bytes
+    log_root: bytes
+
+    def commit(self, session_id: str) -> NodeCommit:
+        """The entry as the commit it records."""
+        return NodeCommit(
+            session_id, self.seq, self.node_id, self.kind, self.leaf_hash, self.state_root,
+            self.log_root, self.seq + 1,
+        )
+
+
+# --- the merkle_log SQL ---------------------------------------------------------------------
+
+MERKLE_LOG_COLUMNS = ("session_id", *LogEntry._fields)
+"""The columns of ``merkle_log`` the store writes (``created_at`` takes its default)."""
+
+INSERT_LOG_INTO = f"INSERT INTO merkle_log ({', '.join(MERKLE_LOG_COLUMNS)})"
+"""The head of every statement that appends log entries, columns in that order."""
+
+INSERT_LOG_SQL = f"{INSERT_LOG_INTO} SELECT {', '.join('unnest(?)' for _ in MERKLE_LOG_COLUMNS)}"
+"""Appends many log entries in one statement (one list parameter per column)."""
+
+
+def log_rows(commits: Sequence[NodeCommit], node_state_ids: Sequence[int]) -> list[list[Any]]:
+    """Column lists for :data:`INSERT_LOG_SQL`."""
+    return [
+        [c.session_id for c in commits],
+        [c.seq for c in commits],
+        list(node_state_ids),
+        [c.node_id for c in commits],
+        [c.kind for c in commits],
+        [c.leaf_hash for c in commits],
+        [c.state_root for c in commits],
+        [c.log_root for c in commits],
+    ]
+
 
 # One node state, its log entry and the session's new root in one statement (DuckDB 2.0 runs
 # data-modifying CTEs exactly once, atomically with the statement): a third of the cost of
@@ -46,211 +90,122 @@ _COMMIT_ONE_SQL = (
     "UPDATE sessions SET merkle_root = ?, updated_at = now() WHERE session_id = ?"
 )
 
-_LOG_ENTRIES_SQL = """
-SELECT seq, node_state_id, node_id, kind, leaf_hash, state_root, log_root
-FROM merkle_log WHERE session_id = ? ORDER BY seq
-"""
+_LOG_ENTRIES_SQL = (
+    f"SELECT {', '.join(LogEntry._fields)} FROM merkle_log WHERE session_id = ? ORDER BY seq"
+)
+"""A session's log, as :class:`LogEntry` values, in ``seq`` order."""
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+class SessionLog:
+    """Both trees of one session, as of the last commit."""
 
+    def __init__(self) -> None:
+        self.log = merkle.MerkleTree()
+        self.state = merkle.StateTree()
 
-class InclusionProof(_Frozen):
-    """Proof that commit ``seq`` is leaf ``seq`` of the session's log at ``log_size``."""
+    @classmethod
+    def from_entries(cls, entries: Iterable[Sequence[Any]]) -> SessionLog:
+        """Rebuild from stored ``(node_id, kind, leaf_hash)`` rows in ``seq`` order."""
+        built = cls()
+        for node_id, kind, leaf in entries:
+            built.log.append(leaf)
+            built.state.set(node_id, None if kind == "remove" else leaf)
+        return built
 
-    session_id: str
-    seq: int
-    log_size: int
-    leaf_hash: bytes
-    path: list[bytes]
-    log_root: bytes
-
-    def verify(self) -> bool:
-        """True if the path leads from ``leaf_hash`` to ``log_root`` (RFC 9162 §2.1.3.2)."""
-        return merkle.verify_inclusion(
-            self.leaf_hash, self.seq, self.log_size, self.path, self.log_root
+    def append(self, session_id: str, node_id: str, kind: str, leaf: bytes) -> NodeCommit:
+        """Add one commit to both trees and describe it."""
+        seq = self.log.append(leaf)
+        self.state.set(node_id, None if kind == "remove" else leaf)
+        return NodeCommit(
+            session_id=session_id,
+            seq=seq,
+            node_id=node_id,
+            kind=kind,
+            leaf_hash=leaf,
+            state_root=self.state.root(),
+            log_root=self.log.root(),
+            log_size=self.log.size,
         )
 
 
-class ConsistencyProof(_Frozen):
-    """Proof that the log at ``new_size`` extends the log at ``old_size``."""
-
-    session_id: str
-    old_size: int
-    new_size: int
-    old_root: bytes
-    new_root: bytes
-    path: list[bytes]
-
-    def verify(self) -> bool:
-        """True if the log at ``new_size`` is an append-only extension (RFC 9162 §2.1.4.2)."""
-        return merkle.verify_consistency(
-            self.old_size, self.new_size, self.old_root, self.new_root, self.path
-        )
+# --- migration: backfill the log of rows written before it existed -------------------------
 
 
-class Checkpoint(_Frozen):
-    """A signed-off summary of a session's log, to keep outside the database.
+def backfill(conn: Any, legacy_mark: int | None) -> None:
+    """Give every existing node-state row a log entry, in insertion order, per session.
 
-    Its JSON form (:meth:`to_json`) has hex hashes. With a 32-byte key, ``mac`` is the keyed
-    blake3 of the canonical JSON of the other fields; verify it with :meth:`verify_mac`.
-
-    Every field is checked when a checkpoint is built or parsed: the scheme is this
-    library's, ``size`` an int from 0 (never a bool), the roots and the MAC 32 bytes.
+    Rows at or below ``legacy_mark`` are decoded with upstream's encodings first, so their
+    leaves hash what the store will read back. A session whose stored ``merkle_root`` is not
+    the state root we compute (upstream stored a seal hash there) gets that root recorded as
+    an ``upstream`` override, which ``verify_session`` reports as a note.
     """
-
-    scheme: str
-    session_id: str
-    size: Annotated[int, Field(ge=0, le=2**63 - 1)]
-    log_root: Annotated[bytes, Field(min_length=32, max_length=32)]
-    state_root: Annotated[bytes, Field(min_length=32, max_length=32)]
-    time: str
-    mac: Annotated[bytes, Field(min_length=32, max_length=32)] | None = None
-
-    @field_validator("scheme")
-    @classmethod
-    def _known_scheme(cls, scheme: str) -> str:
-        if scheme != CHECKPOINT_SCHEME:
-            raise ValueError(f"unknown scheme {scheme!r}; this library reads {CHECKPOINT_SCHEME!r}")
-        return scheme
-
-    def _payload(self) -> bytes:
-        body = self.to_dict()
-        body.pop("mac")
-        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (hashes as lowercase hex)."""
-        return {
-            "scheme": self.scheme,
-            "session_id": self.session_id,
-            "size": self.size,
-            "log_root": self.log_root.hex(),
-            "state_root": self.state_root.hex(),
-            "time": self.time,
-            "mac": None if self.mac is None else self.mac.hex(),
-        }
-
-    def to_json(self) -> str:
-        """The checkpoint as JSON text."""
-        return json.dumps(self.to_dict(), sort_keys=True, indent=2)
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Checkpoint:
-        """Parse :meth:`to_json` output (keys it does not know are ignored).
-
-        Raises:
-            ValueError: The text is not a checkpoint; the one-line message says which field
-                is wrong and why.
-        """
-        prefix = "not a perspt-store checkpoint"
-        try:
-            data = json.loads(text)
-        except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
-            raise ValueError(f"{prefix}: not JSON ({exc})") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"{prefix}: not a JSON object")
-        fields = ("scheme", "session_id", "size", "log_root", "state_root", "time")
-        missing = [name for name in fields if name not in data]
-        if missing:
-            raise ValueError(f"{prefix}: no {', '.join(missing)}")
-        values = {name: data[name] for name in (*fields, "mac") if name in data}
-        for name in ("log_root", "state_root", "mac"):
-            if isinstance(values.get(name), str):
-                try:
-                    values[name] = bytes.fromhex(values[name])
-                except ValueError:
-                    raise ValueError(f"{prefix}: {name}: not hex digits") from None
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            problems = []
-            for error in exc.errors():
-                if error["type"] in ("bytes_too_short", "bytes_too_long"):
-                    n = len(error["input"])
-                    why = f"{n} byte{'' if n == 1 else 's'}, not 32"
-                else:
-                    why = error["msg"].removeprefix("Value error, ")
-                    why = why.replace("Input should", "should")
-                problems.append(f"{'.'.join(str(part) for part in error['loc'])}: {why}")
-            raise ValueError(f"{prefix}: {'; '.join(problems)}") from exc
-
-    def sign(self, key: bytes) -> Checkpoint:
-        """A copy with ``mac`` set from a 32-byte key."""
-        return self.model_copy(update={"mac": blake3(self._payload(), key=key).digest()})
-
-    def verify_mac(self, key: bytes) -> bool:
-        """True if ``mac`` was made with ``key`` over these exact fields."""
-        return self.mac is not None and self.sign(key).mac == self.mac
+    mapping = table_map(NodeStateRecord)
+    rows = conn.execute(
+        f"SELECT {mapping.select_list}, id FROM node_states n WHERE NOT EXISTS "
+        "(SELECT 1 FROM merkle_log l WHERE l.node_state_id = n.id) ORDER BY id"
+    ).fetchall()
+    logs: dict[str, SessionLog] = {}
+    commits: list[NodeCommit] = []
+    ids: list[int] = []
+    for values in rows:
+        node_state_id = values[-1]
+        legacy = legacy_mark is not None and node_state_id <= legacy_mark
+        record = mapping.decode(values[:-1], legacy=legacy)
+        log = logs.setdefault(record.session_id, SessionLog())
+        kind = "remove" if record.state == REMOVED_STATE else "backfill"
+        commits.append(
+            log.append(record.session_id, record.node_id, kind, merkle.hash_node_state(record))
+        )
+        ids.append(node_state_id)
+    if commits:
+        conn.execute(INSERT_LOG_SQL, log_rows(commits, ids))
+    if not logs:
+        return
+    stored = dict(
+        conn.execute(
+            "SELECT session_id, merkle_root FROM sessions WHERE session_id IN (SELECT unnest(?))",
+            [list(logs)],
+        ).fetchall()
+    )
+    # A NULL root (never set) is recorded too: the session now has commits, and
+    # verify_session must not take the missing root for a forged one.
+    overrides = [
+        (session_id, stored[session_id])
+        for session_id, log in logs.items()
+        if session_id in stored and stored[session_id] != log.state.root()
+    ]
+    if overrides:
+        conn.execute(
+            "INSERT INTO merkle_root_overrides (session_id, merkle_root, source) "
+            "SELECT unnest(?), unnest(?), 'upstream'",
+            [[sid for sid, _ in overrides], [root for _, root in overrides]],
+        )
 
 
-class Problem(_Frozen):
-    """One difference ``verify_session`` found."""
-
-    kind: str
-    """edited, deleted, inserted, reordered, forged, root-mismatch or checkpoint."""
-    detail: str
-    seq: int | None = None
-    node_id: str | None = None
-
-
-class VerificationReport(Displayable, _Frozen):
-    """What ``verify_session`` recomputed and what differs. ``ok`` only if nothing does."""
-
-    _text_renderer: ClassVar[str | None] = "verification_repr"
-    _html_renderer: ClassVar[str] = "verification_html"
-
-    session_id: str
-    log_size: int
-    log_root: bytes
-    state_root: bytes
-    problems: list[Problem]
-    notes: list[str]
-
-    @property
-    def ok(self) -> bool:
-        """True when no problem was found (notes do not count)."""
-        return not self.problems
-
-    def __bool__(self) -> bool:
-        return self.ok
-
-    def raise_for_problems(self) -> None:
-        """Raise :class:`~perspt_store.IntegrityError` if any problem was found.
-
-        Raises:
-            IntegrityError: The session failed verification; the message lists the problems.
-        """
-        if self.problems:
-            listed = "; ".join(
-                f"{p.kind} at seq {p.seq}: {p.detail}"
-                if p.seq is not None
-                else f"{p.kind}: {p.detail}"
-                for p in self.problems
-            )
-            raise IntegrityError(
-                f"session {self.session_id!r} failed verification: {listed}",
-                table="merkle_log",
-                operation="verify",
-            )
-
-
-class RollbackChange(NamedTuple):
-    """One commit a rollback appends (see :meth:`CommitLogMixin.rollback_plan`)."""
-
-    node_id: str
-    kind: str
-    """``restore`` (the node gets its row at the target back) or ``remove`` (the target did
-    not have the node: a tombstone row)."""
-    record: NodeStateRecord
-    """The row the commit writes: the node's row at the target, or the tombstone."""
+schema.set_log_backfill(backfill)
 
 
 class CommitLogMixin(StoreBase):
     """Commits, Merkle roots, proofs, checkpoints, verification and rollback."""
 
     # --- writing ------------------------------------------------------------------------
+
+    def record_node_state(self, record: NodeStateRecord) -> NodeCommit:
+        """Append one snapshot of a node and commit it to the session's Merkle log, in one
+        transaction (``sessions.merkle_root`` becomes the new state root).
+
+        In a ``durability="batched"`` store (outside ``transaction()``) the commit is
+        computed now and returned, and the row, its log entry and the new root are written
+        together by the next group flush (see :mod:`perspt_store.store._groupcommit`).
+
+        Returns:
+            The commit: its ``seq``, leaf hash, state root, log root and log size.
+
+        Raises:
+            SessionNotFoundError: The session does not exist; nothing was written.
+        """
+        return self._commit_node_states([(record, "commit")])[0]
+
 
     def _session_log(self, session_id: str, *, check: bool = False) -> SessionLog:
         """The session's trees as of the last commit (cached; call under the write lock).
@@ -298,7 +253,6 @@ class CommitLogMixin(StoreBase):
             return [self._commit_one(*items[0])]
         with self.transaction():
             records = [record for record, _ in items]
-            ids = self._insert_rows(records, returning_ids=True)
             for session_id in {record.session_id for record in records}:
                 self._session_log(session_id, check=True)
             commits = [
@@ -307,22 +261,32 @@ class CommitLogMixin(StoreBase):
                 )
                 for record, kind in items
             ]
-            self._write(INSERT_LOG_SQL, log_rows(commits, ids), table="merkle_log")
-            roots = {c.session_id: c.state_root for c in commits}  # the last one wins
-            for session_id, root in roots.items():
-                self._write(
-                    "UPDATE sessions SET merkle_root = ?, updated_at = now() WHERE session_id = ?",
-                    [root, session_id],
-                    table="sessions",
-                    operation="update",
-                )
+            self._persist_commits(list(zip(records, commits, strict=True)))
         return commits
+
+    def _persist_commits(self, items: Sequence[tuple[NodeStateRecord, NodeCommit]]) -> None:
+        """Write node-state rows with the commits computed for them, in order: one statement
+        per table (inside the caller's transaction: a batch, a rollback or a group flush)."""
+        ids = self._insert_rows([record for record, _ in items], returning_ids=True)
+        commits = [commit for _, commit in items]
+        self._write(INSERT_LOG_SQL, log_rows(commits, ids), table="merkle_log")
+        roots = {c.session_id: c.state_root for c in commits}  # the last one wins
+        for session_id, root in roots.items():
+            self._write(
+                "UPDATE sessions SET merkle_root = ?, updated_at = now() WHERE session_id = ?",
+                [root, session_id],
+                table="sessions",
+                operation="update",
+            )
 
     def _commit_one(self, record: NodeStateRecord, kind: str) -> NodeCommit:
         """:meth:`_commit_node_states` of one record, in one statement."""
         self._check_writable("node_states")
-        if self._buffer is not None:
-            self._drain_pending()  # buffered rows commit first, as before a transaction
+        group = self._group
+        if group is not None:
+            if group.takes_now():
+                return self._buffer_commit(group, record, kind)
+            group.drain_pending()  # buffered rows commit first, as before a transaction
         session_id = record.session_id
         leaf = merkle.hash_node_state(record)
         row = table_map(NodeStateRecord).encode(record)
@@ -353,20 +317,35 @@ class CommitLogMixin(StoreBase):
                 self._changed()
         return commit
 
+    def _buffer_commit(self, group: GroupCommit, record: NodeStateRecord, kind: str) -> NodeCommit:
+        """Batched mode: compute the commit now (seq, leaf, roots) and buffer the row with
+        it; the group flush writes row, log entry and root together (a crash loses them
+        together, like any buffered row)."""
+        session_id = record.session_id
+        group.require_session(session_id, "node_states")
+        leaf = merkle.hash_node_state(record)
+        with self._lock:  # a flush holds it too: it never runs between seq and buffer
+            if session_id not in self._commit_logs and group.buffered_commits:
+                group.drain()  # the stored log must hold every buffered commit: load it after
+            log = self._session_log(session_id)
+            commit = log.append(session_id, record.node_id, kind, leaf)
+            try:
+                group.add(BufferedCommit(record, commit))
+            except BaseException:
+                self._commit_logs.pop(session_id, None)  # it holds a commit not buffered
+                raise
+        return commit
+
     # --- reading ------------------------------------------------------------------------
 
-    def _log_entries(self, session_id: str) -> list[tuple[Any, ...]]:
+    def _log_entries(self, session_id: str) -> list[LogEntry]:
         if not self._session_exists(session_id):
             raise SessionNotFoundError(session_id, table="merkle_log")
-        return self._execute(_LOG_ENTRIES_SQL, [session_id], table="merkle_log", operation="select")
+        rows = self._execute(_LOG_ENTRIES_SQL, [session_id], table="merkle_log", operation="select")
+        return [LogEntry._make(row) for row in rows]
 
     def _log_tree(self, session_id: str) -> merkle.MerkleTree:
-        return merkle.MerkleTree(entry[4] for entry in self._log_entries(session_id))
-
-    def _log_tree_at(self, session_id: str, size: int | None) -> tuple[merkle.MerkleTree, int]:
-        """The session's log tree and ``size``, the whole log's when None (for the proofs)."""
-        tree = self._log_tree(session_id)
-        return tree, tree.size if size is None else size
+        return merkle.MerkleTree(entry.leaf_hash for entry in self._log_entries(session_id))
 
     @consistent
     def get_commit_log(self, session_id: str) -> list[NodeCommit]:
@@ -375,11 +354,7 @@ class CommitLogMixin(StoreBase):
         Raises:
             SessionNotFoundError: No such session.
         """
-        entries = self._log_entries(session_id)
-        return [
-            NodeCommit(session_id, seq, node_id, kind, leaf, state_root, log_root, seq + 1)
-            for seq, _, node_id, kind, leaf, state_root, log_root in entries
-        ]
+        return [entry.commit(session_id) for entry in self._log_entries(session_id)]
 
     @consistent
     def state_root(self, session_id: str) -> bytes:
@@ -390,7 +365,7 @@ class CommitLogMixin(StoreBase):
             SessionNotFoundError: No such session.
         """
         entries = self._log_entries(session_id)
-        return entries[-1][5] if entries else merkle.empty_root()
+        return entries[-1].state_root if entries else merkle.empty_root()
 
     @consistent
     def log_root(self, session_id: str, size: int | None = None) -> bytes:
@@ -410,15 +385,7 @@ class CommitLogMixin(StoreBase):
             SessionNotFoundError: No such session.
             ValueError: ``seq`` or ``size`` is out of range.
         """
-        tree, size = self._log_tree_at(session_id, size)
-        return InclusionProof(
-            path=tree.inclusion_proof(seq, size),  # first: it checks seq and size
-            session_id=session_id,
-            seq=seq,
-            log_size=size,
-            leaf_hash=tree.leaf(seq),
-            log_root=tree.root(size),
-        )
+        return InclusionProof.of(session_id, self._log_tree(session_id), seq, size)
 
     @consistent
     def consistency_proof(
@@ -430,15 +397,7 @@ class CommitLogMixin(StoreBase):
             SessionNotFoundError: No such session.
             ValueError: The sizes are out of range or ``old_size > new_size``.
         """
-        tree, new_size = self._log_tree_at(session_id, new_size)
-        return ConsistencyProof(
-            path=tree.consistency_proof(old_size, new_size),  # first: it checks the sizes
-            session_id=session_id,
-            old_size=old_size,
-            new_size=new_size,
-            old_root=tree.root(old_size),
-            new_root=tree.root(new_size),
-        )
+        return ConsistencyProof.of(session_id, self._log_tree(session_id), old_size, new_size)
 
     @consistent
     def checkpoint(self, session_id: str, *, key: bytes | None = None) -> Checkpoint:
@@ -452,13 +411,13 @@ class CommitLogMixin(StoreBase):
             ValueError: ``key`` is not 32 bytes.
         """
         entries = self._log_entries(session_id)
-        tree = merkle.MerkleTree(entry[4] for entry in entries)
+        tree = merkle.MerkleTree(entry.leaf_hash for entry in entries)
         checkpoint = Checkpoint(
             scheme=CHECKPOINT_SCHEME,
             session_id=session_id,
             size=tree.size,
             log_root=tree.root(),
-            state_root=entries[-1][5] if entries else merkle.empty_root(),
+            state_root=entries[-1].state_root if entries else merkle.empty_root(),
             time=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         )
         if key is not None:
@@ -508,7 +467,7 @@ class CommitLogMixin(StoreBase):
         log_tree = merkle.MerkleTree()
         latest: dict[str, bytes | None] = {}
         stored = merkle.MerkleTree()
-        stored_state = SessionLog()
+        stored_state = merkle.StateTree()
         last_row_id = -1
         for expected_seq, entry in enumerate(entries):
             seq, row_id, node_id, kind, leaf, state_root, log_root = entry
@@ -555,8 +514,8 @@ class CommitLogMixin(StoreBase):
             log_tree.append(actual_leaf)
             latest[node_id] = None if kind == "remove" else actual_leaf
             stored.append(leaf)
-            stored_state.state.set(node_id, None if kind == "remove" else leaf)
-            if stored.root() != log_root or stored_state.state.root() != state_root:
+            stored_state.set(node_id, None if kind == "remove" else leaf)
+            if stored.root() != log_root or stored_state.root() != state_root:
                 problems.append(
                     Problem(
                         kind="forged",
@@ -694,7 +653,7 @@ class CommitLogMixin(StoreBase):
         if (to_seq is None) == (to_root is None):
             raise ValueError("give exactly one of to_seq and to_root")
 
-        def restore() -> tuple[list[NodeCommit], list[tuple[Any, ...]]]:
+        def restore() -> tuple[list[NodeCommit], list[LogEntry]]:
             with self.transaction():
                 entries = self._log_entries(session_id)
                 changes = self._rollback_changes(session_id, entries, to_seq, to_root)
@@ -706,10 +665,7 @@ class CommitLogMixin(StoreBase):
         commits, entries = self._retrying(restore, commits=True)
         if commits:
             return commits[-1]
-        head = entries[-1]
-        return NodeCommit(
-            session_id, head[0], head[2], head[3], head[4], head[5], head[6], head[0] + 1
-        )
+        return entries[-1].commit(session_id)
 
     @consistent
     def rollback_plan(
@@ -731,15 +687,15 @@ class CommitLogMixin(StoreBase):
     def _rollback_changes(
         self,
         session_id: str,
-        entries: list[tuple[Any, ...]],
+        entries: list[LogEntry],
         to_seq: int | None,
         to_root: bytes | None,
     ) -> list[RollbackChange]:
         """The restore and remove commits that bring the log's head back to the target."""
         target = self._rollback_target(session_id, entries, to_seq, to_root)
         latest: dict[str, tuple[int, str]] = {}
-        for _seq, row_id, node_id, kind, *_ in entries[: target + 1]:
-            latest[node_id] = (row_id, kind)
+        for entry in entries[: target + 1]:
+            latest[entry.node_id] = (entry.node_state_id, entry.kind)
         wanted = [row_id for row_id, kind in latest.values() if kind != "remove"]
         restored = {
             row.node_id: row
@@ -766,7 +722,7 @@ class CommitLogMixin(StoreBase):
     @staticmethod
     def _rollback_target(
         session_id: str,
-        entries: list[tuple[Any, ...]],
+        entries: list[LogEntry],
         to_seq: int | None,
         to_root: bytes | None,
     ) -> int:
@@ -779,7 +735,7 @@ class CommitLogMixin(StoreBase):
                     operation="rollback",
                 )
             return to_seq
-        matches = [entry[0] for entry in entries if entry[5] == to_root]
+        matches = [entry.seq for entry in entries if entry.state_root == to_root]
         if not matches:
             shown = to_root.hex() if isinstance(to_root, bytes) else repr(to_root)
             raise RecordNotFoundError(
@@ -787,15 +743,18 @@ class CommitLogMixin(StoreBase):
                 table="merkle_log",
                 operation="rollback",
             )
-        return int(matches[-1])
+        return matches[-1]
 
 
 __all__ = [
     "CHECKPOINT_SCHEME",
+    "COMMIT_KINDS",
+    "REMOVED_STATE",
     "Checkpoint",
     "CommitLogMixin",
     "ConsistencyProof",
     "InclusionProof",
+    "LogEntry",
     "NodeCommit",
     "Problem",
     "RollbackChange",

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .._commitlog import REMOVED_STATE, NodeCommit
+from ..commitlog import REMOVED_STATE
 from ..errors import SessionNotFoundError
 from ..rows import EnergyRecord, NodeStateRecord, SessionRecord, TaskGraphEdgeRow
-from .commits import CommitLogMixin
+from ._base import StoreBase
 
 _PATH_SEPARATORS = ("/", "\\", "\x00")
 
@@ -29,7 +29,7 @@ def validate_session_id_for_path(session_id: str) -> str:
     return session_id
 
 
-class SessionsMixin(CommitLogMixin):
+class SessionsMixin(StoreBase):
     """Sessions, node snapshots, energy history and the task graph."""
 
     # --- sessions -------------------------------------------------------------------------
@@ -141,18 +141,6 @@ class SessionsMixin(CommitLogMixin):
         return path
 
     # --- node_states ----------------------------------------------------------------------
-
-    def record_node_state(self, record: NodeStateRecord) -> NodeCommit:
-        """Append one snapshot of a node and commit it to the session's Merkle log, in one
-        transaction (``sessions.merkle_root`` becomes the new state root).
-
-        Returns:
-            The commit: its ``seq``, leaf hash, state root, log root and log size.
-
-        Raises:
-            SessionNotFoundError: The session does not exist; nothing was written.
-        """
-        return self._commit_node_states([(record, "commit")])[0]
 
     def get_node_states(self, session_id: str) -> list[NodeStateRecord]:
         """Every snapshot of the session (several per node), in insertion order."""

@@ -21,9 +21,9 @@ import annotated_types
 from pydantic import BaseModel, BeforeValidator
 from pydantic_core import SchemaValidator, ValidationError, core_schema
 
-from .._commitlog import REMOVED_STATE
 from .._displayable import Displayable
 from .._mapping import TableMap, _decode_json_list, _unwrap_optional, table_map
+from ..commitlog import REMOVED_STATE
 from ..errors import SessionNotFoundError, StoreError
 from ..rows import (
     ArtifactBundleRow,
