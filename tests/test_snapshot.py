@@ -364,7 +364,6 @@ def test_rows_the_precheck_passes_are_rows_the_model_accepts(
     from pydantic import ValidationError
 
     from perspt_store._mapping import _unwrap_optional, table_map
-    from perspt_store.store.snapshot import _check_sql
 
     sid = f"s-{len(store.list_recent_sessions(1000))}"
     store.create_session(ps.SessionRecord(session_id=sid, task="t", working_dir="/w"))
@@ -398,7 +397,7 @@ def test_rows_the_precheck_passes_are_rows_the_model_accepts(
     if not constraints_ok:
         return
     (passed,) = store.sql(
-        f"SELECT ({_check_sql(model)}) FROM {table} WHERE session_id = ?", [sid]
+        f"SELECT ({mapping.check_sql}) FROM {table} WHERE session_id = ?", [sid]
     ).fetchall()[0]
     raw = store.sql(f"SELECT {mapping.select_list} FROM {table} WHERE session_id = ?",
                     [sid]).fetchall()[0]
