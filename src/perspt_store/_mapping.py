@@ -17,13 +17,15 @@ decode hex-text hashes to bytes, ``''`` in optional text columns to None, and re
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import json
 import logging
 import re
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Generic, TypeVar, cast
@@ -78,6 +80,23 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
     if typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
     return annotation, optional
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused (nesting-safe).
+
+    Building many models allocates several acyclic objects per row (dicts, models, lists);
+    the collector would run passes over them, repeatedly and for nothing (more than half of
+    a 100,000-row read). Reference counting still frees everything as usual.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @dataclass(frozen=True)
@@ -253,6 +272,10 @@ class TableMap(Generic[R]):
         return _reader(self.model).check_sql
 
     def read(self, rows: Sequence[Sequence[Any]], *, checked: bool = False) -> list[R]:
+        with gc_paused():
+            return self._read(rows, checked=checked)
+
+    def _read(self, rows: Sequence[Sequence[Any]], *, checked: bool) -> list[R]:
         """Models from rows selected with :meth:`select` (upstream's rows already decoded
         there), the same as :meth:`decode` row by row, in bulk.
 
@@ -312,6 +335,10 @@ class TableMap(Generic[R]):
     def read_dicts(self, dicts: list[dict[str, Any]]) -> list[R]:
         """Models from dicts of every selected column (e.g. an Arrow slice's ``to_pylist``)
         whose rows passed :attr:`check_sql`: assembled without validating again."""
+        with gc_paused():
+            return self._read_dicts(dicts)
+
+    def _read_dicts(self, dicts: list[dict[str, Any]]) -> list[R]:
         db_columns = self.db_columns
         privates = [{"_db": {c: d.pop(c) for c in db_columns}} for d in dicts]
         for data in dicts:

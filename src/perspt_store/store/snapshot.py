@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gc
 import importlib.util
 import threading
 from collections.abc import Callable, Sequence
@@ -20,7 +19,7 @@ from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from .._commitlog import REMOVED_STATE
 from .._displayable import Displayable
-from .._mapping import CHECK_COLUMN, TableMap, table_map
+from .._mapping import CHECK_COLUMN, TableMap, gc_paused, table_map
 from ..errors import SessionNotFoundError
 from ..rows import (
     ArtifactBundleRow,
@@ -152,23 +151,26 @@ _DETAIL_FIELDS = tuple(f.name for f in dataclasses.fields(NodeSnapshotDetail))
 
 class _Columns:
     """One table's rows for a whole session, ordered by node then insertion, as fetched
-    (Arrow); turned into Python lists on first use, then into models a node at a time."""
+    (Arrow); all turned into models at once on the first access to any node (in bulk, as
+    the eager path would), then handed out a node at a time."""
 
     def __init__(self, mapping: TableMap[Any], table: Any) -> None:
         self.mapping = mapping
-        self.names: list[str] = table.column_names
         self._arrow: Any = table
-        self._lists: list[list[Any]] | None = None
+        self._models: list[Any] | None = None
 
     def models(self, start: int, stop: int) -> list[Any]:
         """The models of rows ``start:stop`` (call with the snapshot's lock held)."""
-        if self._lists is None:
-            self._lists = [column.to_pylist() for column in self._arrow.columns]
-            self._arrow = None  # the lists hold the rows now
-        names = self.names
-        columns = [column[start:stop] for column in self._lists]
-        rows = zip(*columns, strict=True)
-        return self.mapping.read_dicts([dict(zip(names, row, strict=True)) for row in rows])
+        if self._models is None:
+            arrow = self._arrow
+            names = arrow.column_names
+            columns = [column.to_pylist() for column in arrow.columns]
+            rows = zip(*columns, strict=True)
+            self._models = self.mapping.read_dicts(
+                [dict(zip(names, row, strict=True)) for row in rows]
+            )
+            self._arrow = None  # the models hold the rows now
+        return self._models[start:stop]
 
 
 class _NodeRows:
@@ -354,22 +356,12 @@ SELECT
 
 
 def _gc_paused(func: Callable[P, T]) -> Callable[P, T]:
-    """Run ``func`` with the cyclic garbage collector paused.
-
-    A load allocates several acyclic objects per row (tuples, dicts, models, lists); the
-    collector would run passes over them, repeatedly and for nothing (about a third of a
-    large snapshot's time). Reference counting still frees everything as usual.
-    """
+    """Run ``func`` with the cyclic garbage collector paused (see ``_mapping.gc_paused``)."""
 
     @functools.wraps(func)
     def paused(*args: P.args, **kwargs: P.kwargs) -> T:
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():
             return func(*args, **kwargs)
-        finally:
-            if enabled:
-                gc.enable()
 
     return paused
 
