@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import Any, Literal, ParamSpec, Self, TypeVar, overload
 
 import duckdb
 
@@ -860,6 +860,30 @@ class StoreBase:
 
     # --- generic helpers used by the families -------------------------------------------
 
+    @overload
+    def _execute(
+        self,
+        sql: str,
+        params: Sequence[Any] | None = None,
+        *,
+        table: str | None,
+        operation: str,
+        session_id: str | None = None,
+        arrow: Literal[False] = False,
+    ) -> list[tuple[Any, ...]]: ...
+
+    @overload
+    def _execute(
+        self,
+        sql: str,
+        params: Sequence[Any] | None = None,
+        *,
+        table: str | None,
+        operation: str,
+        session_id: str | None = None,
+        arrow: Literal[True],
+    ) -> Any: ...
+
     def _execute(
         self,
         sql: str,
@@ -881,7 +905,7 @@ class StoreBase:
             # A live view shares the writer's engine: only a read-only transaction keeps
             # it from writing.
             with self.consistent_read():
-                return self._execute(
+                return self._execute(  # type: ignore[call-overload]
                     sql, params, table=table, operation=operation, session_id=session_id,
                     arrow=arrow,
                 )
