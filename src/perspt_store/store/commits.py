@@ -489,17 +489,9 @@ class CommitLogMixin(StoreBase):
         if key is not None and len(key) != 32:
             raise ValueError(f"a checkpoint key must be 32 bytes, not {len(key)}")
         entries = self._log_entries(session_id)
-        mapping = table_map(NodeStateRecord)
-        mark = self._legacy_marks.get("node_states")
         rows = {
-            values[-1]: mapping.decode(values[:-1], legacy=mark is not None and values[-1] <= mark)
-            for values in self._execute(
-                f"SELECT {mapping.select_list}, id FROM node_states WHERE session_id = ? "
-                "ORDER BY id",
-                [session_id],
-                table="node_states",
-                operation="select",
-            )
+            row.id: row
+            for row in self._select(NodeStateRecord, "session_id = ?", [session_id], order_by="id")
         }
         problems: list[Problem] = []
         notes: list[str] = []
