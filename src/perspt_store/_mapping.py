@@ -197,25 +197,31 @@ class TableMap(Generic[R]):
     def legacy_sql(self, key: str, mark: int) -> list[tuple[str, str]]:
         """The SQL form of the legacy rules (:meth:`_decode_legacy`): ``(column, expression)``
         for each column they change, the expression decoding rows with ``key <= mark``."""
-        legacy = f"{key} <= {int(mark)}"
+        t = self.table  # columns qualified: never read as a same-named alias of the SELECT
+        legacy = f"{t}.{key} <= {int(mark)}"
         items: list[tuple[str, str]] = []
         for name in sorted(self.blobs):
             empty = "NULL" if name in self.optional else "''::BLOB"
+            column = f"{t}.{name}"
             items.append((
                 name,
-                f"CASE WHEN {legacy} THEN ({_legacy_blob_sql(name, empty)}) ELSE {name} END",
+                f"CASE WHEN {legacy} THEN ({_legacy_blob_sql(column, empty)}) ELSE {column} END",
             ))
         for name in sorted(self.model.__legacy_empty_as_none__):
-            items.append((name, f"CASE WHEN {legacy} AND {name} = '' THEN NULL ELSE {name} END"))
+            column = f"{t}.{name}"
+            items.append(
+                (name, f"CASE WHEN {legacy} AND {column} = '' THEN NULL ELSE {column} END")
+            )
         if self.model is ReviewOutcomeRow:
             items.append((
                 "energy_at_review",
-                f"CASE WHEN {legacy} AND energy_at_review = 0.0 THEN NULL "
-                "ELSE energy_at_review END",
+                f"CASE WHEN {legacy} AND {t}.energy_at_review = 0.0 THEN NULL "
+                f"ELSE {t}.energy_at_review END",
             ))
-            items.append(
-                ("degraded", f"CASE WHEN {legacy} AND degraded = false THEN NULL ELSE degraded END")
-            )
+            items.append((
+                "degraded",
+                f"CASE WHEN {legacy} AND {t}.degraded = false THEN NULL ELSE {t}.degraded END",
+            ))
         return items
 
     def encode_columns(self, rows: Sequence[Row]) -> list[list[Any]]:

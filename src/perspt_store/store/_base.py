@@ -175,11 +175,13 @@ def translate_error(
         )
     if table is not None:  # the store's own SQL: a missing object means an unmigrated file
         no_table = re.search(r"Table with name (\S+) does not exist", message)
-        no_column = re.search(r'Referenced column "([^"]+)" not found', message)
+        no_column = re.search(
+            r'Referenced column "([^"]+)" not found|does not have a column named "([^"]+)"', message
+        )
         what = (
             f"the database has no table {no_table.group(1)!r}"
             if no_table
-            else f"table {table!r} has no column {no_column.group(1)!r}"
+            else f"table {table!r} has no column {no_column.group(1) or no_column.group(2)!r}"
             if no_column
             else None
         )
