@@ -164,11 +164,12 @@ class _Columns:
         if self._models is None:
             arrow = self._arrow
             names = arrow.column_names
-            columns = [column.to_pylist() for column in arrow.columns]
-            rows = zip(*columns, strict=True)
-            self._models = self.mapping.read_dicts(
-                [dict(zip(names, row, strict=True)) for row in rows]
-            )
+            with gc_paused():
+                columns = [column.to_pylist() for column in arrow.columns]
+                rows = zip(*columns, strict=True)
+                self._models = self.mapping.read_dicts(
+                    [dict(zip(names, row, strict=True)) for row in rows]
+                )
             self._arrow = None  # the models hold the rows now
         return self._models[start:stop]
 
@@ -254,7 +255,7 @@ class SessionSnapshot(Displayable):
     def node(self, node_id: str) -> NodeSnapshotDetail | None:
         """The detail of one node, or None."""
         for detail in self.node_details:
-            if detail.record.node_id == node_id:
+            if detail.node_id == node_id:  # known without building the models
                 return detail
         return None
 
