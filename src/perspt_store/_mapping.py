@@ -1,4 +1,13 @@
-"""The one place where row models become SQL parameters and SQL rows become row models.
+"""The one place where row models become SQL and SQL rows become row models.
+
+Per model, one :class:`TableMap` owns: the columns and their insertion order (the model's
+fields), the SELECT (:meth:`TableMap.select`: filters, latest-per-key, order, LIMIT/OFFSET
+bound as parameters), the many-row decode (:meth:`TableMap.read`, :meth:`TableMap.read_dicts`:
+models built in bulk, validated by pydantic-core only when a SQL check says a row needs it),
+the rules for rows upstream wrote in both their Python form (:meth:`TableMap.decode` with
+``legacy``) and their SQL form (:meth:`TableMap.legacy_sql`, :func:`legacy_replacements`: the
+getters, the snapshot, frames and the lake use it; ``tests/test_mapping.py`` proves the two
+forms agree), and the INSERT, bulk INSERT and upsert statements generated from the fields.
 
 Columns are always mapped by name, from the model's fields (upstream once read a column by the
 wrong position). Encoding:
