@@ -2,7 +2,7 @@
 
 Per model, one :class:`TableMap` owns: the columns and their insertion order (the model's
 fields), the SELECT (:meth:`TableMap.select`: filters, latest-per-key, order, LIMIT/OFFSET
-bound as parameters), the many-row decode (:meth:`TableMap.read`, :meth:`TableMap.read_dicts`:
+bound as parameters), the many-row decode (:meth:`TableMap.read`, :meth:`TableMap.read_columns`:
 models built in bulk, validated by pydantic-core only when a SQL check says a row needs it),
 the rules for rows upstream wrote in both their Python form (:meth:`TableMap.decode` with
 ``legacy``) and their SQL form (:meth:`TableMap.legacy_sql`, :func:`legacy_replacements`: the
@@ -347,19 +347,23 @@ class TableMap(Generic[R]):
                 if data[name] is None:
                     data[name] = ""
 
-    def read_dicts(self, dicts: list[dict[str, Any]]) -> list[R]:
-        """Models from dicts of every selected column (e.g. an Arrow slice's ``to_pylist``)
-        whose rows passed :attr:`check_sql`: assembled without validating again."""
+    def read_columns(self, columns: dict[str, list[Any]]) -> list[R]:
+        """Models from the values of every selected column, one list per column (e.g. from
+        Arrow), of rows that passed :attr:`check_sql`: assembled without validating again."""
         with gc_paused():
-            return self._read_dicts(dicts)
-
-    def _read_dicts(self, dicts: list[dict[str, Any]]) -> list[R]:
-        db_columns = self.db_columns
-        privates = [{"_db": {c: d.pop(c) for c in db_columns}} for d in dicts]
-        for data in dicts:
-            data.pop(CHECK_COLUMN, None)
-        self._fix_columns(dicts)
-        return self.construct(dicts, privates)
+            fields = [columns[name] for name in self.columns]
+            names = self.columns
+            dicts = [dict(zip(names, row, strict=True)) for row in zip(*fields, strict=True)]
+            db_names = self.db_columns
+            db_values = [columns[name] for name in db_names]
+            privates = (
+                [{"_db": dict(zip(db_names, row, strict=True))}
+                 for row in zip(*db_values, strict=True)]
+                if db_names
+                else [{"_db": {}} for _ in dicts]
+            )
+            self._fix_columns(dicts)
+            return self.construct(dicts, privates)
 
     def construct(self, dicts: list[dict[str, Any]], privates: list[dict[str, Any]]) -> list[R]:
         """Instances from valid field dicts, as pydantic's ``model_construct`` makes them,
