@@ -186,10 +186,10 @@ def backfill(conn: Any, legacy_mark: int | None) -> None:
     an ``upstream`` override, which ``verify_session`` reports as a note.
     """
     mapping = table_map(NodeStateRecord)
-    rows = conn.execute(
-        f"SELECT {mapping.select_list}, id FROM node_states n WHERE NOT EXISTS "
-        "(SELECT 1 FROM merkle_log l WHERE l.node_state_id = n.id) ORDER BY id"
-    ).fetchall()
+    rows = conn.execute(mapping.select(
+        "NOT EXISTS (SELECT 1 FROM merkle_log l WHERE l.node_state_id = node_states.id)",
+        order_by="id", extra=("id",),
+    )[0]).fetchall()
     logs: dict[str, SessionLog] = {}
     commits: list[NodeCommit] = []
     ids: list[int] = []
