@@ -456,6 +456,11 @@ def test_lazy_details_repr_pickle_copy_and_hash_as_plain_details(tmp_path: Path)
     with pytest.raises(TypeError):
         hash(detail)  # lists inside: unhashable, as the frozen dataclass was
     assert detail.seal_hash == SEAL
+    import dataclasses
+
+    changed = dataclasses.replace(detail, energy_history=[])
+    assert type(changed) is ps.NodeSnapshotDetail and changed.energy_history == []
+    assert changed.record == expected.node_details[1].record
 
 
 def test_two_threads_touching_one_lazy_detail_see_the_same_models(tmp_path: Path) -> None:

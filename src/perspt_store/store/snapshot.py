@@ -211,6 +211,11 @@ class _NodeRows:
 class _LazyNodeDetail(NodeSnapshotDetail):
     """A :class:`NodeSnapshotDetail` whose models are built on first access (thread-safe)."""
 
+    def __new__(cls, *args: Any, **fields: Any) -> Any:
+        if fields:  # dataclasses.replace(): a plain detail with the changed fields
+            return NodeSnapshotDetail(**fields)
+        return object.__new__(cls)
+
     def __init__(self, node_id: str, index: int, rows: _NodeRows) -> None:
         # The dataclass fields are not set: __getattr__ builds them all on first access.
         object.__setattr__(self, "_lazy", (node_id, index, rows))
