@@ -494,3 +494,16 @@ def test_a_row_its_model_rejects_still_fails_the_load(tmp_path: Path) -> None:
         store.sql("UPDATE energy_history SET v_total = 'NaN'::DOUBLE WHERE node_id = 'node-1'")
         with pytest.raises(ps.StoreError, match="energy_history"):
             store.load_session_snapshot("lazy")
+
+
+def test_without_pyarrow_the_snapshot_is_built_eagerly_and_equal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from perspt_store.store import snapshot as module
+
+    store, lazy = _lazy_store(tmp_path)
+    with store:
+        monkeypatch.setattr(module, "_HAS_ARROW", False)
+        eager = store.load_session_snapshot("lazy")
+    assert all(type(d) is ps.NodeSnapshotDetail for d in eager.node_details)
+    assert eager == lazy
