@@ -11,11 +11,17 @@ path with Merkle commits).
   nodes it is timed on a sample of nodes and scaled (said so in the output);
 * floor: the same 12 SQL statements with ``fetchall()`` only (DuckDB's work plus building
   Python tuples), i.e. what is left if decoding into models were free;
+* Arrow floor (the target's yardstick): the same 12 statements fetched as Arrow tables;
+* ours, every node touched: the load plus reading every field of every node detail (the
+  details are built lazily, on first access);
 * peak memory of one load (tracemalloc: Python allocations; DuckDB's own buffers are not
-  included);
-* ``session_summary`` and ``node_review_summary`` at each size.
+  included; Arrow's buffers, held by a loaded snapshot until its nodes are touched, are
+  reported beside it);
+* ``session_summary`` and ``node_review_summary`` at each size;
+* ``get_session_energy_history`` of 100,000 rows beside its Arrow floor (``--energy``).
 
-Run alone: ``python benchmarks/bench_snapshot.py [--quick] [--nodes 100,1000,10000]``.
+Run alone: ``python benchmarks/bench_snapshot.py [--quick] [--nodes 100,1000,10000]
+[--energy 100000]``.
 """
 
 from __future__ import annotations
@@ -100,6 +106,45 @@ def floor_queries(store: ps.SessionStore, session_id: str) -> None:
                    "WHERE s.session_id = ?", [session_id]).fetchall()
 
 
+def arrow_floor(store: ps.SessionStore, session_id: str) -> None:
+    """The 12 statements of load_session_snapshot, fetched as Arrow tables."""
+    cursor = store._cursor()
+    for model in SESSION_TABLES:
+        m = table_map(model)
+        cursor.sql(f"SELECT {m.select_list} FROM {m.table} WHERE session_id = ? ORDER BY id",
+                   params=[session_id]).to_arrow_table()
+    for model in LATEST_TABLES:
+        m = table_map(model)
+        cursor.sql(
+            f"SELECT {m.select_list} FROM {m.table} WHERE session_id = ? QUALIFY "
+            "row_number() OVER (PARTITION BY node_id ORDER BY id DESC) = 1 ORDER BY id",
+            params=[session_id]).to_arrow_table()
+    cursor.sql("SELECT * FROM sessions s LEFT JOIN budget_envelopes b USING (session_id) "
+               "WHERE s.session_id = ?", params=[session_id]).to_arrow_table()
+
+
+def touch_all(snapshot: ps.SessionSnapshot) -> int:
+    """Read every field of every node detail (builds lazily built models)."""
+    n = 0
+    for detail in snapshot.node_details:
+        n += len(detail.energy_history) + len(detail.sheaf_validations)
+        n += len(detail.interface_seals)
+        n += (detail.record is not None) + (detail.verification is not None)
+        n += (detail.artifact_bundle is not None) + (detail.context_provenance is not None)
+    return n
+
+
+def arrow_held(snapshot: ps.SessionSnapshot) -> int:
+    """Bytes of the Arrow columns a loaded snapshot holds for its untouched node details
+    (DuckDB owns those buffers: tracemalloc does not see them). 0 for eager details."""
+    lazy = snapshot.node_details[0].__dict__.get("_lazy") if snapshot.node_details else None
+    if lazy is None:
+        return 0
+    rows = lazy[2]
+    tables = [rows.states._arrow] + [columns._arrow for columns, _ in rows.grouped.values()]
+    return sum(t.nbytes for t in tables if t is not None)
+
+
 def peak_memory(run: Any) -> int:
     gc.collect()
     tracemalloc.start()
@@ -127,6 +172,9 @@ def bench_size(root: Path, nodes: int, repeat: int, upstream_repeat: int,
         store.load_session_snapshot(SESSION)  # warm up (and check it loads)
         ours = time_calls(lambda: store.load_session_snapshot(SESSION), repeat)
         floor = time_calls(lambda: floor_queries(store, SESSION), repeat)
+        floor_arrow = time_calls(lambda: arrow_floor(store, SESSION), repeat)
+        touched = time_calls(lambda: touch_all(store.load_session_snapshot(SESSION)), repeat)
+        held_arrow = arrow_held(store.load_session_snapshot(SESSION))
         snapshot = store.load_session_snapshot(SESSION)
         sample = upstream_sample if upstream_sample and upstream_sample < nodes else None
         up_times = []
@@ -150,6 +198,9 @@ def bench_size(root: Path, nodes: int, repeat: int, upstream_repeat: int,
         "build_rows_per_s": len(rows) / build,
         "ours_s": ours.median,
         "floor_s": floor.median,
+        "arrow_floor_s": floor_arrow.median,
+        "touched_s": touched.median,
+        "arrow_held_bytes": held_arrow,
         "upstream_s": upstream,
         "upstream_sampled_nodes": sample,
         "ratio": upstream / ours.median,
@@ -182,15 +233,19 @@ def report(results: list[dict[str, Any]]) -> None:
             upstream += f" (scaled from {r['upstream_sampled_nodes']} nodes)"
         rows.append([
             f"{r['nodes']:,}", f"{r['rows_loaded']:,}", fmt_seconds(r["ours_s"]),
+            fmt_seconds(r["arrow_floor_s"]), f"{r['ours_s'] / r['arrow_floor_s']:.1f}x",
+            fmt_seconds(r["touched_s"]), f"{r['touched_s'] / r['arrow_floor_s']:.1f}x",
             fmt_seconds(r["floor_s"]), upstream, f"{r['ratio']:,.0f}x",
-            f"{r['peak_bytes'] / 2**20:.1f} MiB", fmt_seconds(r["session_summary_s"]),
+            f"{r['peak_bytes'] / 2**20:.1f} MiB",
+            f"{r['arrow_held_bytes'] / 2**20:.1f} MiB", fmt_seconds(r["session_summary_s"]),
             fmt_seconds(r["node_review_summary_s"]),
             f"{r['build_rows_per_s']:,.0f} rows/s",
         ])
     print_table(
         "load_session_snapshot (file store, medians; 1,000 nodes: target <= 150 ms, >= 20x)",
-        ["nodes", "rows loaded", "ours", "SQL floor", "upstream pattern", "ratio",
-         "peak mem", "session_summary", "node_review", "record_many build"],
+        ["nodes", "rows loaded", "ours", "Arrow floor", "ours/floor", "ours, all touched",
+         "touched/floor", "tuple floor", "upstream pattern", "ratio", "peak mem (Python)",
+         "Arrow held", "session_summary", "node_review", "record_many build"],
         rows,
     )
     for prev, cur in itertools.pairwise(results):
@@ -202,14 +257,46 @@ def report(results: list[dict[str, Any]]) -> None:
               f"x{cur['session_summary_s'] / prev['session_summary_s']:.1f}")
 
 
+def bench_energy(root: Path, rows: int, repeat: int) -> dict[str, Any]:
+    """``get_session_energy_history`` of ``rows`` rows beside its Arrow and tuple floors."""
+    from _common import energy_row, session_record
+
+    path = fresh_path(root, f"energy_{rows}.db")
+    with ps.SessionStore.open(path, publish_interval=None) as store:
+        store.create_session(session_record())
+        store.record_many([energy_row(i) for i in range(rows)])
+    with ps.SessionStore.open(path, publish_interval=None) as store:
+        m = table_map(ps.EnergyRecord)
+        sql = f"SELECT {m.select_list} FROM {m.table} WHERE session_id = ? ORDER BY id"
+        cursor = store._cursor()
+        got = store.get_session_energy_history(SESSION)
+        assert len(got) == rows
+        ours = time_calls(lambda: store.get_session_energy_history(SESSION), repeat)
+        arrow = time_calls(lambda: cursor.sql(sql, params=[SESSION]).to_arrow_table(), repeat)
+        tuples = time_calls(lambda: cursor.execute(sql, [SESSION]).fetchall(), repeat)
+    print_table(
+        f"get_session_energy_history, {rows:,} rows (file store, medians)",
+        ["ours", "Arrow floor", "ours/floor", "tuple floor"],
+        [[fmt_seconds(ours.median), fmt_seconds(arrow.median),
+          f"{ours.median / arrow.median:.1f}x", fmt_seconds(tuples.median)]],
+    )
+    return {"rows": rows, "ours_s": ours.median, "arrow_floor_s": arrow.median,
+            "tuple_floor_s": tuples.median}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100 and 1,000 nodes only")
     parser.add_argument("--nodes", help="comma-separated sizes, e.g. 100,1000")
+    parser.add_argument("--energy", type=int, default=0,
+                        help="also time get_session_energy_history of this many rows")
     args = parser.parse_args()
     sizes = [int(n) for n in args.nodes.split(",")] if args.nodes else None
     with tempfile.TemporaryDirectory() as tmp:
-        run(args.quick, Path(tmp), sizes)
+        if sizes != [0]:
+            run(args.quick, Path(tmp), sizes)
+        if args.energy:
+            bench_energy(Path(tmp), args.energy, 3 if args.quick else 7)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ from _common import (
 
 import perspt_store as ps
 from perspt_store._mapping import table_map
-from perspt_store.store.bulk import encode_columns
 
 ENERGY_INSERT = (
     "INSERT INTO energy_history (node_id, session_id, v_syn, v_str, v_log, v_boot, v_sheaf, "
@@ -63,7 +62,7 @@ def bench_bulk(root: Path, rows: int, loop_calls: int, repeat: int) -> dict[str,
     """record_many of ``rows`` energy rows vs the per-call loop and DuckDB's floor."""
     data = [energy_row(i) for i in range(rows)]
     mapping = table_map(ps.EnergyRecord)
-    columns = encode_columns(mapping, data)
+    columns = mapping.encode_columns(data)
     stores: list[ps.SessionStore] = []
 
     def new_store() -> None:

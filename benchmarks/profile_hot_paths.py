@@ -19,7 +19,6 @@ from _common import SESSION, energy_row, fresh_path, session_record, session_row
 
 import perspt_store as ps
 from perspt_store._mapping import table_map
-from perspt_store.store.snapshot import _decode_many, _decoder
 
 
 def profile(label: str, run: Callable[[], object], repeat: int = 5) -> None:
@@ -55,18 +54,17 @@ def snapshot_breakdown(store: ps.SessionStore) -> None:
     try:
         for model, latest in tables:
             m = table_map(model)
-            check = _decoder(model).check_sql
-            sql = f"SELECT {m.select_list}, ({check}) FROM {m.table} WHERE session_id = ?"
-            if latest:
-                sql += " QUALIFY row_number() OVER (PARTITION BY node_id ORDER BY id DESC) = 1"
-            sql += " ORDER BY id"
+            sql, params = m.select(
+                "session_id = ?", [SESSION], order_by="id",
+                latest_per="node_id" if latest else None, extra=[f"({m.check_sql})"],
+            )
             fetch, decode = [], []
             for _ in range(5):
                 start = time.perf_counter()
-                rows = cursor.execute(sql, [SESSION]).fetchall()
+                rows = cursor.execute(sql, params).fetchall()
                 fetch.append(time.perf_counter() - start)
                 start = time.perf_counter()
-                _decode_many(m, rows, None, trusted=True)
+                m.read(rows, checked=True)
                 decode.append(time.perf_counter() - start)
             f, d = min(fetch), min(decode)
             totals[0] += f

@@ -364,7 +364,6 @@ def test_rows_the_precheck_passes_are_rows_the_model_accepts(
     from pydantic import ValidationError
 
     from perspt_store._mapping import _unwrap_optional, table_map
-    from perspt_store.store.snapshot import _check_sql
 
     sid = f"s-{len(store.list_recent_sessions(1000))}"
     store.create_session(ps.SessionRecord(session_id=sid, task="t", working_dir="/w"))
@@ -398,7 +397,7 @@ def test_rows_the_precheck_passes_are_rows_the_model_accepts(
     if not constraints_ok:
         return
     (passed,) = store.sql(
-        f"SELECT ({_check_sql(model)}) FROM {table} WHERE session_id = ?", [sid]
+        f"SELECT ({mapping.check_sql}) FROM {table} WHERE session_id = ?", [sid]
     ).fetchall()[0]
     raw = store.sql(f"SELECT {mapping.select_list} FROM {table} WHERE session_id = ?",
                     [sid]).fetchall()[0]
@@ -414,3 +413,97 @@ def test_rows_the_precheck_passes_are_rows_the_model_accepts(
             store._load(model, where, [sid])  # type: ignore[attr-defined]
     else:
         assert store._load(model, where, [sid]) == [expected]  # type: ignore[attr-defined]
+
+
+# --- lazy node details ----------------------------------------------------------------------
+
+
+def _lazy_store(tmp_path: Path, nodes: int = 4) -> tuple[ps.SessionStore, ps.SessionSnapshot]:
+    store = ps.SessionStore.open(tmp_path / "lazy.db", publish_interval=None)
+    store.create_session(ps.SessionRecord(session_id="lazy", task="t", working_dir="/w"))
+    store.record_many(session_rows("lazy", nodes))
+    return store, store.load_session_snapshot("lazy")
+
+
+def test_lazy_details_equal_the_getters_and_survive_closing_the_store(tmp_path: Path) -> None:
+    store, snapshot = _lazy_store(tmp_path)
+    expected = per_node_snapshot(store, "lazy")
+    store.close()  # nothing of the details was built yet: their columns need no connection
+    assert snapshot == expected
+    assert [d.node_id for d in snapshot.node_details] == [
+        d.record.node_id for d in expected.node_details
+    ]
+    assert snapshot.node("node-2") == expected.node("node-2")
+
+
+def test_lazy_details_repr_pickle_copy_and_hash_as_plain_details(tmp_path: Path) -> None:
+    import copy
+    import pickle
+
+    store, snapshot = _lazy_store(tmp_path)
+    with store:
+        expected = per_node_snapshot(store, "lazy")
+    detail = snapshot.node_details[1]
+    assert repr(detail) == repr(expected.node_details[1])
+    assert repr(detail).startswith("NodeSnapshotDetail(record=")
+    (tmp_path / "again").mkdir()
+    other, fresh = _lazy_store(tmp_path / "again")
+    other.close()
+    restored = pickle.loads(pickle.dumps(fresh))  # not touched before pickling
+    assert restored == expected
+    assert type(restored.node_details[0]) is ps.NodeSnapshotDetail
+    assert copy.deepcopy(snapshot) == expected
+    with pytest.raises(TypeError):
+        hash(detail)  # lists inside: unhashable, as the frozen dataclass was
+    assert detail.seal_hash == SEAL
+    import dataclasses
+
+    changed = dataclasses.replace(detail, energy_history=[])
+    assert type(changed) is ps.NodeSnapshotDetail and changed.energy_history == []
+    assert changed.record == expected.node_details[1].record
+
+
+def test_two_threads_touching_one_lazy_detail_see_the_same_models(tmp_path: Path) -> None:
+    import threading
+
+    store, snapshot = _lazy_store(tmp_path, nodes=30)
+    with store:
+        expected = per_node_snapshot(store, "lazy")
+    barrier = threading.Barrier(2)
+    seen: list[list[Any]] = [[], []]
+
+    def touch(slot: int) -> None:
+        barrier.wait()
+        for detail in snapshot.node_details:
+            seen[slot].append((detail.energy_history, detail.record))
+
+    threads = [threading.Thread(target=touch, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Built once: both threads got the very same objects, and the right ones.
+    for (e1, r1), (e2, r2) in zip(seen[0], seen[1], strict=True):
+        assert e1 is e2 and r1 is r2
+    assert snapshot == expected
+
+
+def test_a_row_its_model_rejects_still_fails_the_load(tmp_path: Path) -> None:
+    store, _ = _lazy_store(tmp_path)
+    with store:
+        store.sql("UPDATE energy_history SET v_total = 'NaN'::DOUBLE WHERE node_id = 'node-1'")
+        with pytest.raises(ps.StoreError, match="energy_history"):
+            store.load_session_snapshot("lazy")
+
+
+def test_without_pyarrow_the_snapshot_is_built_eagerly_and_equal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from perspt_store.store import snapshot as module
+
+    store, lazy = _lazy_store(tmp_path)
+    with store:
+        monkeypatch.setattr(module, "_HAS_ARROW", False)
+        eager = store.load_session_snapshot("lazy")
+    assert all(type(d) is ps.NodeSnapshotDetail for d in eager.node_details)
+    assert eager == lazy

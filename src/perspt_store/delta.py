@@ -274,7 +274,7 @@ class _Snapshot:
 
 def _digests_sql(store: SessionStore, columns: dict[str, list[str]]) -> str:
     """Per table and session: a digest of the exported rows in order (lake.py's digest)."""
-    from .frames import legacy_replacements
+    from ._mapping import legacy_replacements
 
     parts = []
     for table in LAKE_TABLES:

@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 
-from ._mapping import table_map
+from ._mapping import legacy_replacements
 from .commitlog import REMOVED_STATE
-from .rows import ROW_MODELS, ReviewOutcomeRow
-from .schema import SEQUENCED_TABLES, TABLES, order_key
+from .rows import ROW_MODELS
+from .schema import TABLES
 from .store.internals import internals
 
 if TYPE_CHECKING:
@@ -64,9 +63,6 @@ _NODE_TABLES = frozenset(
     {table for table, model in ROW_MODELS.items() if "node_id" in model.model_fields}
     | {"merkle_log"}
 )
-
-# Upstream's hex-text hash: what _mapping._HEX_TEXT matches, in RE2 syntax.
-_HEX_TEXT = "(?:[0-9a-f]{2})+"
 
 
 def _require(library: str) -> None:
@@ -101,53 +97,6 @@ def convert(relation: duckdb.DuckDBPyRelation, to: Target = "relation") -> Any:
         return relation.pl()
     to_table = getattr(relation, "to_arrow_table", None)  # duckdb >= 1.4; .arrow() before
     return to_table() if to_table is not None else relation.arrow()
-
-
-def legacy_replacements(
-    table: str, marks: Mapping[str, int], schema_version: int | None = None
-) -> list[str]:
-    """``expr AS column`` items that decode the rows upstream wrote (at or below the table's
-    legacy high-water mark) as the row models do; empty when the table has none.
-    ``schema_version`` is the file's (default: current), which names the mark's column."""
-    if table == "merkle_root_overrides" and marks.get("sessions") is not None:
-        # The raw sessions.merkle_root of upstream's rows, recorded at migration: decoded
-        # as that column is, so an override still matches the root it stands for.
-        return [
-            "CASE WHEN source <> 'upstream' THEN merkle_root "
-            "WHEN merkle_root IS NULL OR octet_length(merkle_root) = 0 THEN NULL "
-            f"WHEN regexp_full_match(merkle_root::VARCHAR, '{_HEX_TEXT}') "
-            "THEN unhex(merkle_root::VARCHAR) ELSE merkle_root END AS merkle_root"
-        ]
-    mark = marks.get(table)
-    key = (
-        order_key(table, schema_version)
-        if table == "sessions" or table in SEQUENCED_TABLES
-        else None
-    )
-    model = ROW_MODELS.get(table)
-    if mark is None or key is None or model is None:
-        return []
-    mapping = table_map(model)
-    legacy = f"{key} <= {int(mark)}"
-    items = []
-    for name in sorted(mapping.blobs):
-        empty = "NULL" if name in mapping.optional else "''::BLOB"
-        items.append(
-            f"CASE WHEN {legacy} THEN (CASE WHEN {name} IS NULL OR octet_length({name}) = 0 "
-            f"THEN {empty} WHEN regexp_full_match({name}::VARCHAR, '{_HEX_TEXT}') "
-            f"THEN unhex({name}::VARCHAR) ELSE {name} END) ELSE {name} END AS {name}"
-        )
-    for name in sorted(model.__legacy_empty_as_none__):
-        items.append(f"CASE WHEN {legacy} AND {name} = '' THEN NULL ELSE {name} END AS {name}")
-    if model is ReviewOutcomeRow:
-        items.append(
-            f"CASE WHEN {legacy} AND energy_at_review = 0.0 THEN NULL "
-            "ELSE energy_at_review END AS energy_at_review"
-        )
-        items.append(
-            f"CASE WHEN {legacy} AND degraded = false THEN NULL ELSE degraded END AS degraded"
-        )
-    return items
 
 
 def check_table(table: str) -> str:

@@ -66,6 +66,7 @@ from urllib.parse import quote
 import duckdb
 
 from ._displayable import Displayable
+from ._mapping import legacy_replacements
 from .errors import (
     DuplicateRecordError,
     ReadOnlyStoreError,
@@ -74,7 +75,6 @@ from .errors import (
     StoreClosedError,
     StoreError,
 )
-from .frames import legacy_replacements
 from .merkle import MerkleTree, verify_consistency
 from .schema import SCHEMA_VERSION, SEQUENCED_TABLES, TABLES, order_key
 from .store import SessionStore

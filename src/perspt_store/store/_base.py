@@ -18,12 +18,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Self, TypeVar, cast, overload
 
 import duckdb
 
 from .. import _engine, _publish
-from .._mapping import table_map
+from .._mapping import CHECK_COLUMN, TableMap, legacy_key, table_map
 from ..errors import (
     DuplicateRecordError,
     ReadOnlyStoreError,
@@ -37,7 +37,6 @@ from ..rows import Row
 from ..schema import (
     META_TABLE,
     SCHEMA_VERSION,
-    SEQUENCED_TABLES,
     TABLES,
     init_schema,
     order_key,
@@ -179,11 +178,13 @@ def translate_error(
         )
     if table is not None:  # the store's own SQL: a missing object means an unmigrated file
         no_table = re.search(r"Table with name (\S+) does not exist", message)
-        no_column = re.search(r'Referenced column "([^"]+)" not found', message)
+        no_column = re.search(
+            r'Referenced column "([^"]+)" not found|does not have a column named "([^"]+)"', message
+        )
         what = (
             f"the database has no table {no_table.group(1)!r}"
             if no_table
-            else f"table {table!r} has no column {no_column.group(1)!r}"
+            else f"table {table!r} has no column {no_column.group(1) or no_column.group(2)!r}"
             if no_column
             else None
         )
@@ -865,6 +866,7 @@ class StoreBase:
 
     # --- generic helpers used by the families -------------------------------------------
 
+    @overload
     def _execute(
         self,
         sql: str,
@@ -873,19 +875,52 @@ class StoreBase:
         table: str | None,
         operation: str,
         session_id: str | None = None,
-    ) -> list[tuple[Any, ...]]:
-        """Run one statement on this thread's cursor and fetch its rows, translating errors."""
+        arrow: Literal[False] = False,
+    ) -> list[tuple[Any, ...]]: ...
+
+    @overload
+    def _execute(
+        self,
+        sql: str,
+        params: Sequence[Any] | None = None,
+        *,
+        table: str | None,
+        operation: str,
+        session_id: str | None = None,
+        arrow: Literal[True],
+    ) -> Any: ...
+
+    def _execute(
+        self,
+        sql: str,
+        params: Sequence[Any] | None = None,
+        *,
+        table: str | None,
+        operation: str,
+        session_id: str | None = None,
+        arrow: bool = False,
+    ) -> Any:
+        """Run one statement on this thread's cursor and fetch its rows, translating errors:
+        the one path every statement takes.
+
+        Returns:
+            The rows as tuples, or with ``arrow`` as a ``pyarrow.Table`` (which needs
+            pyarrow, and outlives the connection).
+        """
         if self._shared_instance and not self._reading_here():
             # A live view shares the writer's engine: only a read-only transaction keeps
             # it from writing.
             with self.consistent_read():
-                return self._execute(
-                    sql, params, table=table, operation=operation, session_id=session_id
+                return self._execute(  # type: ignore[call-overload]
+                    sql, params, table=table, operation=operation, session_id=session_id,
+                    arrow=arrow,
                 )
         if self._group is not None:
             self._group.drain_pending()  # read your writes: commit buffered rows first
         cursor = self._cursor()
         try:
+            if arrow:  # a relation: DuckDB copies a DB-API result once more for Arrow
+                return cursor.sql(sql, params=params).to_arrow_table()
             # Always fetch: DuckDB 2.0 refuses new work while a result is unfinished.
             return cursor.execute(sql, params).fetchall()
         except duckdb.Error as exc:
@@ -1005,53 +1040,37 @@ class StoreBase:
             offset: OFFSET.
         """
         mapping = table_map(model)
-        table = mapping.table
-        mark = self._legacy_marks.get(table)
-        key = self._legacy_key(table)
-        extra = f", {key}" if mark is not None and key is not None else ""
-        sql = f"SELECT {mapping.select_list}{extra} FROM {table}"
-        if where:
-            sql += f" WHERE {where}"
-        if latest_per:
-            sql += f" QUALIFY row_number() OVER (PARTITION BY {latest_per} ORDER BY id DESC) = 1"
-        if order_by:
-            sql += f" ORDER BY {order_by}"
-        values = list(params)
-        if limit is not None:  # bound, like every value: only identifiers are SQL text
-            sql += " LIMIT ? OFFSET ?"
-            values += [int(limit), int(offset)]
-        rows = self._execute(sql, values, table=table, operation="select")
-        return self._decode_rows(model, rows, mark if extra else None)
+        legacy = self._legacy(mapping.table)
+        check = self._check_column(mapping, legacy)
+        sql, values = mapping.select(
+            where, params, order_by=order_by, latest_per=latest_per, limit=limit,
+            offset=offset, legacy=legacy, extra=check,
+        )
+        rows = self._execute(sql, values, table=mapping.table, operation="select")
+        return mapping.read(rows, checked=bool(check))
+
+    def _check_column(
+        self, mapping: TableMap[Any], legacy: tuple[str, int] | None
+    ) -> tuple[str, ...]:
+        """The ``extra`` that selects the mapping's check (``TableMap.read(checked=True)``):
+        only on a file with this library's schema, whose column types the check relies on,
+        and without legacy decoding (the check reads the raw columns)."""
+        check = mapping.check_sql
+        if check is None or legacy is not None or self.schema_version != SCHEMA_VERSION:
+            return ()
+        return (f"({check}) AS {CHECK_COLUMN}",)
 
     def _order_column(self, table: str) -> str:
         """The column that orders ``table`` by insertion in this file (see ``order_key``)."""
         return order_key(table, self.schema_version)
 
-    def _legacy_key(self, table: str) -> str | None:
-        """The column a table's legacy high-water mark counts, if it has one."""
-        if table == "sessions" or table in SEQUENCED_TABLES:
-            return self._order_column(table)
-        return None
-
-    def _decode_rows(
-        self, model: type[R], rows: Sequence[Sequence[Any]], mark: int | None
-    ) -> list[R]:
-        mapping = table_map(model)
-        out: list[R] = []
-        try:
-            for values in rows:
-                if mark is None:
-                    out.append(mapping.decode(values))
-                else:
-                    legacy = values[-1] <= mark
-                    out.append(mapping.decode(values[:-1], legacy=legacy))
-        except ValueError as exc:  # pydantic.ValidationError is a ValueError
-            raise StoreError(
-                f"a row of {mapping.table} holds a value its model rejects: {exc}",
-                table=mapping.table,
-                operation="select",
-            ) from exc
-        return out
+    def _legacy(self, table: str) -> tuple[str, int] | None:
+        """``(key column, mark)`` if the table holds rows upstream wrote, else None."""
+        mark = self._legacy_marks.get(table)
+        if mark is None:
+            return None
+        key = legacy_key(table, self.schema_version)
+        return None if key is None else (key, mark)
 
     def _select_one(
         self, model: type[R], where: str, params: Sequence[Any], *, order_by: str = ""

@@ -15,7 +15,6 @@ Group commit's flushes (``durability="batched"``, ``store/_groupcommit.py``) wri
 from __future__ import annotations
 
 import importlib.util
-import json
 import operator
 import typing
 from collections.abc import Iterable, Sequence
@@ -32,7 +31,6 @@ from ..rows import (
 )
 from ..schema import SEQUENCED_TABLES
 from .commits import CommitLogMixin
-from .planning import UPSERT_BUDGET_SQL
 
 ARROW_MIN_ROWS = 1_000
 """Below this many rows of a table, ``unnest`` lists beat building an Arrow table."""
@@ -41,35 +39,15 @@ _HAS_ARROW = importlib.util.find_spec("pyarrow") is not None
 
 _SESSION_ID = operator.attrgetter("session_id")
 
-# json.dumps with non-default options builds a new encoder per call; one encoder is reused.
-# Same options as TableMap.encode_value (compact, non-ASCII kept), so the same text.
-_ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
 _MODELS: frozenset[type[Row]] = frozenset(ROW_MODELS.values())
 
 # Table order for the writes: sessions first (the other tables reference them), then the
 # schema's order. Within a table, rows keep the order they were given in.
 _WRITE_ORDER: dict[type[Row], int] = {model: i for i, model in enumerate(ROW_MODELS.values())}
 
-_UPSERT_BUDGETS_SQL = (
-    UPSERT_BUDGET_SQL.replace("VALUES (?, ?, ?, ?, ?, ?, ?)", "SELECT " + ", ".join(
-        "unnest(?)" for _ in range(7)
-    ))
+_UPSERT_BUDGETS_SQL = table_map(BudgetEnvelopeRow).upsert_sql(
+    "session_id", touch="updated_at", bulk=True
 )
-
-
-def encode_columns(mapping: TableMap[Any], rows: Sequence[Row]) -> list[list[Any]]:
-    """The rows' fields as one list per column (``TableMap.encode_columns``, faster)."""
-    values = [row.__dict__ for row in rows]
-    columns: list[list[Any]] = []
-    for name in mapping.columns:
-        if name in mapping.json_lists:
-            columns.append(
-                [None if (v := d[name]) is None else _ENCODE_JSON(v) for d in values]
-            )
-        else:
-            columns.append([d[name] for d in values])
-    return columns
 
 
 _ARROW_TYPES: dict[type[Row], list[Any]] = {}
@@ -189,7 +167,7 @@ class BulkMixin(CommitLogMixin):
     def _bulk_insert(self, rows: Sequence[Row]) -> None:
         """Append rows of one model in one statement, in order."""
         mapping = table_map(type(rows[0]))
-        columns = encode_columns(mapping, rows)
+        columns = mapping.encode_columns(rows)
         sessions = set(columns[mapping.columns.index("session_id")])  # every model has one
         session_id = sessions.pop() if len(sessions) == 1 else None
         if _HAS_ARROW and len(rows) >= ARROW_MIN_ROWS and mapping.table in SEQUENCED_TABLES:
@@ -268,7 +246,7 @@ class BulkMixin(CommitLogMixin):
         mapping = table_map(BudgetEnvelopeRow)
         self._write(
             _UPSERT_BUDGETS_SQL,
-            encode_columns(mapping, list(last.values())),
+            mapping.encode_columns(list(last.values())),
             table="budget_envelopes",
             operation="upsert",
             session_id=next(iter(last)) if len(last) == 1 else None,

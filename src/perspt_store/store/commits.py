@@ -140,10 +140,10 @@ def backfill(conn: Any, legacy_mark: int | None) -> None:
     an ``upstream`` override, which ``verify_session`` reports as a note.
     """
     mapping = table_map(NodeStateRecord)
-    rows = conn.execute(
-        f"SELECT {mapping.select_list}, id FROM node_states n WHERE NOT EXISTS "
-        "(SELECT 1 FROM merkle_log l WHERE l.node_state_id = n.id) ORDER BY id"
-    ).fetchall()
+    rows = conn.execute(mapping.select(
+        "NOT EXISTS (SELECT 1 FROM merkle_log l WHERE l.node_state_id = node_states.id)",
+        order_by="id", extra=("id",),
+    )[0]).fetchall()
     logs: dict[str, SessionLog] = {}
     commits: list[NodeCommit] = []
     ids: list[int] = []
@@ -448,17 +448,9 @@ class CommitLogMixin(StoreBase):
         if key is not None and len(key) != 32:
             raise ValueError(f"a checkpoint key must be 32 bytes, not {len(key)}")
         entries = self._log_entries(session_id)
-        mapping = table_map(NodeStateRecord)
-        mark = self._legacy_marks.get("node_states")
         rows = {
-            values[-1]: mapping.decode(values[:-1], legacy=mark is not None and values[-1] <= mark)
-            for values in self._execute(
-                f"SELECT {mapping.select_list}, id FROM node_states WHERE session_id = ? "
-                "ORDER BY id",
-                [session_id],
-                table="node_states",
-                operation="select",
-            )
+            row.id: row
+            for row in self._select(NodeStateRecord, "session_id = ?", [session_id], order_by="id")
         }
         problems: list[Problem] = []
         notes: list[str] = []
@@ -524,12 +516,12 @@ class CommitLogMixin(StoreBase):
                         detail="the entry's roots do not follow from the log",
                     )
                 )
-        for row_id, row in rows.items():
+        for stray in rows.values():
             problems.append(
                 Problem(
                     kind="inserted",
-                    node_id=row.node_id,
-                    detail=f"node state {row_id} was never committed",
+                    node_id=stray.node_id,
+                    detail=f"node state {stray.id} was never committed",
                 )
             )
         state_root = merkle.tree_root(

@@ -8,20 +8,8 @@ from ..rows import BudgetEnvelopeRow, FeatureCharterRow, PlanRevisionRow, Repair
 from ._base import StoreBase
 
 # Last write wins for all six values, including a limit set back to NULL; unlike upstream,
-# updated_at moves too. (Inside DO UPDATE SET, CURRENT_TIMESTAMP would be read as a column.)
-UPSERT_BUDGET_SQL = """
-INSERT INTO budget_envelopes (session_id, max_steps, steps_used, max_revisions, revisions_used,
-                              max_cost_usd, cost_used_usd)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (session_id) DO UPDATE SET
-    max_steps = excluded.max_steps,
-    steps_used = excluded.steps_used,
-    max_revisions = excluded.max_revisions,
-    revisions_used = excluded.revisions_used,
-    max_cost_usd = excluded.max_cost_usd,
-    cost_used_usd = excluded.cost_used_usd,
-    updated_at = now()
-"""
+# updated_at moves too.
+UPSERT_BUDGET_SQL = table_map(BudgetEnvelopeRow).upsert_sql("session_id", touch="updated_at")
 
 
 class PlanningMixin(StoreBase):

@@ -9,22 +9,18 @@ grouped by node in Python, and errors propagate.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import gc
-import types
-import typing
+import importlib.util
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
-import annotated_types
-from pydantic import BaseModel, BeforeValidator
-from pydantic_core import SchemaValidator, ValidationError, core_schema
-
 from .._displayable import Displayable
-from .._mapping import TableMap, _decode_json_list, _unwrap_optional, table_map
+from .._mapping import CHECK_COLUMN, TableMap, gc_paused, table_map
 from ..commitlog import REMOVED_STATE
-from ..errors import SessionNotFoundError, StoreError
+from ..errors import SessionNotFoundError
 from ..rows import (
     ArtifactBundleRow,
     BranchFlushRow,
@@ -62,6 +58,20 @@ COMPLETED_STATES = frozenset({"completed", "stable", "verified"})
 
 SEAL_HASH_SIZE = 32
 
+_HAS_ARROW = importlib.util.find_spec("pyarrow") is not None
+_HAS_NUMPY = importlib.util.find_spec("numpy") is not None
+
+# The per-node tables of a snapshot, by the NodeSnapshotDetail field they fill.
+_NODE_TABLES: dict[str, type[Row]] = {
+    "energy_history": EnergyRecord,
+    "verification": VerificationResultRow,
+    "artifact_bundle": ArtifactBundleRow,
+    "sheaf_validations": SheafValidationRow,
+    "interface_seals": InterfaceSealRow,
+    "context_provenance": ContextProvenanceRecord,
+}
+_LATEST_FIELDS = frozenset({"verification", "artifact_bundle", "context_provenance"})
+
 
 def state_kind(state: str) -> str:
     """Classify a node state, case-insensitively: ``completed`` (completed, stable,
@@ -77,9 +87,14 @@ def state_kind(state: str) -> str:
     return "other"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class NodeSnapshotDetail:
-    """One node of a :class:`SessionSnapshot`: its latest state and its evidence."""
+    """One node of a :class:`SessionSnapshot`: its latest state and its evidence.
+
+    A loaded snapshot builds these models lazily, on a node's first field access (from
+    columns already fetched: no query, the store may be closed); equality, ``repr``,
+    pickling and copying see the same models either way.
+    """
 
     record: NodeStateRecord
     """The node's latest snapshot (the last recorded)."""
@@ -96,6 +111,26 @@ class NodeSnapshotDetail:
     context_provenance: ContextProvenanceRecord | None
     """The node's latest context provenance."""
 
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in _DETAIL_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NodeSnapshotDetail):
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:  # as a frozen dataclass's (lists make it unhashable)
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{name}={value!r}" for name, value in zip(_DETAIL_FIELDS, self._values(), strict=True)
+        )
+        return f"NodeSnapshotDetail({fields})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (NodeSnapshotDetail, self._values())
+
     @property
     def node_id(self) -> str:
         """The node's id."""
@@ -110,6 +145,112 @@ class NodeSnapshotDetail:
             if len(seal) == SEAL_HASH_SIZE:
                 return seal
         return None
+
+
+_DETAIL_FIELDS = tuple(f.name for f in dataclasses.fields(NodeSnapshotDetail))
+
+
+class _Columns:
+    """One table's rows for a whole session, ordered by node then insertion, as fetched
+    (Arrow); all turned into models at once on the first access to any node (in bulk, as
+    the eager path would), then handed out a node at a time."""
+
+    def __init__(self, mapping: TableMap[Any], table: Any) -> None:
+        self.mapping = mapping
+        self._arrow: Any = table
+        self._models: list[Any] | None = None
+
+    def models(self, start: int, stop: int) -> list[Any]:
+        """The models of rows ``start:stop`` (call with the snapshot's lock held)."""
+        if self._models is None:
+            arrow = self._arrow
+            with gc_paused():
+                self._models = self.mapping.read_columns({
+                    name: _python_values(column)
+                    for name, column in zip(arrow.column_names, arrow.columns, strict=True)
+                })
+            self._arrow = None  # the models hold the rows now
+        return self._models[start:stop]
+
+
+def _python_values(column: Any) -> list[Any]:
+    """An Arrow column's values as Python objects, as DuckDB's ``fetchall`` gives them.
+    Naive timestamps go through NumPy (``datetime64[us]`` → ``datetime``): Arrow's own
+    conversion of them is about 100 times slower than of the other types (NaT reads as None)."""
+    import pyarrow as pa
+
+    kind = column.type
+    if (
+        _HAS_NUMPY
+        and pa.types.is_timestamp(kind)
+        and kind.tz is None
+        and kind.unit == "us"
+    ):
+        values: list[Any] = column.to_numpy(zero_copy_only=False).tolist()
+        return values
+    values = column.to_pylist()
+    return values
+
+
+class _NodeRows:
+    """The fetched rows of a snapshot's per-node tables, shared by its lazy details."""
+
+    def __init__(
+        self, states: _Columns, grouped: dict[str, tuple[_Columns, dict[str, tuple[int, int]]]]
+    ) -> None:
+        self.lock = threading.Lock()
+        self.states = states
+        self.grouped = grouped
+
+    def rows(self, field: str, node_id: str) -> list[Any]:
+        columns, ranges = self.grouped[field]
+        span = ranges.get(node_id)
+        return [] if span is None else columns.models(*span)
+
+
+class _LazyNodeDetail(NodeSnapshotDetail):
+    """A :class:`NodeSnapshotDetail` whose models are built on first access (thread-safe)."""
+
+    def __new__(cls, *args: Any, **fields: Any) -> Any:
+        if fields:  # dataclasses.replace(): a plain detail with the changed fields
+            return NodeSnapshotDetail(**fields)
+        return object.__new__(cls)
+
+    def __init__(self, node_id: str, index: int, rows: _NodeRows) -> None:
+        # The dataclass fields are not set: __getattr__ builds them all on first access.
+        object.__setattr__(self, "_lazy", (node_id, index, rows))
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in _DETAIL_FIELDS:
+            raise AttributeError(name)
+        node_id, index, rows = self.__dict__["_lazy"]
+        with rows.lock:
+            if "record" not in self.__dict__:  # another thread may have built them meanwhile
+                (record,) = rows.states.models(index, index + 1)
+                values = {
+                    "record": record,
+                    "energy_history": rows.rows("energy_history", node_id),
+                    "verification": _one(rows.rows("verification", node_id)),
+                    "artifact_bundle": _one(rows.rows("artifact_bundle", node_id)),
+                    "sheaf_validations": rows.rows("sheaf_validations", node_id),
+                    "interface_seals": rows.rows("interface_seals", node_id),
+                    "context_provenance": _one(rows.rows("context_provenance", node_id)),
+                }
+                for key, value in values.items():  # the record last: it marks "all built"
+                    if key != "record":
+                        object.__setattr__(self, key, value)
+                object.__setattr__(self, "record", record)
+        return self.__dict__[name]
+
+    @property
+    def node_id(self) -> str:
+        """The node's id (known without building the node's models)."""
+        node_id: str = self.__dict__["_lazy"][0]
+        return node_id
+
+
+def _one(rows: list[R]) -> R | None:
+    return rows[0] if rows else None
 
 
 @dataclass(frozen=True, repr=False)
@@ -137,7 +278,7 @@ class SessionSnapshot(Displayable):
     def node(self, node_id: str) -> NodeSnapshotDetail | None:
         """The detail of one node, or None."""
         for detail in self.node_details:
-            if detail.record.node_id == node_id:
+            if detail.node_id == node_id:  # known without building the models
                 return detail
         return None
 
@@ -238,249 +379,13 @@ SELECT
 """
 
 
-# --- decoding many rows at once -----------------------------------------------------------
-#
-# ``TableMap.decode`` validates one row at a time; with pydantic's per-instance private-attribute
-# hook and the ``_db`` update, that is ~85% of a snapshot load. Here a whole result is decoded at
-# once, and the instances are assembled as pydantic's ``model_construct`` does, minus its Python
-# overhead. Validation stays exactly the model's:
-#
-# * each query also selects a SQL predicate that is TRUE only for rows whose values pass the
-#   model's field checks (NOT NULL for required fields, finiteness of floats, ge/le ranges),
-#   derived from the fields' types and constraints; the columns' types (this library's schema)
-#   give the exact Python types strict validation requires. When every row passes, no further
-#   check is needed;
-# * otherwise (or when a model has a check the predicate does not cover), the rows go through
-#   one call into pydantic-core with the model's own field schemas, which raises for a bad row;
-# * rows written by upstream (legacy encodings) and stores with an unknown schema version take
-#   the one-row path, ``TableMap.decode``.
-
-
-@dataclass(frozen=True)
-class _Decoder:
-    """How to decode one model's rows in bulk."""
-
-    validator: SchemaValidator | None
-    """Validates a list of field dicts; None if the model is not the plain shape this path
-    reproduces exactly (then every row takes ``TableMap.decode``)."""
-    check_sql: str | None
-    """A SQL predicate over the row's columns: TRUE only if the row passes validation; None
-    if some field check is not expressible (then rows are always validated)."""
-    fields_set: set[str]
-    """Every field: the rows are built from all columns. Shared by the instances, which are
-    frozen (pydantic copies it before any change, e.g. in ``model_copy``)."""
-    fields_of: Callable[[Sequence[Any]], dict[str, Any]]
-    """A selected row → its field values by name (the first ``len(columns)`` values)."""
-    private_of: Callable[[Sequence[Any]], dict[str, Any]]
-    """A selected row → the instance's private attributes (``_db``: its db columns)."""
-
-
-_DECODERS: dict[type[Row], _Decoder] = {}
-
-
-def _decoder(model: type[Row]) -> _Decoder:
-    decoder = _DECODERS.get(model)
-    if decoder is None:
-        validator = _batch_validator(model)
-        check = _check_sql(model) if validator is not None else None
-        mapping = table_map(model)
-        decoder = _DECODERS[model] = _Decoder(
-            validator,
-            check,
-            set(model.model_fields),
-            _row_reader(mapping.columns, 0),
-            _row_reader(mapping.db_columns, len(mapping.columns), wrap="_db"),
-        )
-    return decoder
-
-
-def _row_reader(
-    names: Sequence[str], start: int, *, wrap: str | None = None
-) -> Callable[[Sequence[Any]], dict[str, Any]]:
-    """``lambda row: {names[0]: row[start], ...}`` (wrapped as ``{wrap: {...}}``), compiled:
-    a dict display is about twice as fast as ``dict(zip(names, row))`` and needs no slice.
-    The names are a model's field or column names, checked to be identifiers."""
-    if not all(name.isidentifier() for name in names):  # pragma: no cover - never for rows
-        raise ValueError(f"not identifiers: {names}")
-    items = ", ".join(f"{name!r}: row[{start + i}]" for i, name in enumerate(names))
-    body = f"{{{items}}}" if wrap is None else f"{{{wrap!r}: {{{items}}}}}"
-    reader: Callable[[Sequence[Any]], dict[str, Any]] = eval(f"lambda row: {body}")
-    return reader
-
-
-def _batch_validator(model: type[Row]) -> SchemaValidator | None:
-    schema: Any = model.__pydantic_core_schema__
-    if (
-        schema.get("type") != "model"
-        or schema.get("schema", {}).get("type") != "model-fields"
-        or schema.get("custom_init")
-        or schema.get("root_model")
-        or set(model.__private_attributes__) != {"_db"}
-        or any(  # pydantic installs init_private_attributes; anything else is custom
-            getattr(klass.__dict__["model_post_init"], "__name__", "")
-            != "init_private_attributes"
-            for klass in model.__mro__[: model.__mro__.index(Row) + 1]
-            if "model_post_init" in klass.__dict__
-        )
-    ):
-        return None
-    return SchemaValidator(core_schema.list_schema(schema["schema"]), schema.get("config"))
-
-
-_BOUNDS: dict[type[Any], tuple[str, str]] = {
-    annotated_types.Ge: (">=", "ge"),
-    annotated_types.Gt: (">", "gt"),
-    annotated_types.Le: ("<=", "le"),
-    annotated_types.Lt: ("<", "lt"),
-}
-
-
-def _check_sql(model: type[Row]) -> str | None:
-    """The SQL predicate of :attr:`_Decoder.check_sql`, or None."""
-    mapping = table_map(model)
-    allow_inf_nan = model.model_config.get("allow_inf_nan", True)
-    parts: list[str] = []
-    for name, field in model.model_fields.items():
-        if name in mapping.json_lists:  # _decode_json_list always yields a valid value
-            if any(not isinstance(m, BeforeValidator) for m in field.metadata):
-                return None
-            continue
-        if _constrained_union(field.annotation):  # e.g. Int32 | None: not in field.metadata
-            return None
-        inner, optional = _unwrap_optional(field.annotation)
-        if inner not in (str, bytes, bool, int, float):
-            return None
-        checks: list[str] = []
-        if inner is float and not allow_inf_nan:
-            checks.append(f"isfinite({name})")
-        for constraint in field.metadata:
-            known = _BOUNDS.get(type(constraint))
-            if known is None:
-                return None
-            op, attribute = known
-            bound = getattr(constraint, attribute)
-            literal = repr(float(bound)) if inner is float else str(int(bound))
-            checks.append(f"{name} {op} {literal}")
-        if optional or name in mapping.text_or_empty:  # NULL is None, or reads as ''
-            if checks:
-                parts.append(f"({name} IS NULL OR ({' AND '.join(checks)}))")
-        else:
-            parts.append(f"({' AND '.join([f'{name} IS NOT NULL', *checks])})")
-    return " AND ".join(parts) or "TRUE"
-
-
-def _constrained_union(annotation: Any) -> bool:
-    """True for ``Annotated[T, ...] | None``: its constraints sit inside the union."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return any(typing.get_origin(a) is typing.Annotated for a in typing.get_args(annotation))
-    return False
-
-
-def _decode_many(
-    mapping: TableMap[R], rows: list[tuple[Any, ...]], mark: int | None, *, trusted: bool
-) -> list[R]:
-    """Models from rows selected with ``mapping.select_list`` (ending with the db columns,
-    ``id`` among them), then the decoder's check if ``trusted``; the same result as
-    ``mapping.decode`` row by row.
-
-    Args:
-        trusted: The store's schema is this library's, and the rows end with the value of the
-            decoder's ``check_sql``.
-    """
-    model, n = mapping.model, len(mapping.columns)
-    db_columns = mapping.db_columns
-    n_db = len(db_columns)
-    decoder = _decoder(model)
-    id_at = n + db_columns.index("id")
-    if decoder.validator is None or (
-        mark is not None and any(row[id_at] <= mark for row in rows)
-    ):
-        return [
-            mapping.decode(row[: n + n_db], legacy=mark is not None and row[id_at] <= mark)
-            for row in rows
-        ]
-    fields_of, private_of = decoder.fields_of, decoder.private_of
-    dicts = [fields_of(row) for row in rows]
-    table = mapping.table
-    for name in mapping.json_lists:
-        optional = name in mapping.optional
-        for data in dicts:
-            raw = data[name]
-            data[name] = [] if raw == "[]" else _decode_json_list(raw, optional, table, name)
-    for name in mapping.text_or_empty:
-        for data in dicts:
-            if data[name] is None:
-                data[name] = ""
-    new = object.__new__
-    set_dict, set_fields, set_extra, set_private = _SLOT_SETTERS
-    out: list[R] = []
-    if trusted and decoder.check_sql is not None and all(row[-1] for row in rows):
-        fields_set = decoder.fields_set
-        for data, row in zip(dicts, rows, strict=True):
-            obj = new(model)
-            set_dict(obj, data)
-            set_fields(obj, fields_set)
-            set_extra(obj, None)
-            set_private(obj, private_of(row))
-            out.append(obj)
-        return out
-    try:
-        validated = decoder.validator.validate_python(dicts)
-    except ValidationError as exc:
-        raise StoreError(
-            f"a row of {table} holds a value its model rejects: {exc}",
-            table=table,
-            operation="select",
-        ) from exc
-    for (fields, _, fields_set), row in zip(validated, rows, strict=True):
-        obj = new(model)
-        set_dict(obj, fields)
-        set_fields(obj, fields_set)
-        set_extra(obj, None)
-        set_private(obj, private_of(row))
-        out.append(obj)
-    return out
-
-
-def _slot_setters() -> tuple[Callable[[Any, Any], None], ...]:
-    """Setters of the four attributes a pydantic model instance carries (its ``__dict__``
-    and three slots): the slot descriptors' own ``__set__`` when available (the fastest),
-    else ``object.__setattr__``."""
-    names = ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
-    setters: list[Callable[[Any, Any], None]] = []
-    for name in names:
-        descriptor = BaseModel.__dict__.get(name)
-        setter = getattr(descriptor, "__set__", None)
-        if setter is None:  # pragma: no cover - another pydantic layout
-            setter = functools.partial(_set_attribute, name=name)
-        setters.append(setter)
-    return tuple(setters)
-
-
-def _set_attribute(obj: Any, value: Any, *, name: str) -> None:  # pragma: no cover
-    object.__setattr__(obj, name, value)
-
-
-_SLOT_SETTERS = _slot_setters()
-
-
 def _gc_paused(func: Callable[P, T]) -> Callable[P, T]:
-    """Run ``func`` with the cyclic garbage collector paused.
-
-    A load allocates several acyclic objects per row (tuples, dicts, models, lists); the
-    collector would run passes over them, repeatedly and for nothing (about a third of a
-    large snapshot's time). Reference counting still frees everything as usual.
-    """
+    """Run ``func`` with the cyclic garbage collector paused (see ``_mapping.gc_paused``)."""
 
     @functools.wraps(func)
     def paused(*args: P.args, **kwargs: P.kwargs) -> T:
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():
             return func(*args, **kwargs)
-        finally:
-            if enabled:
-                gc.enable()
 
     return paused
 
@@ -515,21 +420,107 @@ class SnapshotMixin(StoreBase):
         newest_first: bool = False,
         limit: int | None = None,
     ) -> list[R]:
-        """Rows of one table in insertion order (as ``_select``), decoded in one batch."""
-        mapping = table_map(model)
-        check = _decoder(model).check_sql
-        trusted = check is not None and self.schema_version == SCHEMA_VERSION
-        select = f"{mapping.select_list}, ({check})" if trusted else mapping.select_list
-        sql = f"SELECT {select} FROM {mapping.table} WHERE {where}"
-        if latest_per:
-            sql += f" QUALIFY row_number() OVER (PARTITION BY {latest_per} ORDER BY id DESC) = 1"
-        sql += " ORDER BY id DESC" if newest_first else " ORDER BY id"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        rows = self._execute(sql, list(params), table=mapping.table, operation="select")
-        return _decode_many(
-            mapping, rows, self._legacy_marks.get(mapping.table), trusted=trusted
+        """Rows of one table in insertion order (newest first if asked), as ``_select``."""
+        return self._select(
+            model, where, params, latest_per=latest_per,
+            order_by="id DESC" if newest_first else "id", limit=limit,
         )
+
+    def _fetch_by_node(
+        self, model: type[Row], session_id: str, *, latest: bool, order: str = "node_id, id"
+    ) -> _Columns | None:
+        """The session's rows of one table as Arrow, for lazy details; None if a row fails
+        the model's check (then the eager path reports it)."""
+        import pyarrow.compute as pc
+
+        mapping = table_map(model)
+        sql, params = mapping.select(
+            "session_id = ?", [session_id], latest_per="node_id" if latest else None,
+            order_by=order, extra=(f"({mapping.check_sql}) AS {CHECK_COLUMN}",),
+        )
+        table = self._execute(
+            sql, params, table=mapping.table, operation="select", arrow=True
+        )
+        if table.num_rows and not pc.all(pc.fill_null(table[CHECK_COLUMN], False)).as_py():
+            return None
+        return _Columns(mapping, table.drop_columns([CHECK_COLUMN]))
+
+    def _lazy_details(self, session_id: str) -> list[NodeSnapshotDetail] | None:
+        """The node details, built lazily from columns fetched once per table; None when
+        this file or these rows need the eager path (no pyarrow, another schema version,
+        rows upstream wrote, a row its model rejects)."""
+        if not _HAS_ARROW or self.schema_version != SCHEMA_VERSION:
+            return None
+        if any(
+            self._legacy(m.__table__) is not None or table_map(m).check_sql is None
+            for m in _NODE_TABLES.values()
+        ):
+            return None
+        import pyarrow.compute as pc
+
+        states = self._fetch_by_node(NodeStateRecord, session_id, latest=True, order="id")
+        if states is None:
+            return None
+        grouped: dict[str, tuple[_Columns, dict[str, tuple[int, int]]]] = {}
+        for field, model in _NODE_TABLES.items():
+            columns = self._fetch_by_node(
+                model, session_id, latest=field in _LATEST_FIELDS
+            )
+            if columns is None:
+                return None
+            arrow = columns._arrow
+            ranges: dict[str, tuple[int, int]] = {}
+            if arrow.num_rows:
+                counts = pc.value_counts(arrow["node_id"])  # in order of appearance
+                start = 0
+                for node_id, count in zip(
+                    counts.field("values").to_pylist(), counts.field("counts").to_pylist(),
+                    strict=True,
+                ):
+                    ranges[node_id] = (start, start + count)
+                    start += count
+            grouped[field] = (columns, ranges)
+        arrow = states._arrow
+        rows = _NodeRows(states, grouped)
+        return [
+            _LazyNodeDetail(node_id, index, rows)
+            for index, (node_id, state) in enumerate(
+                zip(arrow["node_id"].to_pylist(), arrow["state"].to_pylist(), strict=True)
+            )
+            if state != REMOVED_STATE
+        ]
+
+    def _eager_details(self, session_id: str) -> list[NodeSnapshotDetail]:
+        where, params = "session_id = ?", [session_id]
+        nodes = [
+            row
+            for row in self._load(NodeStateRecord, where, params, latest_per="node_id")
+            if row.state != REMOVED_STATE
+        ]
+        energy = _by_node(self._load(EnergyRecord, where, params))
+        sheaf = _by_node(self._load(SheafValidationRow, where, params))
+        seals = _by_node(self._load(InterfaceSealRow, where, params))
+        verification = _latest_by_node(
+            self._load(VerificationResultRow, where, params, latest_per="node_id")
+        )
+        bundles = _latest_by_node(
+            self._load(ArtifactBundleRow, where, params, latest_per="node_id")
+        )
+        provenance = _latest_by_node(
+            self._load(ContextProvenanceRecord, where, params, latest_per="node_id")
+        )
+        return [
+            NodeSnapshotDetail(
+                record=record,
+                energy_history=energy.get(record.node_id) or [],
+                verification=verification.get(record.node_id),
+                artifact_bundle=bundles.get(record.node_id),
+                sheaf_validations=sheaf.get(record.node_id) or [],
+                interface_seals=seals.get(record.node_id) or [],
+                context_provenance=provenance.get(record.node_id),
+            )
+            for record in nodes
+        ]
 
     @_gc_paused
     @consistent
@@ -540,60 +531,28 @@ class SnapshotMixin(StoreBase):
         artifact bundle, sheaf validations, interface seals and latest context provenance;
         for the session: its task-graph edges, provisional branches, escalation reports,
         branch flushes and budget envelope. Each table is read once for the whole session
-        and grouped by node in Python; any query error propagates (upstream swallowed them).
+        and grouped by node; any query error propagates (upstream swallowed them). With
+        pyarrow installed, the per-node tables are fetched as columns and each node's models
+        are built on its first access (no query then: the store may be closed meanwhile).
 
         A session without node snapshots gives a snapshot with no ``node_details`` (upstream's
         ledger refuses to resume it; that decision is the caller's).
 
         Raises:
             SessionNotFoundError: No such session.
-            StoreError: A query failed.
+            StoreError: A query failed, or a row holds a value its model rejects.
         """
         exists, budget = self._session_and_budget(session_id)
         if not exists:
             raise SessionNotFoundError(session_id, table="sessions")
         where, params = "session_id = ?", [session_id]
-        nodes = [
-            row
-            for row in self._load(
-                NodeStateRecord, where, params, latest_per="node_id"
-            )
-            if row.state != REMOVED_STATE
-        ]
         edges = self._load(TaskGraphEdgeRow, where, params)
         branches = self._load(ProvisionalBranchRow, where, params)
         escalations = self._load(EscalationReportRecord, where, params)
         flushes = self._load(BranchFlushRow, where, params)
-        energy = _by_node(self._load(EnergyRecord, where, params))
-        sheaf = _by_node(self._load(SheafValidationRow, where, params))
-        seals = _by_node(self._load(InterfaceSealRow, where, params))
-        verification = _latest_by_node(
-            self._load(
-                VerificationResultRow, where, params, latest_per="node_id"
-            )
-        )
-        bundles = _latest_by_node(
-            self._load(ArtifactBundleRow, where, params, latest_per="node_id")
-        )
-        provenance = _latest_by_node(
-            self._load(
-                ContextProvenanceRecord, where, params, latest_per="node_id"
-            )
-        )
-        details = []
-        for record in nodes:
-            node_id = record.node_id
-            details.append(
-                NodeSnapshotDetail(
-                    record=record,
-                    energy_history=energy.get(node_id) or [],
-                    verification=verification.get(node_id),
-                    artifact_bundle=bundles.get(node_id),
-                    sheaf_validations=sheaf.get(node_id) or [],
-                    interface_seals=seals.get(node_id) or [],
-                    context_provenance=provenance.get(node_id),
-                )
-            )
+        details = self._lazy_details(session_id)
+        if details is None:
+            details = self._eager_details(session_id)
         return SessionSnapshot(
             session_id=session_id,
             node_details=details,
@@ -709,4 +668,4 @@ class SnapshotMixin(StoreBase):
         exists, *budget = rows[0]
         if budget[0] is None:  # no envelope (its session_id is the key, never NULL)
             return bool(exists), None
-        return bool(exists), self._decode_rows(BudgetEnvelopeRow, [budget], None)[0]
+        return bool(exists), table_map(BudgetEnvelopeRow).read([budget])[0]
