@@ -224,3 +224,47 @@ def test_a_deferred_model_round_trips_through_the_store(tmp_path: object) -> Non
 def test_validation_error_is_pydantics() -> None:
     with pytest.raises(pydantic.ValidationError):
         ps.EnergyRecord(node_id="n", session_id="s", v_total="1")  # type: ignore[arg-type]
+
+
+def test_argument_checks_resolve_for_every_public_method() -> None:
+    """The checks are built on each method's first call; building them all at once must
+    work (every annotation resolves), as it did when they were built at import."""
+    from perspt_store.store._arguments import build_checks
+
+    build_checks(ps.SessionStore)
+    for name in dir(ps.SessionStore):
+        assert not hasattr(getattr(ps.SessionStore, name), "__perspt_build__"), name
+
+
+def test_the_first_call_of_a_method_checks_its_arguments() -> None:
+    out = _run(
+        """
+        import threading
+        import perspt_store as ps
+        store = ps.SessionStore.in_memory()
+        shim = ps.SessionStore.__dict__["get_session"]
+        errors = []
+        barrier = threading.Barrier(8)
+
+        def call():
+            barrier.wait()
+            try:
+                store.get_session(123)
+            except TypeError as exc:
+                errors.append(str(exc))
+
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print(len(errors), len(set(errors)), ps.SessionStore.__dict__["get_session"] is not shim)
+        print(errors[0])
+        print(store.get_session("absent"))
+        """
+    )
+    assert out.splitlines() == [
+        "8 1 True",
+        "get_session() argument 'session_id' must be str, not int",
+        "None",
+    ]
