@@ -219,6 +219,23 @@ def test_a_deferred_model_round_trips_through_the_store(tmp_path: object) -> Non
         """
     )
     assert out.split() == ["t", "1.5"]
+    # A fresh process whose first use of the node models is the bulk snapshot reader
+    # (it builds one validator from a model's core schema).
+    out = _run(
+        f"""
+        import perspt_store as ps
+        path = {str(tmp_path)!r} + "/s.db"
+        with ps.SessionStore.open(path) as store:
+            store.record_node_state(
+                ps.NodeStateRecord(node_id="n", session_id="s", state="Done", children=["c"])
+            )
+        with ps.SessionStore.open_read_only(path) as store:
+            snap = store.load_session_snapshot("s")
+            detail = snap.node("n")
+            print(detail.record.children, [e.v_total for e in detail.energy_history])
+        """
+    )
+    assert out.strip() == "['c'] [1.5]"
 
 
 def test_validation_error_is_pydantics() -> None:

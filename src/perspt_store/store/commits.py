@@ -53,7 +53,7 @@ FROM merkle_log WHERE session_id = ? ORDER BY seq
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid", defer_build=True)
 
 
 class InclusionProof(_Frozen):
