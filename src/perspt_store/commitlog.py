@@ -72,7 +72,7 @@ CHECKPOINT_SCHEME = "perspt-store/merkle-log/v1 (RFC 9162, blake3)"
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid", defer_build=True)
 
 
 class InclusionProof(_Frozen):

@@ -13,9 +13,11 @@ floats must be finite (and fit upstream's REAL, i.e. float32, for the energy fie
 must be storable (see :func:`storable_text`), and nothing is coerced from a string.
 """
 
-from __future__ import annotations
-
+import ast
 import datetime as _dt
+import inspect
+import itertools
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_validator
@@ -106,8 +108,13 @@ class Row(Displayable, BaseModel):
         strict=True,
         extra="forbid",
         allow_inf_nan=False,
-        use_attribute_docstrings=True,
+        defer_build=True,
     )
+    """``defer_build``: a model's validator is built on its first use (pydantic holds a lock
+    while it builds), not at import, so ``import perspt_store`` stays quick. The fields'
+    descriptions are the attribute docstrings, read once for all models by
+    :func:`_attach_field_docstrings` (pydantic's ``use_attribute_docstrings`` re-reads the
+    source for every model)."""
 
     __table__: ClassVar[str]
     """The table this model maps to."""
@@ -142,7 +149,7 @@ class Row(Displayable, BaseModel):
         return self.model_dump()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Row:
+    def from_dict(cls, data: dict[str, Any]) -> "Row":
         """Build (and validate) a row from a dict as returned by :meth:`to_dict`."""
         return cls.model_validate(data)
 
@@ -763,32 +770,63 @@ class BudgetEnvelopeRow(Row, _HasUpdatedAt):
     """Cost so far in US dollars."""
 
 
-ROW_MODELS: dict[str, type[Row]] = {
-    model.__table__: model
-    for model in (
-        SessionRecord,
-        NodeStateRecord,
-        EnergyRecord,
-        LlmRequestRecord,
-        StructuralDigestRecord,
-        ContextProvenanceRecord,
-        EscalationReportRecord,
-        RewriteRecordRow,
-        SheafValidationRow,
-        ProvisionalBranchRow,
-        BranchLineageRow,
-        InterfaceSealRow,
-        BranchFlushRow,
-        TaskGraphEdgeRow,
-        ReviewOutcomeRow,
-        VerificationResultRow,
-        ArtifactBundleRow,
-        FeatureCharterRow,
-        PlanRevisionRow,
-        RepairFootprintRow,
-        BudgetEnvelopeRow,
-        SrbnStepRecord,
-        CorrectionAttemptRow,
-    )
-}
+def _attach_field_docstrings(models: tuple[type[Row], ...]) -> None:
+    """Set each field's ``description`` to its attribute docstring, as pydantic's
+    ``use_attribute_docstrings`` does, from one parse of this module's source.
+
+    Runs before any model is built, so the descriptions are in their schemas too. Without the
+    source (a bytecode-only install) the descriptions stay None, as pydantic leaves them.
+    """
+    try:
+        source = Path(__file__).read_text(encoding="utf-8")
+    except OSError:  # pragma: no cover - bytecode-only install
+        return
+    docs: dict[str, dict[str, str]] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef):
+            fields = docs[node.name] = {}
+            for before, after in itertools.pairwise(node.body):
+                if (
+                    isinstance(before, ast.AnnAssign)
+                    and isinstance(before.target, ast.Name)
+                    and isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)
+                ):
+                    fields[before.target.id] = inspect.cleandoc(after.value.value)
+    for model in models:
+        own = docs.get(model.__name__, {})
+        for name, info in model.__pydantic_fields__.items():
+            if info.description is None and name in own:
+                info.description = own[name]
+
+
+_MODELS: tuple[type[Row], ...] = (
+    SessionRecord,
+    NodeStateRecord,
+    EnergyRecord,
+    LlmRequestRecord,
+    StructuralDigestRecord,
+    ContextProvenanceRecord,
+    EscalationReportRecord,
+    RewriteRecordRow,
+    SheafValidationRow,
+    ProvisionalBranchRow,
+    BranchLineageRow,
+    InterfaceSealRow,
+    BranchFlushRow,
+    TaskGraphEdgeRow,
+    ReviewOutcomeRow,
+    VerificationResultRow,
+    ArtifactBundleRow,
+    FeatureCharterRow,
+    PlanRevisionRow,
+    RepairFootprintRow,
+    BudgetEnvelopeRow,
+    SrbnStepRecord,
+    CorrectionAttemptRow,
+)
+_attach_field_docstrings(_MODELS)
+
+ROW_MODELS: dict[str, type[Row]] = {model.__table__: model for model in _MODELS}
 """Table name → row model, in schema order."""

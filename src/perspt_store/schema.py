@@ -666,20 +666,6 @@ def _migrate_2_python_port(conn: Connection, *, legacy: bool) -> None:
 # A migration gets the connection and whether the file was first written by upstream.
 Migration = Callable[..., None]
 
-LogBackfill = Callable[[Connection, int | None], None]
-"""Gives every node-state row without a log entry one (the connection, and the highest id
-upstream wrote, if the file was upstream's)."""
-
-_log_backfill: list[LogBackfill] = []
-
-
-def set_log_backfill(backfill: LogBackfill) -> None:
-    """Install the commit log's backfill, which migration 3 runs. The DDL does not know how
-    a commit is hashed: the store's commit code (``store.commits``) installs it on import,
-    and importing :mod:`perspt_store` imports that."""
-    _log_backfill[:] = [backfill]
-
-
 def _migrate_3_commit_log(conn: Connection, *, legacy: bool) -> None:
     """The Merkle commit log, backfilled from existing node states in insertion order."""
     conn.execute(MERKLE_LOG_SQL)
@@ -688,9 +674,11 @@ def _migrate_3_commit_log(conn: Connection, *, legacy: bool) -> None:
     mark = conn.execute(
         f"SELECT value FROM {META_TABLE} WHERE key = 'legacy_max_id:node_states'"
     ).fetchone()
-    if not _log_backfill:  # pragma: no cover - perspt_store's import installs it
-        raise RuntimeError("no commit-log backfill installed (import perspt_store first)")
-    _log_backfill[0](conn, int(mark[0]) if mark else None)
+    # The commit code knows how a commit is hashed; imported here, when a file is migrated,
+    # so this module stays free of the store (and ``import perspt_store`` stays light).
+    from .store.commits import backfill
+
+    backfill(conn, int(mark[0]) if mark else None)
 
 
 ROW_ORDER_VERSION = 4

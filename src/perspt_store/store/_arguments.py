@@ -109,12 +109,44 @@ def check_arguments(method: Callable[..., Any]) -> Callable[..., Any]:
     return checked
 
 
+def _lazy_check(cls: type, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    """A stand-in for ``check_arguments(method)`` that builds it on the first call and puts
+    it on ``cls`` in its own place, so reading the annotations of ~100 methods is not paid
+    by ``import perspt_store``, and later calls go straight to the checked method.
+
+    Two threads making the first call at once both build it (the build is pure) and store
+    equal wrappers; a bound method taken before the first call keeps working through this
+    stand-in."""
+    checked: list[Callable[..., Any]] = []
+
+    def build() -> Callable[..., Any]:
+        if not checked:
+            checked.append(check_arguments(method))
+            setattr(cls, name, checked[0])
+        return checked[0]
+
+    @functools.wraps(method)
+    def first_call(*args: Any, **kwargs: Any) -> Any:
+        return (checked[0] if checked else build())(*args, **kwargs)
+
+    first_call.__perspt_build__ = build  # type: ignore[attr-defined]
+    return first_call
+
+
 def check_public_methods(cls: type) -> None:
     """Apply :func:`check_arguments` to every public plain method of ``cls`` (and its
-    bases), in place."""
+    bases), in place: each is wrapped on its first call (see :func:`_lazy_check`)."""
     for name in dir(cls):
         if name.startswith("_"):
             continue
         attribute = inspect.getattr_static(cls, name)
         if inspect.isfunction(attribute):
-            setattr(cls, name, check_arguments(attribute))
+            setattr(cls, name, _lazy_check(cls, name, attribute))
+
+
+def build_checks(cls: type) -> None:
+    """Build every pending check of ``cls`` now (tests: every annotation resolves)."""
+    for name in dir(cls):
+        build = getattr(inspect.getattr_static(cls, name), "__perspt_build__", None)
+        if build is not None:
+            build()

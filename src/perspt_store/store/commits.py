@@ -14,7 +14,7 @@ import datetime as _dt
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from .. import merkle, schema
+from .. import merkle
 from .._mapping import table_map
 from ..commitlog import (
     CHECKPOINT_SCHEME,
@@ -181,8 +181,6 @@ def backfill(conn: Any, legacy_mark: int | None) -> None:
             [[sid for sid, _ in overrides], [root for _, root in overrides]],
         )
 
-
-schema.set_log_backfill(backfill)
 
 
 class CommitLogMixin(StoreBase):
