@@ -23,6 +23,7 @@ from ..errors import SessionNotFoundError
 from ..rows import EnergyRecord, LlmRequestRecord, NodeStateRecord, Row, SessionRecord
 from ..schema import order_key
 from ..store import SessionStore
+from ..store.reviews import count_reviews
 from ..store.snapshot import state_kind
 
 __all__ = [
@@ -308,7 +309,7 @@ def session_page(store: SessionStore, session_id: str) -> dict[str, Any]:
             "passed": sum(bool(n["verified"]) for n in nodes),
             "degraded": sum(degraded for _, degraded in checks.values()),
         },
-        "reviews": review_counts(r.outcome for r in reviews),
+        "reviews": count_reviews(r.outcome for r in reviews),
         "escalations": len(store.get_escalation_reports(session_id)),
         "rewrites": len(store.get_rewrite_records(session_id)),
         "branches": {
@@ -618,7 +619,7 @@ def decisions_page(store: SessionStore, session_id: str) -> dict[str, Any]:
     return {
         "session_id": session_id,
         "counts": dict(counts),
-        "reviews": review_counts(r.outcome for r in store.get_all_review_outcomes(session_id)),
+        "reviews": count_reviews(r.outcome for r in store.get_all_review_outcomes(session_id)),
         "events": [event for _, _, event in events],
     }
 
@@ -704,16 +705,3 @@ def overview_state(store: SessionStore) -> dict[str, Any]:
     """What the overview's live stream compares: how many sessions, and the last change."""
     ((count, latest),) = store.sql("SELECT count(*), max(updated_at) FROM sessions").fetchall()
     return {"sessions": count, "updated_at": latest}
-
-
-def review_counts(outcomes: Iterable[str]) -> dict[str, int]:
-    """Reviews by the ledger's rules (as ``session_summary`` counts them): approved
-    (``approved*`` or ``auto_approved``), rejected (``rejected`` or ``aborted``), corrected
-    (``correction_requested``)."""
-    outcomes = list(outcomes)
-    return {
-        "total": len(outcomes),
-        "approved": sum(o.startswith("approved") or o == "auto_approved" for o in outcomes),
-        "rejected": sum(o in ("rejected", "aborted") for o in outcomes),
-        "corrected": sum(o == "correction_requested" for o in outcomes),
-    }
