@@ -635,3 +635,18 @@ def test_the_password_comes_from_a_file_or_the_environment(
     assert resolve_password(None, "PERSPT_STORE_PASSWORD") == "from-env"
     monkeypatch.delenv("PERSPT_STORE_PASSWORD")
     assert resolve_password(None, "PERSPT_STORE_PASSWORD") is None
+
+
+def test_web_imports_nothing_from_the_cli() -> None:
+    """The shaping helpers both use have one owner outside the CLI (``_shaping``)."""
+    import ast
+
+    import perspt_store.web as web
+
+    for source in Path(web.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                module = ("." * node.level) + (node.module or "")
+                assert not module.lstrip(".").startswith("cli"), f"{source.name}: {module}"
+            elif isinstance(node, ast.Import):
+                assert not any(".cli" in a.name for a in node.names), source.name

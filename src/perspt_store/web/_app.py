@@ -39,7 +39,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..cli._output import jsonable
+from .._shaping import jsonable
 from ..errors import SessionNotFoundError, StoreError, StoreLockedError
 from ..store import SessionStore
 from . import _pages, _svg

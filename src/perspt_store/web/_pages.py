@@ -16,9 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..cli._nodes import merge_timeline
-from ..cli._output import row_dict
-from ..cli._sessions import llm_totals
+from .._shaping import llm_totals, merge_timeline, row_dict
 from ..errors import SessionNotFoundError
 from ..rows import EnergyRecord, LlmRequestRecord, NodeStateRecord, Row, SessionRecord
 from ..schema import order_key
