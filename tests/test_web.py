@@ -650,3 +650,76 @@ def test_web_imports_nothing_from_the_cli() -> None:
                 assert not module.lstrip(".").startswith("cli"), f"{source.name}: {module}"
             elif isinstance(node, ast.Import):
                 assert not any(".cli" in a.name for a in node.names), source.name
+
+
+# --- the dashboard never stands in an agent's way ------------------------------------------
+
+AGENT = """
+import sys
+import perspt_store as ps
+try:
+    store = ps.SessionStore.open(sys.argv[1], publish_interval=0.2)  # once: no retry
+except ps.StoreLockedError as exc:
+    print("locked:", exc)
+    sys.exit(3)
+with store:
+    store.record_node_state(ps.NodeStateRecord(
+        node_id=sys.argv[2], session_id="agent", state="RUNNING", v_total=1.0,
+        attempt_count=1))
+print("ok")
+"""
+
+
+def test_an_agent_opens_the_file_read_write_while_the_dashboard_is_polled(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+    import threading
+
+    path = tmp_path / "agent.db"
+    with ps.SessionStore.open(path) as store:
+        store.create_session(
+            ps.SessionRecord(session_id="agent", task="t", working_dir="/w", status="RUNNING")
+        )
+    app = create_app(path, poll_interval=0.02, stream_lifetime=0.5)
+    stop = threading.Event()
+    statuses: list[int] = []
+    streams: list[str] = []
+
+    def poll(urls: tuple[str, ...]) -> None:
+        with TestClient(app) as c:
+            while not stop.is_set():
+                for url in urls:
+                    response = c.get(url)
+                    statuses.append(response.status_code)
+                    if url.startswith("/sse/"):
+                        streams.append(response.text)
+
+    pollers = [
+        threading.Thread(target=poll, args=(("/", "/sessions/agent", "/api/sessions/agent"),)),
+        threading.Thread(target=poll, args=(("/sse/agent",),)),
+        threading.Thread(target=poll, args=(("/sse",),)),
+    ]
+    for thread in pollers:
+        thread.start()
+    try:
+        results = [
+            subprocess.run(
+                [sys.executable, "-c", AGENT, str(path), f"n{i}"],
+                capture_output=True, text=True, timeout=120,
+            )
+            for i in range(6)
+        ]
+    finally:
+        stop.set()
+        for thread in pollers:
+            thread.join()
+    assert [(r.returncode, r.stdout.strip()) for r in results] == [(0, "ok")] * 6, [
+        r.stdout + r.stderr for r in results
+    ]
+    assert statuses and set(statuses) == {200}
+    assert any("event: hello" in text for text in streams)
+    with TestClient(app) as c:  # and the dashboard then shows what the agents wrote
+        nodes = {n["node_id"] for n in c.get("/api/sessions/agent").json()["nodes"]}
+    assert nodes == {f"n{i}" for i in range(6)}

@@ -209,11 +209,7 @@ class Dashboard:
         return digest.hexdigest()
 
     def freshness(self, store: SessionStore) -> dict[str, Any]:
-        return {
-            "snapshot": store.is_snapshot,
-            "snapshot_time": store.snapshot_time,
-            "staleness": store.staleness,
-        }
+        return self.reader.freshness(store)
 
     def page(
         self,
