@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
+from markupsafe import escape
 from starlette.testclient import TestClient
 
 import perspt_store as ps
@@ -723,3 +724,61 @@ def test_an_agent_opens_the_file_read_write_while_the_dashboard_is_polled(
     with TestClient(app) as c:  # and the dashboard then shows what the agents wrote
         nodes = {n["node_id"] for n in c.get("/api/sessions/agent").json()["nodes"]}
     assert nodes == {f"n{i}" for i in range(6)}
+
+
+# --- ids with URL-special characters --------------------------------------------------------
+
+ODD_IDS = ["team/run-1", "a//b/", "what?x=1&y", "hash#frag", "pct%2F%41%", "with space",
+           "ünïcødé/日本", "../etc", "./x", "+plus;semi"]
+
+
+@pytest.fixture(scope="module")
+def odd_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """Demo sessions whose ids (and one node id each) hold URL-special characters."""
+    path = tmp_path_factory.mktemp("odd") / "perspt.db"
+    with ps.SessionStore.open(path) as store:
+        for sid in ODD_IDS:
+            record_demo_session(store, session_id=sid)
+            store.record_node_state(ps.NodeStateRecord(
+                node_id=f"node {sid}", session_id=sid, state="RUNNING", v_total=1.0,
+                attempt_count=1))
+    with TestClient(create_app(path, stream_lifetime=0.2)) as c:
+        yield c
+
+
+@pytest.mark.parametrize("sid", ODD_IDS)
+def test_every_route_reaches_a_session_whose_id_has_url_special_characters(
+    odd_client: TestClient, sid: str
+) -> None:
+    q = quote(sid, safe="")
+    node = quote(f"node {sid}", safe="")
+    for tab in SESSION_TABS:
+        assert str(escape(sid)) in ok(odd_client, f"/sessions/{q}{tab}")
+        assert odd_client.get(f"/api/sessions/{q}{tab}").status_code == 200, tab
+    assert odd_client.get(f"/api/sessions/{q}").json()["session"]["session_id"] == sid
+    assert str(escape(f"node {sid}")) in ok(odd_client, f"/sessions/{q}/nodes/{node}")
+    assert odd_client.get(f"/api/sessions/{q}/nodes/{node}").status_code == 200
+    assert odd_client.get(f"/api/sessions/{q}/verify").json()["ok"] is True
+    assert odd_client.get(f"/sessions/{q}/checkpoint.json").json()["session_id"] == sid
+    assert odd_client.get(f"/sessions/{q}/proofs/1.json").status_code == 200
+    assert "event: hello" in odd_client.get(f"/sse/{q}").text
+
+
+def test_every_link_on_an_odd_sessions_pages_leads_somewhere(odd_client: TestClient) -> None:
+    """Follow every same-site link of every page (from the overview) once."""
+    seen: set[str] = set()
+    todo = ["/?per_page=200"]
+    while todo:
+        url = todo.pop()
+        page = ok(odd_client, url)
+        for href in re.findall(r'(?:href|data-verify|data-stream)="(/[^"]*)"', page):
+            href = href.replace("&amp;", "&")
+            if href in seen or href.startswith(("/static/", "/sse")) or "?page=" in href:
+                continue
+            seen.add(href)
+            if href.startswith("/api") or href.endswith(".json"):
+                assert odd_client.get(href).status_code == 200, href
+            else:
+                todo.append(href)
+    for sid in ODD_IDS:
+        assert f"/sessions/{quote(sid, safe='')}/dag" in seen, sid
