@@ -782,3 +782,24 @@ def test_every_link_on_an_odd_sessions_pages_leads_somewhere(odd_client: TestCli
                 todo.append(href)
     for sid in ODD_IDS:
         assert f"/sessions/{quote(sid, safe='')}/dag" in seen, sid
+
+
+def test_decisions_read_by_sql_match_the_getters_rows(db: Path, demo_id: str) -> None:
+    """The page reads decisions with plain SQL; the API adds the getters' rows: both agree
+    on every event, in the same order."""
+    from perspt_store.web._pages import decisions_page
+
+    with ps.SessionStore.open_read_only(db) as store:
+        for sid in (demo_id, HOSTILE):
+            page = decisions_page(store, sid)
+            full = decisions_page(store, sid, rows=True)
+            assert [{k: v for k, v in e.items() if k != "row"} for e in full["events"]] == (
+                page["events"]
+            )
+            assert full["counts"] == page["counts"] and full["reviews"] == page["reviews"]
+            for event in full["events"]:
+                row = event["row"]
+                assert row.get("node_id") == event["node_id"]
+                if event["kind"] != "correction":
+                    assert row.get("created_at", row.get("timestamp")) == event["time"]
+            assert page["counts"]["review"] == len(store.get_all_review_outcomes(sid))

@@ -316,6 +316,8 @@ class Dashboard:
 
         def endpoint(request: Request) -> Response:
             sid = request.path_params["sid"]
+            if name == "decisions" and request.url.path.startswith("/api/"):
+                return self.page(request, "", lambda s: _pages.decisions_page(s, sid, rows=True))
             return self.page(
                 request, f"{name}.html", lambda s: read_page(s, sid), sid=sid, tab=name
             )

@@ -9,10 +9,11 @@ returns a dict: the HTML templates render it and the JSON API returns it (throug
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -527,61 +528,41 @@ def _when(row: Row) -> _dt.datetime | None:
     return None
 
 
-def decisions_page(store: SessionStore, session_id: str) -> dict[str, Any]:
-    """Every decision of the run on one timeline, in time order: escalations, sheaf
-    validations, rewrites, plan revisions, repair footprints, verifications, correction
-    attempts and reviews."""
-    _session(store, session_id)
-    events: list[tuple[_dt.datetime | None, int, dict[str, Any]]] = []
-
-    def add(kind: str, rows: Iterable[Row], summary: Any) -> None:
-        for row in rows:
-            when = _when(row)
-            if when is None and hasattr(row, "created_at"):  # corrections: epoch seconds
-                when = _dt.datetime.fromtimestamp(row.created_at, _dt.UTC)
-            data = row_dict(row)
-            events.append(
-                (
-                    when,
-                    len(events),
-                    {
-                        "kind": kind,
-                        "time": when,
-                        "node_id": getattr(row, "node_id", None),
-                        "summary": summary(row),
-                        "row": data,
-                    },
-                )
-            )
-
-    add(
-        "escalation",
-        store.get_escalation_reports(session_id),
-        lambda r: f"{r.category}: {r.action}",
-    )
-    add(
+# The decisions timeline, by table: (kind, table, row model, the getter's ORDER BY, summary).
+# The page reads these with plain SQL (no row models: a 1,000-node session has thousands of
+# decisions), exactly as the getters named in ``decisions_page`` would return them; the JSON
+# API adds each row in full through the getters.
+_DECISION_SOURCES: tuple[tuple[str, str, str, Callable[[Any], str]], ...] = (
+    ("escalation", "escalation_reports", "id", lambda r: f"{r.category}: {r.action}"),
+    (
         "sheaf",
-        store.get_all_sheaf_validations(session_id),
-        lambda r: f"{r.validator_class} {'passed' if r.passed else 'failed'}: {r.evidence_summary}",
-    )
-    add(
+        "sheaf_validations",
+        "id",
+        lambda r: f"{r.validator_class} {'passed' if r.passed else 'failed'}: "
+        f"{r.evidence_summary}",
+    ),
+    (
         "rewrite",
-        store.get_rewrite_records(session_id),
+        "rewrite_records",
+        "id",
         lambda r: f"{r.action} ({r.category}); requeued {', '.join(r.requeued_nodes) or '-'}",
-    )
-    add(
+    ),
+    (
         "plan",
-        store.get_plan_revisions(session_id),
+        "plan_revisions",
+        "sequence, created_at, {order}",
         lambda r: f"revision {r.sequence} {r.status}: {r.reason}",
-    )
-    add(
+    ),
+    (
         "repair",
-        store.get_all_repair_footprints(session_id),
+        "repair_footprints",
+        "node_id, attempt, id",
         lambda r: f"attempt {r.attempt} {'resolved' if r.resolved else 'open'}: {r.diagnosis}",
-    )
-    add(
+    ),
+    (
         "verification",
-        store.get_all_verification_results(session_id),
+        "verification_results",
+        "id",
         lambda r: (
             ("degraded: " + (r.degraded_reason or "") if r.degraded else "")
             + " ".join(
@@ -595,29 +576,98 @@ def decisions_page(store: SessionStore, session_id: str) -> dict[str, Any]:
             )
             + f" ({r.tests_passed} passed, {r.tests_failed} failed)"
         ),
-    )
-    add(
+    ),
+    (
         "correction",
-        store.get_session_correction_attempts(session_id),
+        "correction_attempts",
+        "node_id, attempt, id",
         lambda r: (
             f"attempt {r.attempt} {'accepted' if r.accepted else 'rejected'}"
             + (f": {r.rejection_reason}" if r.rejection_reason else "")
         ),
-    )
-    add(
+    ),
+    (
         "review",
-        store.get_all_review_outcomes(session_id),
+        "review_outcomes",
+        "id",
         lambda r: r.outcome + (f": {r.reviewer_note}" if r.reviewer_note else ""),
-    )
+    ),
+)
+
+# The getter of each kind, for the JSON API's full rows (same order as the SQL above).
+_DECISION_GETTERS = {
+    "escalation": "get_escalation_reports",
+    "sheaf": "get_all_sheaf_validations",
+    "rewrite": "get_rewrite_records",
+    "plan": "get_plan_revisions",
+    "repair": "get_all_repair_footprints",
+    "verification": "get_all_verification_results",
+    "correction": "get_session_correction_attempts",
+    "review": "get_all_review_outcomes",
+}
+
+
+def _decision_sql(table: str, order_by: str, schema_version: int) -> str:
+    order = order_by.format(order=order_key(table, schema_version))
+    if table == "verification_results":  # get_all_verification_results: each node's latest
+        return (
+            f"SELECT * FROM {table} WHERE session_id = $sid "
+            f"QUALIFY row_number() OVER (PARTITION BY node_id ORDER BY id DESC) = 1 "
+            f"ORDER BY {order}"
+        )
+    return f"SELECT * FROM {table} WHERE session_id = $sid ORDER BY {order}"
+
+
+class _Fields:
+    """A result row read by column name, as the summaries read row models."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+
+def decisions_page(
+    store: SessionStore, session_id: str, *, rows: bool = False
+) -> dict[str, Any]:
+    """Every decision of the run on one timeline, in time order: escalations, sheaf
+    validations, rewrites, plan revisions, repair footprints, verifications, correction
+    attempts and reviews. With ``rows``, each event also carries its row in full."""
+    _session(store, session_id)
+    events: list[tuple[_dt.datetime, int, dict[str, Any]]] = []
     floor = _dt.datetime.min.replace(tzinfo=_dt.UTC)
-    events.sort(key=lambda e: (_as_utc(e[0]) if e[0] is not None else floor, e[1]))
+    outcomes: list[str] = []
+    for kind, table, order_by, summary in _DECISION_SOURCES:
+        relation = store.sql(
+            _decision_sql(table, order_by, store.schema_version), {"sid": session_id}
+        )
+        names = [column[0] for column in relation.description]
+        full = getattr(store, _DECISION_GETTERS[kind])(session_id) if rows else None
+        for index, values in enumerate(relation.fetchall()):
+            row = dict(zip(names, values, strict=True))
+            if "requeued_nodes" in row and isinstance(row["requeued_nodes"], str):
+                row["requeued_nodes"] = json.loads(row["requeued_nodes"] or "[]")
+            if kind == "review":
+                outcomes.append(row["outcome"])
+            when = row.get("timestamp", row.get("created_at"))
+            if kind == "correction":  # the agent's clock: epoch seconds
+                when = _dt.datetime.fromtimestamp(when, _dt.UTC) if when is not None else None
+            event = {
+                "kind": kind,
+                "time": when,
+                "node_id": row.get("node_id"),
+                "summary": summary(_Fields(row)),
+            }
+            if full is not None:
+                event["row"] = row_dict(full[index])
+            key = floor if when is None else _as_utc(when)
+            events.append((key, len(events), event))
+    events.sort(key=lambda e: (e[0], e[1]))
     counts: dict[str, int] = defaultdict(int)
     for _, _, event in events:
         counts[event["kind"]] += 1
     return {
         "session_id": session_id,
         "counts": dict(counts),
-        "reviews": count_reviews(r.outcome for r in store.get_all_review_outcomes(session_id)),
+        "reviews": count_reviews(outcomes),
         "events": [event for _, _, event in events],
     }
 
