@@ -607,7 +607,7 @@ _DECISION_GETTERS = {
 }
 
 
-def _decision_sql(table: str, order_by: str, schema_version: int) -> str:
+def _decision_sql(table: str, order_by: str, schema_version: int | None) -> str:
     order = order_by.format(order=order_key(table, schema_version))
     if table == "verification_results":  # get_all_verification_results: each node's latest
         return (
