@@ -803,3 +803,35 @@ def test_decisions_read_by_sql_match_the_getters_rows(db: Path, demo_id: str) ->
                 if event["kind"] != "correction":
                     assert row.get("created_at", row.get("timestamp")) == event["time"]
             assert page["counts"]["review"] == len(store.get_all_review_outcomes(sid))
+
+
+def test_session_summary_read_by_sql_matches_the_getters(db: Path, demo_id: str) -> None:
+    """The summary page reads with plain SQL; its node table and counts agree with the
+    store's getters (row models)."""
+    from perspt_store.store.reviews import count_reviews
+    from perspt_store.web._pages import session_page
+
+    with ps.SessionStore.open_read_only(db) as store:
+        for sid in (demo_id, HOSTILE):
+            data = session_page(store, sid)
+            latest = store.get_latest_node_states(sid)
+            shown = {n["node_id"]: n for n in data["nodes"]}
+            assert [n["node_id"] for n in data["nodes"]][: len(latest)] == [
+                s.node_id for s in latest
+            ]
+            for state in latest:
+                node = shown[state.node_id]
+                assert (node["state"], node["node_class"], node["attempts"],
+                        node["committed_at"]) == (state.state, state.node_class,
+                                                  state.attempt_count, state.committed_at)
+            reviews = store.get_all_review_outcomes(sid)
+            assert data["reviews"] == count_reviews(r.outcome for r in reviews)
+            for review in reviews:
+                assert shown[review.node_id]["review"] == store.get_latest_review_outcome(
+                    sid, review.node_id).outcome  # type: ignore[union-attr]
+            branches = store.get_provisional_branches(sid)
+            assert data["branches"]["total"] == len(branches)
+            assert data["branches"]["flushes"] == len(store.get_branch_flushes(sid))
+            assert data["escalations"] == len(store.get_escalation_reports(sid))
+            assert data["rewrites"] == len(store.get_rewrite_records(sid))
+            assert data["llm_requests"] == len(store.get_llm_requests(sid))

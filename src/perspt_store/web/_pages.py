@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._commitlog import REMOVED_STATE
 from .._shaping import llm_totals, merge_timeline, row_dict
 from ..errors import SessionNotFoundError
 from ..rows import EnergyRecord, LlmRequestRecord, NodeStateRecord, Row, SessionRecord
@@ -205,10 +206,6 @@ def _is_running(status: str) -> bool:
 
 # Aggregates the pages need per node, computed by DuckDB rather than by decoding every row
 # (a 1,000-node session has 5,000 snapshots and 20,000 energy measurements).
-_NODE_SPANS_SQL = (
-    "SELECT node_id, min(created_at), max(created_at) FROM node_states "
-    "WHERE session_id = $sid GROUP BY node_id"
-)
 _ENERGY_LATEST_SQL = (
     "SELECT node_id, count(*), arg_max(v_total, id) FROM energy_history "
     "WHERE session_id = $sid GROUP BY node_id"
@@ -225,7 +222,6 @@ _LATEST_CHECKS_SQL = (
     "SELECT node_id, arg_max(syntax_ok AND build_ok AND tests_ok, id), arg_max(degraded, id) "
     "FROM verification_results WHERE session_id = $sid GROUP BY node_id"
 )
-_LLM_COUNT_SQL = "SELECT count(*) FROM llm_requests WHERE session_id = $sid"
 _SEALS_SQL = (
     "SELECT seal_id, node_id, sealed_path, artifact_kind, seal_hash, version, created_at "
     "FROM interface_seals WHERE session_id = $sid ORDER BY id"
@@ -247,22 +243,59 @@ def _records(store: SessionStore, sql: str, **params: Any) -> list[dict[str, Any
     return [dict(zip(names, row, strict=True)) for row in relation.fetchall()]
 
 
+# Each node's latest snapshot (the columns the node table shows) and the span of its
+# snapshots' times, in the order of the latest snapshots (as ``get_latest_node_states``).
+_LATEST_NODES_SQL = """
+WITH s AS (
+    SELECT node_id, state, node_class, attempt_count, v_total, committed_at, {order} AS k,
+           row_number() OVER (PARTITION BY node_id ORDER BY {order} DESC) AS r,
+           min(created_at) OVER (PARTITION BY node_id) AS first_at,
+           max(created_at) OVER (PARTITION BY node_id) AS last_at
+    FROM node_states WHERE session_id = $sid
+)
+SELECT node_id, state, node_class, attempt_count, v_total, committed_at, first_at, last_at
+FROM s WHERE r = 1 ORDER BY k
+"""
+_REVIEWS_SQL = "SELECT node_id, outcome FROM review_outcomes WHERE session_id = $sid ORDER BY id"
+# The summary's counts in one statement: escalations, rewrites, flushes, LLM requests, and
+# the branches by (lower-cased) state.
+_SESSION_COUNTS_SQL = """
+SELECT
+    (SELECT count(*) FROM escalation_reports WHERE session_id = $sid),
+    (SELECT count(*) FROM rewrite_records WHERE session_id = $sid),
+    (SELECT count(*) FROM branch_flushes WHERE session_id = $sid),
+    (SELECT count(*) FROM llm_requests WHERE session_id = $sid),
+    (SELECT list(lower(state)) FROM provisional_branches WHERE session_id = $sid)
+"""
+
+
 def session_page(store: SessionStore, session_id: str) -> dict[str, Any]:
     """Status, task, durations, budget, charter, plan, counts and the node table (the
-    verification verdict comes separately: it recomputes the whole log)."""
+    verification verdict comes separately: it recomputes the whole log).
+
+    Read with plain SQL, no row models, apart from the session, plan, budget and charter.
+    """
     session = _session(store, session_id)
     sid = {"sid": session_id}
-    states = {s.node_id: s for s in store.get_latest_node_states(session_id)}
+    latest_sql = _LATEST_NODES_SQL.format(order=order_key("node_states", store.schema_version))
+    states: dict[str, tuple[Any, ...]] = {}
+    spans: dict[str, tuple[_dt.datetime | None, _dt.datetime | None]] = {}
+    for node_id, *state, first_at, last_at in store.sql(latest_sql, sid).fetchall():
+        spans[node_id] = (first_at, last_at)
+        if state[0] != REMOVED_STATE:  # a rollback removed it
+            states[node_id] = tuple(state)
     energy = {n: (int(c), v) for n, c, v in store.sql(_ENERGY_LATEST_SQL, sid).fetchall()}
-    spans = {n: (a, b) for n, a, b in store.sql(_NODE_SPANS_SQL, sid).fetchall()}
     endpoints = store.sql(_EDGE_ENDS_SQL, sid).fetchall()
     checks = {
         n: (bool(ok), bool(degraded))
         for n, ok, degraded in store.sql(_LATEST_CHECKS_SQL, sid).fetchall()
     }
-    reviews = store.get_all_review_outcomes(session_id)
-    latest_review = {r.node_id: r.outcome for r in reviews}
-    branches = store.get_provisional_branches(session_id)
+    reviews = store.sql(_REVIEWS_SQL, sid).fetchall()
+    latest_review = dict(reviews)
+    ((escalations, rewrites, flushes, llm_requests, branch_list),) = store.sql(
+        _SESSION_COUNTS_SQL, sid
+    ).fetchall()
+    branch_states: list[str] = branch_list or []
     plan = store.get_active_plan_revision(session_id)
     budget = store.get_budget_envelope(session_id)
     charter = store.get_feature_charter(session_id)
@@ -273,25 +306,28 @@ def session_page(store: SessionStore, session_id: str) -> dict[str, Any]:
         count, latest = energy.get(node_id, (0, None))
         check = checks.get(node_id)
         first, last = spans.get(node_id, (None, None))
+        if state is not None:
+            label, node_class, attempts, v_total, committed_at = state
+        else:
+            label, node_class, attempts, v_total, committed_at = None, None, count, None, None
         nodes.append(
             {
                 "node_id": node_id,
-                "node_class": state.node_class if state else None,
-                "state": state.state if state else None,
-                "kind": state_kind(state.state) if state else "unknown",
-                "attempts": state.attempt_count if state else count,
-                "v_total": latest if latest is not None else (state.v_total if state else None),
+                "node_class": node_class,
+                "state": label,
+                "kind": state_kind(label) if label is not None else "unknown",
+                "attempts": attempts,
+                "v_total": latest if latest is not None else v_total,
                 "energy_points": count,
                 "verified": None if check is None else check[0],
                 "degraded": None if check is None else check[1],
                 "review": latest_review.get(node_id),
-                "committed_at": state.committed_at if state else None,
+                "committed_at": committed_at,
                 "duration_s": _seconds(first, last),
             }
         )
     running = _is_running(session.status)
     end = _dt.datetime.now(_dt.UTC) if running else session.updated_at
-    branch_states = [b.state.lower() for b in branches]
     return {
         "session": row_dict(session),
         "running": running,
@@ -308,15 +344,15 @@ def session_page(store: SessionStore, session_id: str) -> dict[str, Any]:
             "passed": sum(bool(n["verified"]) for n in nodes),
             "degraded": sum(degraded for _, degraded in checks.values()),
         },
-        "reviews": count_reviews(r.outcome for r in reviews),
-        "escalations": len(store.get_escalation_reports(session_id)),
-        "rewrites": len(store.get_rewrite_records(session_id)),
+        "reviews": count_reviews(outcome for _, outcome in reviews),
+        "escalations": int(escalations),
+        "rewrites": int(rewrites),
         "branches": {
-            "total": len(branches),
+            "total": len(branch_states),
             **{s: branch_states.count(s) for s in ("active", "sealed", "merged", "flushed")},
-            "flushes": len(store.get_branch_flushes(session_id)),
+            "flushes": int(flushes),
         },
-        "llm_requests": int(store.sql(_LLM_COUNT_SQL, sid).fetchall()[0][0]),
+        "llm_requests": int(llm_requests),
     }
 
 
