@@ -835,3 +835,20 @@ def test_session_summary_read_by_sql_matches_the_getters(db: Path, demo_id: str)
             assert data["escalations"] == len(store.get_escalation_reports(sid))
             assert data["rewrites"] == len(store.get_rewrite_records(sid))
             assert data["llm_requests"] == len(store.get_llm_requests(sid))
+
+
+def test_decisions_fall_back_to_the_getters_when_sql_columns_differ(
+    db: Path, demo_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose columns are not the models' fields (an older schema read as it is) is
+    read through the getters, with the same events."""
+    from perspt_store.web import _pages
+
+    with ps.SessionStore.open_read_only(db) as store:
+        expected = _pages.decisions_page(store, demo_id)
+
+        def no_such_column(*args: object) -> None:
+            raise AttributeError("no column named like the field")
+
+        monkeypatch.setattr(_pages, "_decision_events", no_such_column)
+        assert _pages.decisions_page(store, demo_id) == expected

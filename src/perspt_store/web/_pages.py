@@ -19,7 +19,7 @@ from typing import Any
 
 from .._commitlog import REMOVED_STATE
 from .._shaping import llm_totals, merge_timeline, row_dict
-from ..errors import SessionNotFoundError
+from ..errors import SessionNotFoundError, StoreError
 from ..rows import EnergyRecord, LlmRequestRecord, NodeStateRecord, Row, SessionRecord
 from ..schema import order_key
 from ..store import SessionStore
@@ -661,6 +661,40 @@ class _Fields:
         self.__dict__.update(values)
 
 
+def _decision_event(
+    kind: str, values: dict[str, Any], summary: Callable[[Any], str], row: Any
+) -> tuple[dict[str, Any], str | None]:
+    """One timeline event from a decision row (``row`` answers the summary's attributes;
+    ``values`` holds its columns), and the row's review outcome if it is a review."""
+    when = values.get("timestamp", getattr(row, "timestamp", None))
+    if when is None:
+        when = values.get("created_at", getattr(row, "created_at", None))
+    if kind == "correction":  # the agent's clock: epoch seconds
+        when = _dt.datetime.fromtimestamp(when, _dt.UTC) if when is not None else None
+    event = {"kind": kind, "time": when, "node_id": values.get("node_id"),
+             "summary": summary(row)}
+    return event, (values["outcome"] if kind == "review" else None)
+
+
+def _decision_events(
+    store: SessionStore,
+    kind: str,
+    table: str,
+    order_by: str,
+    summary: Callable[[Any], str],
+    session_id: str,
+) -> list[tuple[dict[str, Any], str | None]]:
+    relation = store.sql(_decision_sql(table, order_by, store.schema_version), {"sid": session_id})
+    names = [column[0] for column in relation.description]
+    found = []
+    for values in relation.fetchall():
+        row = dict(zip(names, values, strict=True))
+        if "requeued_nodes" in row and isinstance(row["requeued_nodes"], str):
+            row["requeued_nodes"] = json.loads(row["requeued_nodes"] or "[]")
+        found.append(_decision_event(kind, row, summary, _Fields(row)))
+    return found
+
+
 def decisions_page(
     store: SessionStore, session_id: str, *, rows: bool = False
 ) -> dict[str, Any]:
@@ -672,28 +706,24 @@ def decisions_page(
     floor = _dt.datetime.min.replace(tzinfo=_dt.UTC)
     outcomes: list[str] = []
     for kind, table, order_by, summary in _DECISION_SOURCES:
-        relation = store.sql(
-            _decision_sql(table, order_by, store.schema_version), {"sid": session_id}
-        )
-        names = [column[0] for column in relation.description]
         full = getattr(store, _DECISION_GETTERS[kind])(session_id) if rows else None
-        for index, values in enumerate(relation.fetchall()):
-            row = dict(zip(names, values, strict=True))
-            if "requeued_nodes" in row and isinstance(row["requeued_nodes"], str):
-                row["requeued_nodes"] = json.loads(row["requeued_nodes"] or "[]")
-            if kind == "review":
-                outcomes.append(row["outcome"])
-            when = row.get("timestamp", row.get("created_at"))
-            if kind == "correction":  # the agent's clock: epoch seconds
-                when = _dt.datetime.fromtimestamp(when, _dt.UTC) if when is not None else None
-            event = {
-                "kind": kind,
-                "time": when,
-                "node_id": row.get("node_id"),
-                "summary": summary(_Fields(row)),
-            }
+        try:
+            found = _decision_events(store, kind, table, order_by, summary, session_id)
+        except (AttributeError, KeyError, TypeError, ValueError, StoreError):
+            # A file whose columns differ from the row models' fields (an older schema
+            # read as it is): read this table through its getter's row models instead.
+            models = full if full is not None else getattr(
+                store, _DECISION_GETTERS[kind]
+            )(session_id)
+            found = [
+                _decision_event(kind, row.model_dump(), summary, row) for row in models
+            ]
+        for index, (event, outcome) in enumerate(found):
+            if outcome is not None:
+                outcomes.append(outcome)
             if full is not None:
                 event["row"] = row_dict(full[index])
+            when = event["time"]
             key = floor if when is None else _as_utc(when)
             events.append((key, len(events), event))
     events.sort(key=lambda e: (e[0], e[1]))
