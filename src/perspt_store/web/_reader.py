@@ -10,11 +10,11 @@ It reads a private copy, made with plain reads (which take no lock):
 * when a writer holds it, a copy of the snapshot the writer publishes beside it
   (``<db>.snapshot``, see :mod:`perspt_store._publish`); pages then say how old it is.
 
-One copy serves every request until the files it came from change (a few ``stat`` calls and
-one look at the file locks per request); then the next request makes a new one, and the old
-copy is closed and deleted once the requests still using it finish. A copy of the file costs
-about as much as reading it once; it is made only when the file changed and no writer holds
-it, i.e. after an agent finished.
+One copy serves every request until the files it came from change (a few ``stat`` calls per
+request, and a look at the file locks when they changed); then the next request makes a new
+one, and the old copy is closed and deleted once the requests still using it finish. A copy of
+the file costs about as much as reading it once; it is made only when the file changed and no
+writer holds it, i.e. after an agent finished.
 
 Whether a writer holds the file is read from the kernel's table of file locks
 (``/proc/locks`` on Linux, ``F_GETLK`` elsewhere on POSIX), which asks without locking.
@@ -107,6 +107,7 @@ class _View:
     is_snapshot: bool
     users: int = 0
     retired: bool = False
+    seen: Fingerprint | None = None  # the files' fingerprint when last found current
 
     def close(self) -> None:
         self.store.close()
@@ -179,14 +180,22 @@ class StoreReader:
 
     def _acquire(self) -> _View:
         with self._lock:
+            files = self.fingerprint()
+            view = self._view
+            if view is not None and view.seen == files:
+                # Nothing changed since the copy was made or last checked: still current.
+                # (Reading the lock table costs milliseconds; a writer that has only opened
+                # the file changed nothing, and its first commit or publish changes the files.)
+                view.users += 1
+                return view
             writing = writer_holds(self.path)
             source = self._source(writing)
-            view = self._view
             if view is not None and (view.is_snapshot != writing or view.source != source):
                 self._retire(view)
                 view = self._view = None
             if view is None:
                 view = self._view = self._open_view(writing)
+            view.seen = files if self._source(writing) == view.source else None
             view.users += 1
             return view
 
