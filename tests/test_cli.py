@@ -17,11 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import perspt_store as ps
+from perspt_store._shaping import jsonable, merge_timeline, row_dict
 from perspt_store.cli import cli
 from perspt_store.cli._common import closest, one_line
 from perspt_store.cli._graph import render_dot, render_mermaid
-from perspt_store.cli._nodes import merge_timeline
-from perspt_store.cli._output import jsonable, row_dict
 from perspt_store.demo import (
     DEMO_NODES,
     ESCALATED_NODE,

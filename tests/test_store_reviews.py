@@ -477,3 +477,52 @@ def test_read_only_store_rejects_writes(read_only_store: ps.SessionStore) -> Non
     # Nothing was written, and reads still work after the refusal.
     assert read_only_store.get_all_review_outcomes(SID) == [SEEDED_REVIEW]
     assert read_only_store.get_all_verification_results(SID) == [SEEDED_VERIFICATION]
+
+
+# --- one review rule: the summary's SQL and the dashboard's Python count alike ---------------
+
+OUTCOMES = st.one_of(
+    st.sampled_from(["approved", "approved_with_edit", "auto_approved", "rejected", "aborted",
+                     "correction_requested", "skipped", "APPROVED", "auto_approved_x",
+                     "it's approved", "rejected ", ""]),
+    st.text(max_size=12),
+)
+
+
+@PROPERTY
+@given(outcomes=st.lists(OUTCOMES, max_size=12))
+def test_count_reviews_agrees_with_session_summary(
+    store: ps.SessionStore, outcomes: list[str]
+) -> None:
+    from perspt_store.store.reviews import count_reviews
+
+    sid = add_session(store, f"s{store.count_sessions()}")
+    for outcome in outcomes:
+        store.record_review_outcome(ps.ReviewOutcomeRow(session_id=sid, node_id="n",
+                                                        outcome=outcome))
+    summary = store.session_summary(sid)
+    assert count_reviews(outcomes) == {
+        "total": summary.review_total,
+        "approved": summary.reviews_approved,
+        "rejected": summary.reviews_rejected,
+        "corrected": summary.reviews_corrected,
+    }
+
+
+def test_review_kind_names_the_ledger_rule() -> None:
+    from perspt_store.store.reviews import review_kind
+
+    assert [review_kind(o) for o in ("approved", "approved_with_edit", "auto_approved",
+                                     "rejected", "aborted", "correction_requested", "skipped",
+                                     "Approved")] == [
+        "approved", "approved", "approved", "rejected", "rejected", "corrected", None, None
+    ]
+
+
+def test_dashboard_counts_reviews_with_the_store_rule() -> None:
+    pytest.importorskip("starlette")
+    from perspt_store.store import reviews
+    from perspt_store.web import _pages
+
+    assert not hasattr(_pages, "review_counts"), "one owner: store.reviews.count_reviews"
+    assert _pages.count_reviews is reviews.count_reviews

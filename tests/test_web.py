@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
+from markupsafe import escape
 from starlette.testclient import TestClient
 
 import perspt_store as ps
@@ -635,3 +636,219 @@ def test_the_password_comes_from_a_file_or_the_environment(
     assert resolve_password(None, "PERSPT_STORE_PASSWORD") == "from-env"
     monkeypatch.delenv("PERSPT_STORE_PASSWORD")
     assert resolve_password(None, "PERSPT_STORE_PASSWORD") is None
+
+
+def test_web_imports_nothing_from_the_cli() -> None:
+    """The shaping helpers both use have one owner outside the CLI (``_shaping``)."""
+    import ast
+
+    import perspt_store.web as web
+
+    for source in Path(web.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                module = ("." * node.level) + (node.module or "")
+                assert not module.lstrip(".").startswith("cli"), f"{source.name}: {module}"
+            elif isinstance(node, ast.Import):
+                assert not any(".cli" in a.name for a in node.names), source.name
+
+
+# --- the dashboard never stands in an agent's way ------------------------------------------
+
+AGENT = """
+import sys
+import perspt_store as ps
+try:
+    store = ps.SessionStore.open(sys.argv[1], publish_interval=0.2)  # once: no retry
+except ps.StoreLockedError as exc:
+    print("locked:", exc)
+    sys.exit(3)
+with store:
+    store.record_node_state(ps.NodeStateRecord(
+        node_id=sys.argv[2], session_id="agent", state="RUNNING", v_total=1.0,
+        attempt_count=1))
+print("ok")
+"""
+
+
+def test_an_agent_opens_the_file_read_write_while_the_dashboard_is_polled(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+    import threading
+
+    path = tmp_path / "agent.db"
+    with ps.SessionStore.open(path) as store:
+        store.create_session(
+            ps.SessionRecord(session_id="agent", task="t", working_dir="/w", status="RUNNING")
+        )
+    app = create_app(path, poll_interval=0.02, stream_lifetime=0.5)
+    stop = threading.Event()
+    statuses: list[int] = []
+    streams: list[str] = []
+
+    def poll(urls: tuple[str, ...]) -> None:
+        with TestClient(app) as c:
+            while not stop.is_set():
+                for url in urls:
+                    response = c.get(url)
+                    statuses.append(response.status_code)
+                    if url.startswith("/sse/"):
+                        streams.append(response.text)
+
+    pollers = [
+        threading.Thread(target=poll, args=(("/", "/sessions/agent", "/api/sessions/agent"),)),
+        threading.Thread(target=poll, args=(("/sse/agent",),)),
+        threading.Thread(target=poll, args=(("/sse",),)),
+    ]
+    for thread in pollers:
+        thread.start()
+    try:
+        results = [
+            subprocess.run(
+                [sys.executable, "-c", AGENT, str(path), f"n{i}"],
+                capture_output=True, text=True, timeout=120,
+            )
+            for i in range(6)
+        ]
+    finally:
+        stop.set()
+        for thread in pollers:
+            thread.join()
+    assert [(r.returncode, r.stdout.strip()) for r in results] == [(0, "ok")] * 6, [
+        r.stdout + r.stderr for r in results
+    ]
+    assert statuses and set(statuses) == {200}
+    assert any("event: hello" in text for text in streams)
+    with TestClient(app) as c:  # and the dashboard then shows what the agents wrote
+        nodes = {n["node_id"] for n in c.get("/api/sessions/agent").json()["nodes"]}
+    assert nodes == {f"n{i}" for i in range(6)}
+
+
+# --- ids with URL-special characters --------------------------------------------------------
+
+ODD_IDS = ["team/run-1", "a//b/", "what?x=1&y", "hash#frag", "pct%2F%41%", "with space",
+           "ünïcødé/日本", "../etc", "./x", "+plus;semi"]
+
+
+@pytest.fixture(scope="module")
+def odd_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """Demo sessions whose ids (and one node id each) hold URL-special characters."""
+    path = tmp_path_factory.mktemp("odd") / "perspt.db"
+    with ps.SessionStore.open(path) as store:
+        for sid in ODD_IDS:
+            record_demo_session(store, session_id=sid)
+            store.record_node_state(ps.NodeStateRecord(
+                node_id=f"node {sid}", session_id=sid, state="RUNNING", v_total=1.0,
+                attempt_count=1))
+    with TestClient(create_app(path, stream_lifetime=0.2)) as c:
+        yield c
+
+
+@pytest.mark.parametrize("sid", ODD_IDS)
+def test_every_route_reaches_a_session_whose_id_has_url_special_characters(
+    odd_client: TestClient, sid: str
+) -> None:
+    q = quote(sid, safe="")
+    node = quote(f"node {sid}", safe="")
+    for tab in SESSION_TABS:
+        assert str(escape(sid)) in ok(odd_client, f"/sessions/{q}{tab}")
+        assert odd_client.get(f"/api/sessions/{q}{tab}").status_code == 200, tab
+    assert odd_client.get(f"/api/sessions/{q}").json()["session"]["session_id"] == sid
+    assert str(escape(f"node {sid}")) in ok(odd_client, f"/sessions/{q}/nodes/{node}")
+    assert odd_client.get(f"/api/sessions/{q}/nodes/{node}").status_code == 200
+    assert odd_client.get(f"/api/sessions/{q}/verify").json()["ok"] is True
+    assert odd_client.get(f"/sessions/{q}/checkpoint.json").json()["session_id"] == sid
+    assert odd_client.get(f"/sessions/{q}/proofs/1.json").status_code == 200
+    assert "event: hello" in odd_client.get(f"/sse/{q}").text
+
+
+def test_every_link_on_an_odd_sessions_pages_leads_somewhere(odd_client: TestClient) -> None:
+    """Follow every same-site link of every page (from the overview) once."""
+    seen: set[str] = set()
+    todo = ["/?per_page=200"]
+    while todo:
+        url = todo.pop()
+        page = ok(odd_client, url)
+        for href in re.findall(r'(?:href|data-verify|data-stream)="(/[^"]*)"', page):
+            href = href.replace("&amp;", "&")
+            if href in seen or href.startswith(("/static/", "/sse")) or "?page=" in href:
+                continue
+            seen.add(href)
+            if href.startswith("/api") or href.endswith(".json"):
+                assert odd_client.get(href).status_code == 200, href
+            else:
+                todo.append(href)
+    for sid in ODD_IDS:
+        assert f"/sessions/{quote(sid, safe='')}/dag" in seen, sid
+
+
+def test_decisions_read_by_sql_match_the_getters_rows(db: Path, demo_id: str) -> None:
+    """The page reads decisions with plain SQL; the API adds the getters' rows: both agree
+    on every event, in the same order."""
+    from perspt_store.web._pages import decisions_page
+
+    with ps.SessionStore.open_read_only(db) as store:
+        for sid in (demo_id, HOSTILE):
+            page = decisions_page(store, sid)
+            full = decisions_page(store, sid, rows=True)
+            assert [{k: v for k, v in e.items() if k != "row"} for e in full["events"]] == (
+                page["events"]
+            )
+            assert full["counts"] == page["counts"] and full["reviews"] == page["reviews"]
+            for event in full["events"]:
+                row = event["row"]
+                assert row.get("node_id") == event["node_id"]
+                if event["kind"] != "correction":
+                    assert row.get("created_at", row.get("timestamp")) == event["time"]
+            assert page["counts"]["review"] == len(store.get_all_review_outcomes(sid))
+
+
+def test_session_summary_read_by_sql_matches_the_getters(db: Path, demo_id: str) -> None:
+    """The summary page reads with plain SQL; its node table and counts agree with the
+    store's getters (row models)."""
+    from perspt_store.store.reviews import count_reviews
+    from perspt_store.web._pages import session_page
+
+    with ps.SessionStore.open_read_only(db) as store:
+        for sid in (demo_id, HOSTILE):
+            data = session_page(store, sid)
+            latest = store.get_latest_node_states(sid)
+            shown = {n["node_id"]: n for n in data["nodes"]}
+            assert [n["node_id"] for n in data["nodes"]][: len(latest)] == [
+                s.node_id for s in latest
+            ]
+            for state in latest:
+                node = shown[state.node_id]
+                assert (node["state"], node["node_class"], node["attempts"],
+                        node["committed_at"]) == (state.state, state.node_class,
+                                                  state.attempt_count, state.committed_at)
+            reviews = store.get_all_review_outcomes(sid)
+            assert data["reviews"] == count_reviews(r.outcome for r in reviews)
+            for review in reviews:
+                assert shown[review.node_id]["review"] == store.get_latest_review_outcome(
+                    sid, review.node_id).outcome  # type: ignore[union-attr]
+            branches = store.get_provisional_branches(sid)
+            assert data["branches"]["total"] == len(branches)
+            assert data["branches"]["flushes"] == len(store.get_branch_flushes(sid))
+            assert data["escalations"] == len(store.get_escalation_reports(sid))
+            assert data["rewrites"] == len(store.get_rewrite_records(sid))
+            assert data["llm_requests"] == len(store.get_llm_requests(sid))
+
+
+def test_decisions_fall_back_to_the_getters_when_sql_columns_differ(
+    db: Path, demo_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose columns are not the models' fields (an older schema read as it is) is
+    read through the getters, with the same events."""
+    from perspt_store.web import _pages
+
+    with ps.SessionStore.open_read_only(db) as store:
+        expected = _pages.decisions_page(store, demo_id)
+
+        def no_such_column(*args: object) -> None:
+            raise AttributeError("no column named like the field")
+
+        monkeypatch.setattr(_pages, "_decision_events", no_such_column)
+        assert _pages.decisions_page(store, demo_id) == expected

@@ -18,7 +18,8 @@ Layout, one owner per concern:
 * ``_common``: parameter types, ``--json``/``--nl`` options, opening the store, checking a
   session or node id, ``--plot``;
 * ``_output``: everything printed: tables (fitted to the terminal; ids never cut), JSON and
-  JSON lines, and the one time convention (UTC, ISO-8601 with ``Z``);
+  JSON lines; rows become data through ``perspt_store._shaping`` (``row_dict``, ``jsonable``,
+  the one time convention: UTC, ISO-8601 with ``Z``), which the dashboard shares;
 * topic modules, one per group of commands: ``_sessions`` (init, demo, sessions, show, sql,
   tables), ``_nodes`` (nodes, energy, llm, timeline, branches), ``_graph`` (graph),
   ``_merkle`` (verify, log, checkpoint, rollback), ``_lake`` (export, import, compact).

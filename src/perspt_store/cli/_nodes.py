@@ -11,8 +11,9 @@ from typing import Any
 import click
 
 from .. import plots
+from .._shaping import llm_totals, merge_timeline, row_dict
 from ..commitlog import NodeCommit
-from ..rows import CorrectionAttemptRow, NodeStateRecord, SrbnStepRecord
+from ..rows import CorrectionAttemptRow, NodeStateRecord
 from ._common import (
     TEXT,
     open_store,
@@ -23,8 +24,7 @@ from ._common import (
     save_plot,
     session_argument,
 )
-from ._output import Column, ColumnSpec, Format, emit_rows, row_dict
-from ._sessions import llm_totals
+from ._output import Column, ColumnSpec, Format, emit_rows
 
 
 def commit_seqs(states: Sequence[NodeStateRecord], log: Sequence[NodeCommit]) -> list[int | None]:
@@ -177,29 +177,6 @@ def llm(ctx: click.Context, session_id: str, plot_file: Path | None, fmt: Format
         f"{t['tokens_out']:,} tokens out · {t['latency_ms_total']:,} ms in total · "
         f"median {t['median_latency_ms']:,} ms",
     )
-
-
-def merge_timeline(
-    steps: Sequence[SrbnStepRecord], corrections: Sequence[CorrectionAttemptRow]
-) -> list[SrbnStepRecord | CorrectionAttemptRow]:
-    """Steps in insertion order, each correction attempt placed after the last step of its
-    node whose ``attempt_count`` is at most the correction's ``attempt`` (the two tables
-    share no clock: steps carry the database's time, corrections the caller's)."""
-    merged: list[SrbnStepRecord | CorrectionAttemptRow] = list(steps)
-    for correction in corrections:
-        position = None
-        for index, row in enumerate(merged):
-            if row.node_id != correction.node_id:
-                continue
-            if isinstance(row, SrbnStepRecord) and row.attempt_count <= correction.attempt:
-                position = index + 1
-            elif isinstance(row, CorrectionAttemptRow) and index == position:
-                position = index + 1  # after the corrections already placed there
-        if position is None:  # no step that early: before the node's first row
-            firsts = [i for i, row in enumerate(merged) if row.node_id == correction.node_id]
-            position = firsts[0] if firsts else len(merged)
-        merged.insert(position, correction)
-    return merged
 
 
 @click.command()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import json
-import math
 import os
 import uuid
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._display import short_hash, shorten
-from ..rows import Row
+from .._shaping import iso_time, jsonable
 
 Format = Literal["table", "json", "nl"]
 
@@ -49,52 +48,6 @@ ID_LIST_COLUMNS = frozenset({"flushed_branch_ids", "requeue_node_ids"})
 
 
 # --- values -------------------------------------------------------------------------------
-
-
-def utc(value: _dt.datetime) -> _dt.datetime:
-    """``value`` as an aware UTC time (the database's naive times are UTC)."""
-    return value.replace(tzinfo=_dt.UTC) if value.tzinfo is None else value.astimezone(_dt.UTC)
-
-
-def iso_time(value: _dt.datetime, sep: str = "T") -> str:
-    """The printed form of a time: UTC, ISO-8601, ``Z`` for the offset."""
-    text = utc(value).isoformat(sep=sep)
-    return text.removesuffix("+00:00") + "Z"
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with everything JSON cannot hold converted: bytes to hex, times to aware
-    ISO-8601 (:func:`iso_time`), decimals to float, UUIDs and anything else unknown to str."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    if isinstance(value, _dt.datetime):
-        return iso_time(value)
-    if isinstance(value, (_dt.date, _dt.time)):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
-    return str(value)  # UUIDs, timedeltas and anything else
-
-
-def row_dict(row: Row) -> dict[str, Any]:
-    """A row's fields plus the columns the database filled in (``id`` first, timestamps
-    last), as read back from the store."""
-    data: dict[str, Any] = {}
-    if "id" in row.__db_columns__:
-        data["id"] = row.id  # type: ignore[attr-defined]
-    data.update(row.to_dict())
-    for column in row.__db_columns__:
-        if column != "id":
-            data[column] = getattr(row, column)
-    return data
 
 
 def plural(count: int, noun: str, plural_form: str | None = None) -> str:

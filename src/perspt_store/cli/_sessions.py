@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import math
-import statistics
-from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -14,11 +11,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .._shaping import llm_totals, row_dict
 from ..errors import StoreError
-from ..rows import LlmRequestRecord
 from ..schema import TABLES
 from ..store import SessionStore
-from ..store.telemetry import counted_tokens
 from ._common import (
     TEXT,
     db_path,
@@ -40,24 +36,9 @@ from ._output import (
     fitted_table,
     plural,
     print_renderables,
-    row_dict,
 )
 
 # --- data -----------------------------------------------------------------------------------
-
-
-def llm_totals(requests: Sequence[LlmRequestRecord]) -> dict[str, int]:
-    """Request count, tokens and latency over ``requests``; tokens counted by the store's
-    rule (:func:`~perspt_store.store.telemetry.counted_tokens`)."""
-    latencies = [r.latency_ms for r in requests]
-    median = statistics.median(latencies) if latencies else 0
-    return {
-        "requests": len(requests),
-        "tokens_in": sum(counted_tokens(r.tokens_in, r.prompt) for r in requests),
-        "tokens_out": sum(counted_tokens(r.tokens_out, r.response) for r in requests),
-        "latency_ms_total": sum(latencies),
-        "median_latency_ms": math.floor(median + 0.5),
-    }
 
 
 def session_overview(store: SessionStore, session_id: str) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from ..rows import (
 )
 from ..schema import SCHEMA_VERSION
 from ._base import StoreBase, consistent
+from .reviews import review_kind_sql
 
 __all__ = [
     "COMPLETED_STATES",
@@ -362,7 +363,7 @@ def _session_and_budget_sql() -> str:
 _SESSION_AND_BUDGET_SQL = _session_and_budget_sql()
 
 # One statement: whether the session exists, and the branch, flush and review counts.
-_SUMMARY_COUNTS_SQL = """
+_SUMMARY_COUNTS_SQL = f"""
 WITH b AS (SELECT lower(state) AS s FROM provisional_branches WHERE session_id = $1),
      r AS (SELECT outcome AS o FROM review_outcomes WHERE session_id = $1)
 SELECT
@@ -373,9 +374,9 @@ SELECT
     (SELECT count(*) FROM b WHERE s = 'merged'),
     (SELECT count(*) FROM b WHERE s = 'flushed'),
     (SELECT count(*) FROM r),
-    (SELECT count(*) FROM r WHERE starts_with(o, 'approved') OR o = 'auto_approved'),
-    (SELECT count(*) FROM r WHERE o IN ('rejected', 'aborted')),
-    (SELECT count(*) FROM r WHERE o = 'correction_requested')
+    (SELECT count(*) FROM r WHERE {review_kind_sql("approved", "o")}),
+    (SELECT count(*) FROM r WHERE {review_kind_sql("rejected", "o")}),
+    (SELECT count(*) FROM r WHERE {review_kind_sql("corrected", "o")})
 """
 
 

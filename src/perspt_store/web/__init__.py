@@ -3,8 +3,9 @@
 It needs the ``web`` extra (Starlette, Jinja2, uvicorn): ``pip install 'perspt-store[web]'``.
 Pages for the sessions, each session's task graph, energy, LLM calls, decisions, sandbox and
 Merkle log, a JSON API under ``/api/``, and server-sent events that update an open page when
-the agent commits. The database is only ever read (see ``_reader``): while an agent holds the
-file, the pages show the snapshot it publishes and say how old it is.
+the agent commits. The database is only ever read, through private copies (see ``_reader``),
+so the dashboard never stands in an agent's way: while an agent holds the file, the pages show
+the snapshot it publishes and say how old it is.
 
 Layout: ``_reader`` (opening the file), ``_pages`` (what each page shows, as data),
 ``_svg`` (the task graph and energy charts), ``_app`` (routes, login, live stream),
@@ -41,8 +42,9 @@ def create_app(
     """The dashboard as an ASGI application reading the database at ``db_path``.
 
     Args:
-        db_path: An existing database file. It is opened read-only for each request and
-            closed after, so an agent can open it read-write at any other moment.
+        db_path: An existing database file. The dashboard never opens it: it reads a
+            private copy of it, or of the snapshot a writer publishes (see ``_reader``), so
+            an agent can open it read-write at any moment.
         password: If set, every page and API call needs it: a browser signs in once on
             ``/login`` (an ``HttpOnly``, ``SameSite=Strict`` cookie), a script sends
             ``Authorization: Bearer <password>``.

@@ -14,17 +14,19 @@ import datetime as _dt
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote
 
 from jinja2 import Environment, PackageLoader
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import (
@@ -39,7 +41,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..cli._output import jsonable
+from .._shaping import jsonable
 from ..errors import SessionNotFoundError, StoreError, StoreLockedError
 from ..store import SessionStore
 from . import _pages, _svg
@@ -119,6 +121,7 @@ def _num(value: Any, digits: int = 3) -> str:
 
 
 def _q(value: str) -> str:
+    """An id as one path segment (see "ids in paths" below)."""
     return quote(value, safe="")
 
 
@@ -209,11 +212,7 @@ class Dashboard:
         return digest.hexdigest()
 
     def freshness(self, store: SessionStore) -> dict[str, Any]:
-        return {
-            "snapshot": store.is_snapshot,
-            "snapshot_time": store.snapshot_time,
-            "staleness": store.staleness,
-        }
+        return self.reader.freshness(store)
 
     def page(
         self,
@@ -317,6 +316,8 @@ class Dashboard:
 
         def endpoint(request: Request) -> Response:
             sid = request.path_params["sid"]
+            if name == "decisions" and request.url.path.startswith("/api/"):
+                return self.page(request, "", lambda s: _pages.decisions_page(s, sid, rows=True))
             return self.page(
                 request, f"{name}.html", lambda s: read_page(s, sid), sid=sid, tab=name
             )
@@ -489,11 +490,15 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 def _download(text: str, filename: str) -> Response:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in filename)
+    # An ASCII name for every browser, and the exact one (RFC 6266) for those that read it.
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in filename)
+    exact = quote(filename, safe="")
     return PlainTextResponse(
         text,
         media_type="application/json",
-        headers={"content-disposition": f'attachment; filename="{safe}"'},
+        headers={
+            "content-disposition": f"attachment; filename=\"{safe}\"; filename*=UTF-8''{exact}"
+        },
     )
 
 
@@ -523,6 +528,53 @@ API_ENDPOINTS = {
 }
 
 
+# --- ids in paths ---------------------------------------------------------------------------
+#
+# A session or node id may hold any character, "/" and "%" included. Links quote an id whole
+# (``quote(id, safe="")``: "a/b" is "a%2Fb"), but the server decodes a path before routing, so
+# "a%2Fb" would become two segments. Routing therefore sees the path with "%2F" and "%25" still
+# encoded (:func:`routing_path`), and the id parameters decode them (:class:`_IdConvertor`).
+# No other escape can remain: a literal "%" always arrives as "%25". (The ids "." and ".." stay
+# unreachable by path: clients remove dot segments, even encoded as "%2E", before sending.)
+
+_KEPT_ESCAPES = re.compile(r"%(?:2[Ff]|25)")
+
+
+def routing_path(raw_path: bytes) -> str:
+    """The request path decoded except for ``%2F`` and ``%25`` (``/`` and ``%`` inside a
+    path segment), which stay encoded until an id parameter decodes them."""
+    text = raw_path.decode("utf-8", "replace")
+    pieces = _KEPT_ESCAPES.split(text)
+    kept = _KEPT_ESCAPES.findall(text)
+    parts = [unquote(pieces[0])]
+    for escape, piece in zip(kept, pieces[1:], strict=True):
+        parts += [escape.upper(), unquote(piece)]
+    return "".join(parts)
+
+
+class _IdConvertor(Convertor[str]):
+    """One path segment holding an id (``{sid:perspt_id}``)."""
+
+    regex = "[^/]+"
+
+    def convert(self, value: str) -> str:
+        return unquote(value)
+
+    def to_string(self, value: str) -> str:
+        return _q(value)
+
+
+class _PathIdConvertor(_IdConvertor):
+    """The rest of the path, holding an id (``{node_id:perspt_path}``): a link may give a
+    node id's "/" encoded or not."""
+
+    regex = ".+"
+
+
+register_url_convertor("perspt_id", _IdConvertor())
+register_url_convertor("perspt_path", _PathIdConvertor())
+
+
 class _Guard:
     """ASGI wrapper: security headers on every response, and with a password, nothing but
     the login page and static files for a browser that has not signed in."""
@@ -541,6 +593,9 @@ class _Guard:
                 message["headers"] = [*message.get("headers", []), *_SECURITY_HEADERS]
             await send(message)
 
+        raw_path = scope.get("raw_path")
+        if raw_path:
+            scope = {**scope, "path": routing_path(raw_path)}
         path: str = scope["path"]
         open_path = path in ("/login", "/favicon.ico") or path.startswith("/static/")
         if (
@@ -576,24 +631,24 @@ def build_app(
 
     def tabs(prefix: str) -> Iterable[Route]:
         for name in ("llm", "decisions", "sandbox"):
-            yield Route(f"{prefix}/sessions/{{sid}}/{name}", d.simple(name))
-        yield Route(f"{prefix}/sessions/{{sid}}/merkle", d.merkle)
-        yield Route(f"{prefix}/sessions/{{sid}}/dag", d.dag)
-        yield Route(f"{prefix}/sessions/{{sid}}/energy", d.energy)
-        yield Route(f"{prefix}/sessions/{{sid}}/nodes/{{node_id:path}}", d.node)
-        yield Route(f"{prefix}/sessions/{{sid}}", d.session)
+            yield Route(f"{prefix}/sessions/{{sid:perspt_id}}/{name}", d.simple(name))
+        yield Route(f"{prefix}/sessions/{{sid:perspt_id}}/merkle", d.merkle)
+        yield Route(f"{prefix}/sessions/{{sid:perspt_id}}/dag", d.dag)
+        yield Route(f"{prefix}/sessions/{{sid:perspt_id}}/energy", d.energy)
+        yield Route(f"{prefix}/sessions/{{sid:perspt_id}}/nodes/{{node_id:perspt_path}}", d.node)
+        yield Route(f"{prefix}/sessions/{{sid:perspt_id}}", d.session)
         yield Route(f"{prefix}/sessions" if prefix else "/", d.overview)
 
     routes = [
         *tabs(""),
         *tabs("/api"),
-        Route("/api/sessions/{sid}/verify", d.verify),
+        Route("/api/sessions/{sid:perspt_id}/verify", d.verify),
         Route("/api", d.api_index),
         Route("/api/", d.api_index),
-        Route("/sessions/{sid}/proofs/{seq:int}.json", d.proof),
-        Route("/sessions/{sid}/checkpoint.json", d.checkpoint),
+        Route("/sessions/{sid:perspt_id}/proofs/{seq:int}.json", d.proof),
+        Route("/sessions/{sid:perspt_id}/checkpoint.json", d.checkpoint),
         Route("/sse", d.stream),
-        Route("/sse/{sid}", d.stream),
+        Route("/sse/{sid:perspt_id}", d.stream),
         Route("/login", d.login, methods=["GET", "POST"]),
         Route("/logout", d.logout, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

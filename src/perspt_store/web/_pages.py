@@ -9,20 +9,21 @@ returns a dict: the HTML templates render it and the JSON API returns it (throug
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..cli._nodes import merge_timeline
-from ..cli._output import row_dict
-from ..cli._sessions import llm_totals
-from ..errors import SessionNotFoundError
+from .._shaping import llm_totals, merge_timeline, row_dict
+from ..commitlog import REMOVED_STATE
+from ..errors import SessionNotFoundError, StoreError
 from ..rows import EnergyRecord, LlmRequestRecord, NodeStateRecord, Row, SessionRecord
 from ..schema import order_key
 from ..store import SessionStore
+from ..store.reviews import count_reviews
 from ..store.snapshot import state_kind
 
 __all__ = [
@@ -205,10 +206,6 @@ def _is_running(status: str) -> bool:
 
 # Aggregates the pages need per node, computed by DuckDB rather than by decoding every row
 # (a 1,000-node session has 5,000 snapshots and 20,000 energy measurements).
-_NODE_SPANS_SQL = (
-    "SELECT node_id, min(created_at), max(created_at) FROM node_states "
-    "WHERE session_id = $sid GROUP BY node_id"
-)
 _ENERGY_LATEST_SQL = (
     "SELECT node_id, count(*), arg_max(v_total, id) FROM energy_history "
     "WHERE session_id = $sid GROUP BY node_id"
@@ -225,7 +222,6 @@ _LATEST_CHECKS_SQL = (
     "SELECT node_id, arg_max(syntax_ok AND build_ok AND tests_ok, id), arg_max(degraded, id) "
     "FROM verification_results WHERE session_id = $sid GROUP BY node_id"
 )
-_LLM_COUNT_SQL = "SELECT count(*) FROM llm_requests WHERE session_id = $sid"
 _SEALS_SQL = (
     "SELECT seal_id, node_id, sealed_path, artifact_kind, seal_hash, version, created_at "
     "FROM interface_seals WHERE session_id = $sid ORDER BY id"
@@ -247,22 +243,59 @@ def _records(store: SessionStore, sql: str, **params: Any) -> list[dict[str, Any
     return [dict(zip(names, row, strict=True)) for row in relation.fetchall()]
 
 
+# Each node's latest snapshot (the columns the node table shows) and the span of its
+# snapshots' times, in the order of the latest snapshots (as ``get_latest_node_states``).
+_LATEST_NODES_SQL = """
+WITH s AS (
+    SELECT node_id, state, node_class, attempt_count, v_total, committed_at, {order} AS k,
+           row_number() OVER (PARTITION BY node_id ORDER BY {order} DESC) AS r,
+           min(created_at) OVER (PARTITION BY node_id) AS first_at,
+           max(created_at) OVER (PARTITION BY node_id) AS last_at
+    FROM node_states WHERE session_id = $sid
+)
+SELECT node_id, state, node_class, attempt_count, v_total, committed_at, first_at, last_at
+FROM s WHERE r = 1 ORDER BY k
+"""
+_REVIEWS_SQL = "SELECT node_id, outcome FROM review_outcomes WHERE session_id = $sid ORDER BY id"
+# The summary's counts in one statement: escalations, rewrites, flushes, LLM requests, and
+# the branches by (lower-cased) state.
+_SESSION_COUNTS_SQL = """
+SELECT
+    (SELECT count(*) FROM escalation_reports WHERE session_id = $sid),
+    (SELECT count(*) FROM rewrite_records WHERE session_id = $sid),
+    (SELECT count(*) FROM branch_flushes WHERE session_id = $sid),
+    (SELECT count(*) FROM llm_requests WHERE session_id = $sid),
+    (SELECT list(lower(state)) FROM provisional_branches WHERE session_id = $sid)
+"""
+
+
 def session_page(store: SessionStore, session_id: str) -> dict[str, Any]:
     """Status, task, durations, budget, charter, plan, counts and the node table (the
-    verification verdict comes separately: it recomputes the whole log)."""
+    verification verdict comes separately: it recomputes the whole log).
+
+    Read with plain SQL, no row models, apart from the session, plan, budget and charter.
+    """
     session = _session(store, session_id)
     sid = {"sid": session_id}
-    states = {s.node_id: s for s in store.get_latest_node_states(session_id)}
+    latest_sql = _LATEST_NODES_SQL.format(order=order_key("node_states", store.schema_version))
+    states: dict[str, tuple[Any, ...]] = {}
+    spans: dict[str, tuple[_dt.datetime | None, _dt.datetime | None]] = {}
+    for node_id, *state, first_at, last_at in store.sql(latest_sql, sid).fetchall():
+        spans[node_id] = (first_at, last_at)
+        if state[0] != REMOVED_STATE:  # a rollback removed it
+            states[node_id] = tuple(state)
     energy = {n: (int(c), v) for n, c, v in store.sql(_ENERGY_LATEST_SQL, sid).fetchall()}
-    spans = {n: (a, b) for n, a, b in store.sql(_NODE_SPANS_SQL, sid).fetchall()}
     endpoints = store.sql(_EDGE_ENDS_SQL, sid).fetchall()
     checks = {
         n: (bool(ok), bool(degraded))
         for n, ok, degraded in store.sql(_LATEST_CHECKS_SQL, sid).fetchall()
     }
-    reviews = store.get_all_review_outcomes(session_id)
-    latest_review = {r.node_id: r.outcome for r in reviews}
-    branches = store.get_provisional_branches(session_id)
+    reviews = store.sql(_REVIEWS_SQL, sid).fetchall()
+    latest_review = dict(reviews)
+    ((escalations, rewrites, flushes, llm_requests, branch_list),) = store.sql(
+        _SESSION_COUNTS_SQL, sid
+    ).fetchall()
+    branch_states: list[str] = branch_list or []
     plan = store.get_active_plan_revision(session_id)
     budget = store.get_budget_envelope(session_id)
     charter = store.get_feature_charter(session_id)
@@ -273,25 +306,28 @@ def session_page(store: SessionStore, session_id: str) -> dict[str, Any]:
         count, latest = energy.get(node_id, (0, None))
         check = checks.get(node_id)
         first, last = spans.get(node_id, (None, None))
+        if state is not None:
+            label, node_class, attempts, v_total, committed_at = state
+        else:
+            label, node_class, attempts, v_total, committed_at = None, None, count, None, None
         nodes.append(
             {
                 "node_id": node_id,
-                "node_class": state.node_class if state else None,
-                "state": state.state if state else None,
-                "kind": state_kind(state.state) if state else "unknown",
-                "attempts": state.attempt_count if state else count,
-                "v_total": latest if latest is not None else (state.v_total if state else None),
+                "node_class": node_class,
+                "state": label,
+                "kind": state_kind(label) if label is not None else "unknown",
+                "attempts": attempts,
+                "v_total": latest if latest is not None else v_total,
                 "energy_points": count,
                 "verified": None if check is None else check[0],
                 "degraded": None if check is None else check[1],
                 "review": latest_review.get(node_id),
-                "committed_at": state.committed_at if state else None,
+                "committed_at": committed_at,
                 "duration_s": _seconds(first, last),
             }
         )
     running = _is_running(session.status)
     end = _dt.datetime.now(_dt.UTC) if running else session.updated_at
-    branch_states = [b.state.lower() for b in branches]
     return {
         "session": row_dict(session),
         "running": running,
@@ -308,15 +344,15 @@ def session_page(store: SessionStore, session_id: str) -> dict[str, Any]:
             "passed": sum(bool(n["verified"]) for n in nodes),
             "degraded": sum(degraded for _, degraded in checks.values()),
         },
-        "reviews": review_counts(r.outcome for r in reviews),
-        "escalations": len(store.get_escalation_reports(session_id)),
-        "rewrites": len(store.get_rewrite_records(session_id)),
+        "reviews": count_reviews(outcome for _, outcome in reviews),
+        "escalations": int(escalations),
+        "rewrites": int(rewrites),
         "branches": {
-            "total": len(branches),
+            "total": len(branch_states),
             **{s: branch_states.count(s) for s in ("active", "sealed", "merged", "flushed")},
-            "flushes": len(store.get_branch_flushes(session_id)),
+            "flushes": int(flushes),
         },
-        "llm_requests": int(store.sql(_LLM_COUNT_SQL, sid).fetchall()[0][0]),
+        "llm_requests": int(llm_requests),
     }
 
 
@@ -528,61 +564,41 @@ def _when(row: Row) -> _dt.datetime | None:
     return None
 
 
-def decisions_page(store: SessionStore, session_id: str) -> dict[str, Any]:
-    """Every decision of the run on one timeline, in time order: escalations, sheaf
-    validations, rewrites, plan revisions, repair footprints, verifications, correction
-    attempts and reviews."""
-    _session(store, session_id)
-    events: list[tuple[_dt.datetime | None, int, dict[str, Any]]] = []
-
-    def add(kind: str, rows: Iterable[Row], summary: Any) -> None:
-        for row in rows:
-            when = _when(row)
-            if when is None and hasattr(row, "created_at"):  # corrections: epoch seconds
-                when = _dt.datetime.fromtimestamp(row.created_at, _dt.UTC)
-            data = row_dict(row)
-            events.append(
-                (
-                    when,
-                    len(events),
-                    {
-                        "kind": kind,
-                        "time": when,
-                        "node_id": getattr(row, "node_id", None),
-                        "summary": summary(row),
-                        "row": data,
-                    },
-                )
-            )
-
-    add(
-        "escalation",
-        store.get_escalation_reports(session_id),
-        lambda r: f"{r.category}: {r.action}",
-    )
-    add(
+# The decisions timeline, by table: (kind, table, row model, the getter's ORDER BY, summary).
+# The page reads these with plain SQL (no row models: a 1,000-node session has thousands of
+# decisions), exactly as the getters named in ``decisions_page`` would return them; the JSON
+# API adds each row in full through the getters.
+_DECISION_SOURCES: tuple[tuple[str, str, str, Callable[[Any], str]], ...] = (
+    ("escalation", "escalation_reports", "id", lambda r: f"{r.category}: {r.action}"),
+    (
         "sheaf",
-        store.get_all_sheaf_validations(session_id),
-        lambda r: f"{r.validator_class} {'passed' if r.passed else 'failed'}: {r.evidence_summary}",
-    )
-    add(
+        "sheaf_validations",
+        "id",
+        lambda r: f"{r.validator_class} {'passed' if r.passed else 'failed'}: "
+        f"{r.evidence_summary}",
+    ),
+    (
         "rewrite",
-        store.get_rewrite_records(session_id),
+        "rewrite_records",
+        "id",
         lambda r: f"{r.action} ({r.category}); requeued {', '.join(r.requeued_nodes) or '-'}",
-    )
-    add(
+    ),
+    (
         "plan",
-        store.get_plan_revisions(session_id),
+        "plan_revisions",
+        "sequence, created_at, {order}",
         lambda r: f"revision {r.sequence} {r.status}: {r.reason}",
-    )
-    add(
+    ),
+    (
         "repair",
-        store.get_all_repair_footprints(session_id),
+        "repair_footprints",
+        "node_id, attempt, id",
         lambda r: f"attempt {r.attempt} {'resolved' if r.resolved else 'open'}: {r.diagnosis}",
-    )
-    add(
+    ),
+    (
         "verification",
-        store.get_all_verification_results(session_id),
+        "verification_results",
+        "id",
         lambda r: (
             ("degraded: " + (r.degraded_reason or "") if r.degraded else "")
             + " ".join(
@@ -596,29 +612,128 @@ def decisions_page(store: SessionStore, session_id: str) -> dict[str, Any]:
             )
             + f" ({r.tests_passed} passed, {r.tests_failed} failed)"
         ),
-    )
-    add(
+    ),
+    (
         "correction",
-        store.get_session_correction_attempts(session_id),
+        "correction_attempts",
+        "node_id, attempt, id",
         lambda r: (
             f"attempt {r.attempt} {'accepted' if r.accepted else 'rejected'}"
             + (f": {r.rejection_reason}" if r.rejection_reason else "")
         ),
-    )
-    add(
+    ),
+    (
         "review",
-        store.get_all_review_outcomes(session_id),
+        "review_outcomes",
+        "id",
         lambda r: r.outcome + (f": {r.reviewer_note}" if r.reviewer_note else ""),
-    )
+    ),
+)
+
+# The getter of each kind, for the JSON API's full rows (same order as the SQL above).
+_DECISION_GETTERS = {
+    "escalation": "get_escalation_reports",
+    "sheaf": "get_all_sheaf_validations",
+    "rewrite": "get_rewrite_records",
+    "plan": "get_plan_revisions",
+    "repair": "get_all_repair_footprints",
+    "verification": "get_all_verification_results",
+    "correction": "get_session_correction_attempts",
+    "review": "get_all_review_outcomes",
+}
+
+
+def _decision_sql(table: str, order_by: str, schema_version: int | None) -> str:
+    order = order_by.format(order=order_key(table, schema_version))
+    if table == "verification_results":  # get_all_verification_results: each node's latest
+        return (
+            f"SELECT * FROM {table} WHERE session_id = $sid "
+            f"QUALIFY row_number() OVER (PARTITION BY node_id ORDER BY id DESC) = 1 "
+            f"ORDER BY {order}"
+        )
+    return f"SELECT * FROM {table} WHERE session_id = $sid ORDER BY {order}"
+
+
+class _Fields:
+    """A result row read by column name, as the summaries read row models."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+
+def _decision_event(
+    kind: str, values: dict[str, Any], summary: Callable[[Any], str], row: Any
+) -> tuple[dict[str, Any], str | None]:
+    """One timeline event from a decision row (``row`` answers the summary's attributes;
+    ``values`` holds its columns), and the row's review outcome if it is a review."""
+    when = values.get("timestamp", getattr(row, "timestamp", None))
+    if when is None:
+        when = values.get("created_at", getattr(row, "created_at", None))
+    if kind == "correction":  # the agent's clock: epoch seconds
+        when = _dt.datetime.fromtimestamp(when, _dt.UTC) if when is not None else None
+    event = {"kind": kind, "time": when, "node_id": values.get("node_id"),
+             "summary": summary(row)}
+    return event, (values["outcome"] if kind == "review" else None)
+
+
+def _decision_events(
+    store: SessionStore,
+    kind: str,
+    table: str,
+    order_by: str,
+    summary: Callable[[Any], str],
+    session_id: str,
+) -> list[tuple[dict[str, Any], str | None]]:
+    relation = store.sql(_decision_sql(table, order_by, store.schema_version), {"sid": session_id})
+    names = [column[0] for column in relation.description]
+    found = []
+    for values in relation.fetchall():
+        row = dict(zip(names, values, strict=True))
+        if "requeued_nodes" in row and isinstance(row["requeued_nodes"], str):
+            row["requeued_nodes"] = json.loads(row["requeued_nodes"] or "[]")
+        found.append(_decision_event(kind, row, summary, _Fields(row)))
+    return found
+
+
+def decisions_page(
+    store: SessionStore, session_id: str, *, rows: bool = False
+) -> dict[str, Any]:
+    """Every decision of the run on one timeline, in time order: escalations, sheaf
+    validations, rewrites, plan revisions, repair footprints, verifications, correction
+    attempts and reviews. With ``rows``, each event also carries its row in full."""
+    _session(store, session_id)
+    events: list[tuple[_dt.datetime, int, dict[str, Any]]] = []
     floor = _dt.datetime.min.replace(tzinfo=_dt.UTC)
-    events.sort(key=lambda e: (_as_utc(e[0]) if e[0] is not None else floor, e[1]))
+    outcomes: list[str] = []
+    for kind, table, order_by, summary in _DECISION_SOURCES:
+        full = getattr(store, _DECISION_GETTERS[kind])(session_id) if rows else None
+        try:
+            found = _decision_events(store, kind, table, order_by, summary, session_id)
+        except (AttributeError, KeyError, TypeError, ValueError, StoreError):
+            # A file whose columns differ from the row models' fields (an older schema
+            # read as it is): read this table through its getter's row models instead.
+            models = full if full is not None else getattr(
+                store, _DECISION_GETTERS[kind]
+            )(session_id)
+            found = [
+                _decision_event(kind, row.model_dump(), summary, row) for row in models
+            ]
+        for index, (event, outcome) in enumerate(found):
+            if outcome is not None:
+                outcomes.append(outcome)
+            if full is not None:
+                event["row"] = row_dict(full[index])
+            when = event["time"]
+            key = floor if when is None else _as_utc(when)
+            events.append((key, len(events), event))
+    events.sort(key=lambda e: (e[0], e[1]))
     counts: dict[str, int] = defaultdict(int)
     for _, _, event in events:
         counts[event["kind"]] += 1
     return {
         "session_id": session_id,
         "counts": dict(counts),
-        "reviews": review_counts(r.outcome for r in store.get_all_review_outcomes(session_id)),
+        "reviews": count_reviews(outcomes),
         "events": [event for _, _, event in events],
     }
 
@@ -704,16 +819,3 @@ def overview_state(store: SessionStore) -> dict[str, Any]:
     """What the overview's live stream compares: how many sessions, and the last change."""
     ((count, latest),) = store.sql("SELECT count(*), max(updated_at) FROM sessions").fetchall()
     return {"sessions": count, "updated_at": latest}
-
-
-def review_counts(outcomes: Iterable[str]) -> dict[str, int]:
-    """Reviews by the ledger's rules (as ``session_summary`` counts them): approved
-    (``approved*`` or ``auto_approved``), rejected (``rejected`` or ``aborted``), corrected
-    (``correction_requested``)."""
-    outcomes = list(outcomes)
-    return {
-        "total": len(outcomes),
-        "approved": sum(o.startswith("approved") or o == "auto_approved" for o in outcomes),
-        "rejected": sum(o in ("rejected", "aborted") for o in outcomes),
-        "corrected": sum(o == "correction_requested" for o in outcomes),
-    }
