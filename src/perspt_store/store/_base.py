@@ -236,6 +236,14 @@ class _ThreadState(threading.local):
     reading = False  # inside consistent_read()
     draining = False  # committing the group-commit buffer
     view_open = False  # a live view's sql() left its read-only transaction open
+    io_refused = False  # an event loop's thread: no DuckDB call, no write lock (WouldBlock)
+    drain_owed = False  # a buffered write found the flusher behind while io_refused
+
+
+class WouldBlock(Exception):
+    """Internal: a call made with I/O refused on this thread (``_local.io_refused``, set by
+    ``AsyncSessionStore`` on its event loop's thread) needed a DuckDB cursor; raised before it
+    changed anything, so the caller runs the call again on a worker thread."""
 
 
 class _SameProcessWriter(Exception):
@@ -661,7 +669,9 @@ class StoreBase:
         if self._closed:
             raise StoreClosedError()
         cursor: duckdb.DuckDBPyConnection | None = self._local.cursor
-        if cursor is None:
+        if cursor is None or self._local.io_refused:
+            if self._local.io_refused:
+                raise WouldBlock()
             with self._cursors_lock:
                 if self._closed:
                     raise StoreClosedError()
@@ -979,7 +989,10 @@ class StoreBase:
                 raise SessionNotFoundError(session_id, table=row.__table__, operation="insert")
             self._known_sessions.add(session_id)  # forgotten if a flush finds it gone
         if buffer.add(row):  # far behind: the producer commits (bounds memory and loss)
-            self._drain()  # rows it cannot write are reported by the next call
+            if self._local.io_refused:  # on an event loop: its caller drains on a worker
+                self._local.drain_owed = True
+            else:
+                self._drain()  # rows it cannot write are reported by the next call
 
     def _drain_pending(self, *, everyone: bool = False) -> None:
         """Before a statement: commit buffered rows it must see or follow.
