@@ -115,6 +115,10 @@ def _buffered_records(cls: type) -> frozenset[str]:
     return frozenset(names)
 
 
+_ASYNC_RETURNS = {"sql": "SqlResult | None"}
+"""Twins that return something else than their sync method: a relation is fetched into a
+:class:`SqlResult` on the worker (None when the statement gives no relation, as in sync)."""
+
 _BUFFERED_RECORDS = _buffered_records(SessionStore)
 """Methods run on the event loop's thread in batched mode (they append to the buffer)."""
 
@@ -609,6 +613,11 @@ def _twin(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         return await self._run(call, name=name)
 
     functools.update_wrapper(twin, method)  # name, docstring, and the sync signature
+    if name in _ASYNC_RETURNS:
+        signature = inspect.signature(method)
+        twin.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            return_annotation=_ASYNC_RETURNS[name]
+        )
     return twin
 
 
@@ -691,10 +700,12 @@ def render_stub() -> str:
             body += ["    @property", f"    def {name}(self) -> {returns}: ..."]
             continue
         returns = inspect.signature(attribute).return_annotation
-        body.append(
-            f"    async def {name}({_parameters(attribute, imports)}) -> "
-            f"{_annotation(attribute, returns, imports)}: ..."
-        )
+        if name in _ASYNC_RETURNS:
+            imports["SqlResult"] = "perspt_store.aio"
+            shown = _ASYNC_RETURNS[name]
+        else:
+            shown = _annotation(attribute, returns, imports)
+        body.append(f"    async def {name}({_parameters(attribute, imports)}) -> {shown}: ...")
     modules: dict[str, list[str]] = {}
     for name, module in imports.items():
         modules.setdefault(module, []).append(name)
