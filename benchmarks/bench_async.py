@@ -82,7 +82,8 @@ class OsTicker:
                 break
         self.process.stdin.write("stop\n")
         self.process.stdin.flush()
-        p50, p99, worst, n = map(float, (await asyncio.to_thread(self.process.stdout.readline)).split())
+        summary = await asyncio.to_thread(self.process.stdout.readline)
+        p50, p99, worst, n = map(float, summary.split())
         self.process.wait()
         return {"p50 lag": f"{p50 * 1e3:.2f} ms", "p99 lag": f"{p99 * 1e3:.2f} ms",
                 "max lag": f"{worst * 1e3:.1f} ms", "ticks": int(n)}

@@ -396,6 +396,26 @@ async def test_a_buffered_write_that_needs_duckdb_runs_on_a_worker(tmp_path: Pat
         assert [e.v_total for e in await reader.get_energy_history("s1", "n")] == [1.0, 2.0]
 
 
+async def test_io_refused_on_the_loop_ends_with_the_buffered_call(tmp_path: Path) -> None:
+    path = tmp_path / "perspt.db"
+    async with await ps.AsyncSessionStore.open(path, publish_interval=None) as store:
+        await store.create_session(session_record())
+    options = {"durability": "batched", "publish_interval": None}
+    async with await ps.AsyncSessionStore.open(path, max_threads=1, **options) as store:
+        release = threading.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.run_sync, lambda s: release.wait())  # the one worker, busy
+            await anyio.sleep(0.01)
+            # An unseen session: the write hops, and waits in the queue behind the busy job.
+            tg.start_soon(store.record_energy, energy("s1", "n", 1.0))
+            await anyio.sleep(0.01)
+            # Meanwhile the loop's thread may use the sync store directly (blocking, but
+            # allowed): I/O is refused only during a buffered call, not while it waits.
+            assert store.sync.count_sessions() == 1
+            release.set()
+        assert [e.v_total for e in await store.get_energy_history("s1", "n")] == [1.0]
+
+
 async def test_a_buffer_far_behind_is_committed_off_the_loop() -> None:
     # flush_rows=1: from 4 rows waiting the producer commits them itself. A transaction held
     # by another task keeps the flusher from committing, so that commit waits for the write

@@ -73,8 +73,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ._aio_surface import AsyncSurface
-from .store import SessionStore
 from ._groupcommit import BUFFERED_MODELS
+from .store import SessionStore
 from .store._base import PathLike, WouldBlock
 
 __all__ = [
@@ -229,7 +229,10 @@ def _wake_future(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-async def _hand_over(jobs: queue.SimpleQueue[Callable[[], None] | None], call: Callable[[], T]) -> T:
+_Jobs = queue.SimpleQueue[Callable[[], None] | None]
+
+
+async def _hand_over(jobs: _Jobs, call: Callable[[], T]) -> T:
     """Run ``call()`` on a thread serving ``jobs`` and return (or raise) what it did.
 
     A task cancelled before a thread picked the call up raises at once and the call never
@@ -336,10 +339,10 @@ class AsyncSessionStore(AsyncSurface):
     blocks, cancellation and batched durability. ``store.sync`` is the wrapped sync store
     (call it only from worker threads, e.g. with :meth:`run_sync`).
 
-    A relation returned by ``sql()`` (or a ``*_frame`` method with ``to="relation"``) is bound
-    to the cursor of the worker thread that made it, which other calls may be using: fetch
-    it in the same call, ``await store.run_sync(lambda s: s.sql(query).fetchall())``, or ask
-    the frame methods for ``to="pandas"`` / ``"polars"`` / ``"arrow"``.
+    ``sql()`` (and a ``*_frame`` method with ``to="relation"``) returns a :class:`SqlResult`,
+    the relation fetched on the worker thread whose cursor made it; for a DataFrame ask the
+    frame methods for ``to="pandas"`` / ``"polars"`` / ``"arrow"``, or fetch it on the worker:
+    ``await store.run_sync(lambda s: s.sql(query).df())``.
     """
 
     def __init__(self, store: SessionStore, *, max_threads: int = DEFAULT_MAX_THREADS) -> None:
@@ -347,7 +350,7 @@ class AsyncSessionStore(AsyncSurface):
 
         Args:
             store: The sync store every call runs on.
-            max_threads: How many worker threads may run this store's calls at once.
+            max_threads: How many worker threads this store starts (now) to run its calls.
         """
         if not isinstance(store, SessionStore):
             raise TypeError(f"AsyncSessionStore wraps a SessionStore, not {type(store).__name__}")
@@ -472,13 +475,12 @@ class AsyncSessionStore(AsyncSurface):
         local.io_refused = True
         try:
             result = call()
-        except WouldBlock:
-            result = None
+        except WouldBlock:  # raised before anything changed
             blocked = True
         else:
             blocked = False
         finally:
-            local.io_refused = False
+            local.io_refused = False  # before any await: other tasks share this thread
         if blocked:
             return await _hand_over(self._jobs, call)
         if local.drain_owed:
