@@ -3,7 +3,9 @@
 * Event-loop lag: TASKS tasks, each doing OPS durable ``record_node_state`` calls plus a read
   (``get_energy_history``) after each, while a ticker task asks to wake every 1 ms and records
   how late it wakes. Once through ``AsyncSessionStore``, once calling a ``SessionStore``
-  directly from the same tasks (which blocks the loop). p50 / p99 / max of the lag.
+  directly from the same tasks (which blocks the loop). p50 / p99 / max of the lag. Beside
+  it, the same ticker in a separate process (no GIL shared, no DuckDB): how late the OS
+  alone wakes a thread on this machine meanwhile, the floor under any in-process figure.
 * Throughput: durable ``record_energy`` calls per second with 1, 8 and 200 tasks through the
   async store, against the sync store called in a loop from one thread; both durability
   modes (batched includes the final ``flush()``). And reads (``get_energy_history``) the same
@@ -18,6 +20,8 @@ import argparse
 import asyncio
 import functools
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
@@ -43,11 +47,56 @@ async def ticker(lags: list[float], done: asyncio.Event) -> None:
         lags.append(time.perf_counter() - start - TICK)
 
 
-async def lag_run(path: Path, tasks: int, ops: int, *, blocking: bool) -> dict[str, Any]:
-    """The ticker's lag while ``tasks`` tasks write and read (blocking: the sync store)."""
+OS_TICKER = """
+import sys, time
+lags = []
+while sys.stdin.readline().strip() != "stop":  # one line per second of ticking
+    end = time.perf_counter() + 1.0
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        time.sleep(0.001)
+        lags.append(time.perf_counter() - start - 0.001)
+    print("tick", flush=True)
+lags.sort()
+print(lags[len(lags) // 2], lags[int(0.99 * len(lags))], lags[-1], len(lags))
+"""
+
+
+class OsTicker:
+    """The 1 ms ticker in a process of its own, ticking in one-second rounds while the
+    benchmark runs: how late the OS alone wakes a sleeping thread (scheduling noise)."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", OS_TICKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    async def run(self, done: asyncio.Event) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        while True:
+            self.process.stdin.write("go\n")
+            self.process.stdin.flush()
+            await asyncio.to_thread(self.process.stdout.readline)
+            if done.is_set():
+                break
+        self.process.stdin.write("stop\n")
+        self.process.stdin.flush()
+        summary = await asyncio.to_thread(self.process.stdout.readline)
+        p50, p99, worst, n = map(float, summary.split())
+        self.process.wait()
+        return {"p50 lag": f"{p50 * 1e3:.2f} ms", "p99 lag": f"{p99 * 1e3:.2f} ms",
+                "max lag": f"{worst * 1e3:.1f} ms", "ticks": int(n)}
+
+
+async def lag_run(
+    path: Path, tasks: int, ops: int, *, blocking: bool, max_threads: int
+) -> list[dict[str, Any]]:
+    """The ticker's lag while ``tasks`` tasks write and read (blocking: the sync store), and
+    (not blocking) the OS ticker's beside it."""
     sync = ps.SessionStore.open(path, publish_interval=None)
     sync.create_session(session_record())
-    store = ps.AsyncSessionStore(sync)
+    store = ps.AsyncSessionStore(sync, max_threads=max_threads)
 
     async def node(task: int) -> None:
         for i in range(ops):
@@ -63,6 +112,8 @@ async def lag_run(path: Path, tasks: int, ops: int, *, blocking: bool) -> dict[s
     lags: list[float] = []
     done = asyncio.Event()
     tick = asyncio.create_task(ticker(lags, done))
+    os_ticker = None if blocking else OsTicker()
+    os_tick = None if os_ticker is None else asyncio.create_task(os_ticker.run(done))
     await asyncio.sleep(0.05)  # the ticker is running before the load starts
     start = time.perf_counter()
     await asyncio.gather(*(node(t) for t in range(tasks)))
@@ -70,15 +121,20 @@ async def lag_run(path: Path, tasks: int, ops: int, *, blocking: bool) -> dict[s
     done.set()
     await tick
     await store.close()
-    return {
+    rows = [{
         "calls": f"{tasks} x {ops}",
-        "store": "SessionStore, called from the tasks" if blocking else "AsyncSessionStore",
+        "store": "SessionStore, called from the tasks" if blocking
+        else f"AsyncSessionStore, max_threads={max_threads}",
         "p50 lag": f"{percentile(lags, 0.5) * 1e3:.2f} ms",
         "p99 lag": f"{percentile(lags, 0.99) * 1e3:.2f} ms",
         "max lag": f"{max(lags) * 1e3:.1f} ms",
         "ticks": len(lags),
         "wall": f"{elapsed:.1f} s",
-    }
+    }]
+    if os_tick is not None:
+        rows.append({"calls": "", "store": "  the OS meanwhile (a ticker in its own process)",
+                     **await os_tick, "wall": ""})
+    return rows
 
 
 def sync_rate(path: Path, calls: int, durability: str, read: bool) -> float:
@@ -153,8 +209,9 @@ def main() -> None:
             return float(run(async_rate(fresh(), n, tasks, durability, read)))
 
         lag_rows = [
-            run(lag_run(fresh(), tasks, ops, blocking=False)),
-            run(lag_run(fresh(), tasks, ops, blocking=True)),
+            *run(lag_run(fresh(), tasks, ops, blocking=False, max_threads=4)),
+            *run(lag_run(fresh(), tasks, ops, blocking=False, max_threads=2)),
+            *run(lag_run(fresh(), tasks, ops, blocking=True, max_threads=1)),
         ]
         table(f"Event-loop lag (ticker every {TICK * 1e3:.0f} ms, durable writes)", lag_rows)
 

@@ -60,7 +60,10 @@ def test_every_public_sync_method_has_an_async_twin() -> None:
             assert inspect.isasyncgenfunction(inspect.unwrap(twin)), name
         else:
             assert inspect.iscoroutinefunction(twin), name
-            assert inspect.signature(twin) == inspect.signature(attribute), name
+            expected = inspect.signature(attribute)
+            if name == "sql":  # a relation is fetched on the worker: see SqlResult
+                expected = expected.replace(return_annotation="SqlResult | None")
+            assert inspect.signature(twin) == expected, name
 
 
 def test_the_committed_stub_matches_the_sync_class() -> None:
@@ -143,6 +146,30 @@ async def test_a_relation_is_fetched_on_the_thread_that_made_it() -> None:
         await store.create_session(session_record())
         rows = await store.run_sync(lambda s: s.sql("SELECT session_id FROM sessions").fetchall())
         assert rows == [("s1",)]
+
+
+async def test_sql_returns_rows_fetched_on_the_worker_not_a_relation() -> None:
+    async with await ps.AsyncSessionStore.in_memory(max_threads=2) as store:
+        await store.create_session(session_record())
+        await store.record_energy(energy("s1", "n", 0.5))
+        result = await store.sql("SELECT session_id, 42 AS answer FROM sessions WHERE "
+                                 "session_id = ?", ["s1"])
+        assert isinstance(result, aio.SqlResult)
+        assert result.columns == ["session_id", "answer"]
+        assert result.types == ["VARCHAR", "INTEGER"]
+        assert list(result) == [("s1", 42)] and len(result) == 1
+        assert result.fetchone() == ("s1", 42)
+        assert result.fetchone() is None and result.fetchall() == []
+        # Any statement: it has run when the call returns; errors are the sync store's.
+        await store.sql("CREATE TABLE scratch (i INTEGER)")
+        await store.sql("INSERT INTO scratch VALUES (1), (2)")
+        counted = await store.sql("SELECT count(*) FROM scratch")
+        assert counted is not None and counted.fetchall() == [(2,)]
+        with pytest.raises(ps.StoreError):
+            await store.sql("SELECT * FROM no_such_table")
+        # A frame method's default (to="relation") is fetched the same way.
+        frame = await store.energy_frame("s1")
+        assert isinstance(frame, aio.SqlResult) and len(frame.fetchmany(5)) == 1
 
 
 # --- transactions and consistent reads --------------------------------------------------------
@@ -325,6 +352,96 @@ async def test_a_task_reads_its_own_batched_writes_whatever_thread_runs_them() -
         assert store.pending_writes == 1
         await store.flush()
         assert store.pending_writes == 0
+
+
+async def test_buffered_writes_run_on_the_loop_thread() -> None:
+    options = {"durability": "batched", "flush_interval": 60.0, "flush_rows": 1_000_000}
+    async with await ps.AsyncSessionStore.in_memory(max_threads=1, **options) as store:
+        await store.create_session(session_record())
+        await store.record_energy(energy("s1", "first", 0.0))  # the session is checked once
+        group = store.sync._group
+        assert group is not None
+        buffer = group.buffer
+        for k in range(100):
+            await store.record_energy(energy("s1", "n", float(k)))
+        # The write buffer remembers which thread buffered rows: this one, the loop's.
+        assert buffer.owes_current_thread()
+        assert store.pending_writes == 101
+        history = await store.get_energy_history("s1", "n")  # reads its own writes
+        assert [e.v_total for e in history] == [float(k) for k in range(100)]
+
+
+async def test_a_buffered_write_that_needs_duckdb_runs_on_a_worker(tmp_path: Path) -> None:
+    path = tmp_path / "perspt.db"
+    async with await ps.AsyncSessionStore.open(path, publish_interval=None) as store:
+        await store.create_session(session_record())
+    options = {"durability": "batched", "publish_interval": None}
+    async with await ps.AsyncSessionStore.open(path, **options) as store:
+        # A session this handle has not seen: checked in DuckDB, off the loop, with the
+        # sync store's error when it does not exist; nothing is buffered then.
+        with pytest.raises(ps.SessionNotFoundError):
+            await store.record_energy(energy("nope", "n", 1.0))
+        assert store.pending_writes == 0
+        await store.record_energy(energy("s1", "n", 1.0))
+        await store.record_energy(energy("s1", "n", 2.0))
+        assert store.pending_writes == 2  # the second one only buffered, on the loop
+    async with await ps.AsyncSessionStore.open_read_only(path) as reader:
+        assert [e.v_total for e in await reader.get_energy_history("s1", "n")] == [1.0, 2.0]
+
+
+async def test_io_refused_on_the_loop_ends_with_the_buffered_call(tmp_path: Path) -> None:
+    path = tmp_path / "perspt.db"
+    async with await ps.AsyncSessionStore.open(path, publish_interval=None) as store:
+        await store.create_session(session_record())
+    options = {"durability": "batched", "publish_interval": None}
+    async with await ps.AsyncSessionStore.open(path, max_threads=1, **options) as store:
+        release = threading.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.run_sync, lambda s: release.wait())  # the one worker, busy
+            await anyio.sleep(0.01)
+            # An unseen session: the write hops, and waits in the queue behind the busy job.
+            tg.start_soon(store.record_energy, energy("s1", "n", 1.0))
+            await anyio.sleep(0.01)
+            # Meanwhile the loop's thread may use the sync store directly (blocking, but
+            # allowed): I/O is refused only during a buffered call, not while it waits.
+            assert store.sync.count_sessions() == 1
+            release.set()
+        assert [e.v_total for e in await store.get_energy_history("s1", "n")] == [1.0]
+
+
+async def test_a_buffer_far_behind_is_committed_off_the_loop() -> None:
+    # flush_rows=1: from 4 rows waiting the producer commits them itself. A transaction held
+    # by another task keeps the flusher from committing, so that commit waits for the write
+    # lock: on a worker, while the loop goes on (else the block could never end).
+    options = {"durability": "batched", "flush_interval": 60.0, "flush_rows": 1}
+    async with await ps.AsyncSessionStore.in_memory(max_threads=2, **options) as store:
+        await store.create_session(session_record())
+        go_on = anyio.Event()
+        in_block = anyio.Event()
+
+        async def hold_a_transaction() -> None:
+            async with store.transaction():
+                await store.record_energy(energy("s1", "block", 0.0))
+                in_block.set()
+                await go_on.wait()
+
+        async def producer() -> None:
+            for k in range(8):
+                await store.record_energy(energy("s1", "n", float(k)))
+
+        with anyio.fail_after(60):  # a guard against a deadlock, not a timing assertion
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(hold_a_transaction)
+                await in_block.wait()
+                tg.start_soon(producer)
+                for _ in range(20):
+                    await anyio.sleep(0.005)  # the loop runs while the producer waits
+                go_on.set()
+        await store.flush()
+        assert [e.v_total for e in await store.get_energy_history("s1", "n")] == [
+            float(k) for k in range(8)
+        ]
+        assert len(await store.get_energy_history("s1", "block")) == 1
 
 
 # --- static types ---------------------------------------------------------------------------

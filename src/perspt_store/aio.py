@@ -2,14 +2,23 @@
 
 Every public method of :class:`~perspt_store.SessionStore` is an awaitable here with the same
 name, parameters, return type, results and errors, because each one *is* the sync method, run
-on a worker thread (``anyio.to_thread.run_sync``) so the event loop never waits for DuckDB.
+on one of the store's worker threads so the event loop never waits for DuckDB.
 The twins are derived from the sync class (:func:`derive_surface`), never copied; type checkers
 see them through ``_aio_surface.pyi``, generated from the same class and checked for drift.
 
-Threads. Calls run on AnyIO's worker threads, at most ``max_threads`` of them at once per store
-(a :class:`anyio.CapacityLimiter`). DuckDB serialises writes (the sync store holds one write
-lock), so more threads only help reads, which run in parallel on their own cursors; a few
-threads are enough, and each is one more DuckDB cursor.
+Threads. Each store starts ``max_threads`` worker threads of its own when it is made, and hands
+calls to them through a queue; a finished call wakes its task with one thread-safe callback
+(``loop.call_soon_threadsafe`` under asyncio, the trio token's ``run_sync_soon`` under trio),
+so a hop costs two thread wake-ups and nothing else. DuckDB serialises writes (the sync store
+holds one write lock), so more threads only help reads, which run in parallel on their own
+cursors; a few threads are enough, and each is one more DuckDB cursor and one more thread
+competing with the event loop for the GIL.
+
+Buffered writes run on the loop. In batched durability a ``record_*`` of an append-only table
+only appends the row to the write buffer (about a microsecond), so it runs on the event loop's
+thread with I/O refused: if it would touch DuckDB after all (its session not seen yet), the
+sync store says so before changing anything and the call hops to a worker; if the buffer is
+far behind, the commit the sync store would make on the spot is made on a worker instead.
 
 Blocks. ``transaction()`` and ``consistent_read()`` are per-thread in the sync store, so an
 ``async with`` block runs on a thread of its own (:class:`_BlockThread`), started for the
@@ -18,8 +27,8 @@ thread, in the order made, and joins the block. Calls from other tasks run on th
 usual: their writes wait (on their worker thread, never on the loop) until the block ends.
 
 Cancellation. A call that has started on its thread always finishes: cancelling the task that
-awaits it waits for the call to return (AnyIO's ``abandon_on_cancel=False``), discards its
-result and then raises the cancellation. A write is therefore either done whole or, if the
+awaits it waits for the call to return, discards its result and then raises the
+cancellation. A write is therefore either done whole or, if the
 task was cancelled before its thread picked it up, not done at all; never half done. A
 ``transaction()`` block left by a cancellation (or any exception) rolls back as a whole.
 
@@ -27,10 +36,15 @@ Read your writes. In batched durability the sync store lets a *thread* read its 
 rows; a task's calls may land on different threads, so a task that buffered rows commits the
 buffer before its next call that is not a ``record_*`` (an empty transaction, which waits for a
 flush in progress). A task thus reads its own writes, as a thread does with the sync store.
+
+Results. A method whose sync twin returns a DuckDB relation (``sql()``, the ``*_frame``
+methods with ``to="relation"``) returns a :class:`SqlResult` instead: the relation is fetched
+on the worker thread that made it, because a relation is bound to that thread's cursor.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import functools
@@ -39,10 +53,14 @@ import queue
 import re
 import sys
 import threading
+import time
+import typing
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Self, TypeVar
+
+import duckdb
 
 try:
     import anyio
@@ -56,9 +74,17 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from ._aio_surface import AsyncSurface
 from .store import SessionStore
-from .store._base import PathLike
+from .store._base import PathLike, WouldBlock
+from .store._groupcommit import BUFFERED_MODELS
+from .store.internals import internals
 
-__all__ = ["DEFAULT_MAX_THREADS", "AsyncSessionStore", "derive_surface", "render_stub"]
+__all__ = [
+    "DEFAULT_MAX_THREADS",
+    "AsyncSessionStore",
+    "SqlResult",
+    "derive_surface",
+    "render_stub",
+]
 
 T = TypeVar("T")
 
@@ -71,8 +97,207 @@ _HAND_WRITTEN = frozenset({"close", "consistent_read", "in_transaction", "transa
 _CONSTRUCTORS = ("open", "open_default", "in_memory", "open_read_only")
 
 
+def _buffered_records(cls: type) -> frozenset[str]:
+    """The ``record_*`` methods that only buffer their row in batched mode: one row parameter
+    of a model batched mode buffers, and a body that does nothing but ``self._insert(row)``
+    (``record_task_graph_edge_once``, say, takes a buffered model but writes at once)."""
+    names = set()
+    for name, function in inspect.getmembers(cls, inspect.isfunction):
+        if not name.startswith("record_"):
+            continue
+        hints = typing.get_type_hints(function)
+        hints.pop("return", None)
+        if (
+            len(hints) == 1
+            and next(iter(hints.values())) in BUFFERED_MODELS
+            and inspect.unwrap(function).__code__.co_names == ("_insert",)
+        ):
+            names.add(name)
+    return frozenset(names)
+
+
+_ASYNC_RETURNS = {"sql": "SqlResult | None"}
+"""Twins that return something else than their sync method: a relation is fetched into a
+:class:`SqlResult` on the worker (None when the statement gives no relation, as in sync)."""
+
+_BUFFERED_RECORDS = _buffered_records(SessionStore)
+"""Methods run on the event loop's thread in batched mode (they append to the buffer)."""
+
+
 class _Abandoned(BaseException):
     """Thrown into a sync block on its thread: the async block left with an exception."""
+
+
+class SqlResult:
+    """A query's result, fetched on the worker thread that ran it: what the async ``sql()``
+    (and a ``*_frame(to="relation")``) returns instead of a DuckDB relation, which is bound
+    to that thread's cursor.
+
+    Use it like a fetched cursor: ``fetchall()``, ``fetchone()``, ``fetchmany(n)``, or
+    iterate it; ``columns`` and ``types`` name the columns. For a DataFrame, ask a
+    ``*_frame`` method for ``to="pandas"`` / ``"polars"`` / ``"arrow"``, or fetch one on the
+    worker: ``await store.run_sync(lambda s: s.sql(query).df())``.
+    """
+
+    __slots__ = ("_next", "columns", "rows", "types")
+
+    def __init__(self, columns: list[str], types: list[str], rows: list[tuple[Any, ...]]) -> None:
+        self.columns = columns
+        """The column names, in order."""
+        self.types = types
+        """DuckDB's type of each column, e.g. ``"VARCHAR"``."""
+        self.rows = rows
+        """Every row, as the relation's ``fetchall()`` gave them."""
+        self._next = 0
+
+    @classmethod
+    def fetch(cls, relation: duckdb.DuckDBPyRelation) -> SqlResult:
+        """Fetch ``relation`` whole (on the thread whose cursor made it)."""
+        return cls(list(relation.columns), [str(t) for t in relation.types], relation.fetchall())
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        """The rows not fetched yet (all of them, the first time)."""
+        rows = self.rows[self._next :]
+        self._next = len(self.rows)
+        return rows
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        """The next row, or None after the last."""
+        if self._next >= len(self.rows):
+            return None
+        self._next += 1
+        return self.rows[self._next - 1]
+
+    def fetchmany(self, size: int = 1) -> list[tuple[Any, ...]]:
+        """Up to ``size`` next rows."""
+        rows = self.rows[self._next : self._next + size]
+        self._next += len(rows)
+        return rows
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        return f"<SqlResult {len(self.rows)} rows of ({', '.join(self.columns)})>"
+
+
+def _fetched(function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``function(*args, **kwargs)``, a DuckDB relation it returns fetched (on this thread)."""
+    result = function(*args, **kwargs)
+    if isinstance(result, duckdb.DuckDBPyRelation):
+        return SqlResult.fetch(result)
+    return result
+
+
+class _Job:
+    """One call handed to a worker thread, and how it wakes the task that awaits it."""
+
+    __slots__ = ("claim", "function", "outcome", "wake")
+
+    def __init__(self, function: Callable[[], Any], wake: Callable[[], object]) -> None:
+        self.function: Callable[[], Any] | None = function
+        self.wake = wake
+        self.claim = threading.Lock()  # taken by the worker that runs it, or by a cancellation
+        self.outcome: tuple[bool, Any] | None = None
+
+    def run(self) -> None:
+        """On a worker thread: run the call unless its task was cancelled before."""
+        if not self.claim.acquire(blocking=False):
+            return  # its task was cancelled before any thread picked it up: never run
+        function, self.function = self.function, None
+        assert function is not None
+        try:
+            self.outcome = (True, function())
+        except BaseException as exc:
+            self.outcome = (False, exc)
+        try:
+            self.wake()
+        except RuntimeError:  # the event loop is closed: nobody is waiting any more
+            pass
+
+
+def _serve(jobs: queue.SimpleQueue[Callable[[], None] | None]) -> None:
+    """A worker thread: run jobs until told to stop (None)."""
+    while (job := jobs.get()) is not None:
+        job()
+
+
+def _wake_future(future: asyncio.Future[None]) -> None:
+    if not future.done():  # a cancelled waiter's future is done already
+        future.set_result(None)
+
+
+_Jobs = queue.SimpleQueue[Callable[[], None] | None]
+
+
+async def _hand_over(jobs: _Jobs, call: Callable[[], T]) -> T:
+    """Run ``call()`` on a thread serving ``jobs`` and return (or raise) what it did.
+
+    A task cancelled before a thread picked the call up raises at once and the call never
+    runs; once it has started, the task waits for it to finish, then raises the cancellation
+    (the call's result is discarded).
+    """
+    loop = asyncio._get_running_loop()  # None under trio
+    if loop is not None:
+        future: asyncio.Future[None] = loop.create_future()
+        job = _Job(call, functools.partial(loop.call_soon_threadsafe, _wake_future, future))
+        jobs.put(job.run)
+        try:
+            await future
+        except BaseException:
+            if job.claim.acquire(blocking=False):
+                raise  # not started, and now it never will
+            with anyio.CancelScope(shield=True):
+                while job.outcome is None:  # started: it completes before we raise
+                    future = loop.create_future()
+                    job.wake = functools.partial(loop.call_soon_threadsafe, _wake_future, future)
+                    if job.outcome is None:
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await future
+            raise
+    else:
+        done = anyio.Event()
+        token = anyio.lowlevel.current_token().native_token
+        job = _Job(call, functools.partial(token.run_sync_soon, done.set))  # type: ignore[attr-defined]
+        jobs.put(job.run)
+        try:
+            await done.wait()
+        except BaseException:
+            if job.claim.acquire(blocking=False):
+                raise
+            with anyio.CancelScope(shield=True):
+                await done.wait()
+            raise
+    assert job.outcome is not None
+    ok, value = job.outcome
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+async def _on_a_thread_of_its_own(call: Callable[[], T]) -> T:
+    """``call()`` on a thread started for it (opening a store; calls after ``close()``)."""
+    jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+    threading.Thread(target=_serve, args=(jobs,), name="perspt-store-call", daemon=True).start()
+    try:
+        return await _hand_over(jobs, call)
+    finally:
+        jobs.put(None)  # the thread ends after the call (or at once, if it never started)
+
+
+_YIELD_EVERY = 0.0005
+"""Seconds of buffered writes on the loop's thread between two yields to the event loop."""
+
+
+async def _yield_to_loop() -> None:
+    """A checkpoint, cheaper than AnyIO's: it skips the backend look-up under asyncio."""
+    if asyncio._get_running_loop() is not None:
+        await asyncio.sleep(0)
+    else:
+        await anyio.lowlevel.checkpoint()
 
 
 class _BlockThread:
@@ -81,37 +306,16 @@ class _BlockThread:
 
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._token = anyio.lowlevel.current_token()
         self.transactions = 0  # transaction() blocks open on it (for in_transaction)
         self.alive = True
-        self._thread = threading.Thread(target=self._serve, name="perspt-store-block", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            job()
+        thread = threading.Thread(
+            target=_serve, args=(self._jobs,), name="perspt-store-block", daemon=True
+        )
+        thread.start()
 
     async def call(self, function: Callable[[], T]) -> T:
         """Run ``function`` on this thread; a cancelled caller waits until it has finished."""
-        done = anyio.Event()
-        outcome: list[tuple[bool, Any]] = []
-
-        def job() -> None:
-            try:
-                outcome.append((True, function()))
-            except BaseException as exc:
-                outcome.append((False, exc))
-            with contextlib.suppress(anyio.RunFinishedError):
-                anyio.from_thread.run_sync(done.set, token=self._token)
-
-        self._jobs.put(job)
-        with anyio.CancelScope(shield=True):  # as to_thread's abandon_on_cancel=False
-            await done.wait()
-        ok, value = outcome[0]
-        if not ok:
-            raise value
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        return value  # type: ignore[no-any-return]
+        return await _hand_over(self._jobs, function)
 
     def stop(self) -> None:
         self.alive = False
@@ -136,10 +340,10 @@ class AsyncSessionStore(AsyncSurface):
     blocks, cancellation and batched durability. ``store.sync`` is the wrapped sync store
     (call it only from worker threads, e.g. with :meth:`run_sync`).
 
-    A relation returned by ``sql()`` (or a ``*_frame`` method with ``to="relation"``) is bound
-    to the cursor of the worker thread that made it, which other calls may be using: fetch
-    it in the same call, ``await store.run_sync(lambda s: s.sql(query).fetchall())``, or ask
-    the frame methods for ``to="pandas"`` / ``"polars"`` / ``"arrow"``.
+    ``sql()`` (and a ``*_frame`` method with ``to="relation"``) returns a :class:`SqlResult`,
+    the relation fetched on the worker thread whose cursor made it; for a DataFrame ask the
+    frame methods for ``to="pandas"`` / ``"polars"`` / ``"arrow"``, or fetch it on the worker:
+    ``await store.run_sync(lambda s: s.sql(query).df())``.
     """
 
     def __init__(self, store: SessionStore, *, max_threads: int = DEFAULT_MAX_THREADS) -> None:
@@ -147,7 +351,7 @@ class AsyncSessionStore(AsyncSurface):
 
         Args:
             store: The sync store every call runs on.
-            max_threads: How many worker threads may run this store's calls at once.
+            max_threads: How many worker threads this store starts (now) to run its calls.
         """
         if not isinstance(store, SessionStore):
             raise TypeError(f"AsyncSessionStore wraps a SessionStore, not {type(store).__name__}")
@@ -155,7 +359,6 @@ class AsyncSessionStore(AsyncSurface):
             raise ValueError(f"max_threads must be at least 1, not {max_threads}")
         self.sync = store
         self.max_threads = max_threads
-        self._limiter: anyio.CapacityLimiter | None = None  # made in the event loop
         self._block: contextvars.ContextVar[_BlockThread | None] = contextvars.ContextVar(
             f"perspt-store-block-{id(self):x}", default=None
         )
@@ -163,6 +366,20 @@ class AsyncSessionStore(AsyncSurface):
         self._owes: contextvars.ContextVar[bool] = contextvars.ContextVar(
             f"perspt-store-owes-{id(self):x}", default=False
         )
+        # The worker threads, started now rather than on the event loop's first call.
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._workers = [
+            threading.Thread(
+                target=_serve, args=(self._jobs,), name=f"perspt-store-worker-{n}", daemon=True
+            )
+            for n in range(max_threads)
+        ]
+        for worker in self._workers:
+            worker.start()
+        self._stopped = False  # closed, and the workers told to end
+        self._yielded = 0.0  # when a buffered write last let the loop run (time.monotonic)
+        with contextlib.suppress(Exception):  # import AnyIO's backend now, not mid-run
+            anyio.lowlevel.current_token()
 
     # --- opening ------------------------------------------------------------------------
 
@@ -200,10 +417,18 @@ class AsyncSessionStore(AsyncSurface):
         options: dict[str, object],
         max_threads: int,
     ) -> Self:
-        def open_it() -> SessionStore:
-            return opener(*args, **options)
+        opened: list[SessionStore] = []
 
-        store = await anyio.to_thread.run_sync(open_it)
+        def open_it() -> SessionStore:
+            opened.append(opener(*args, **options))
+            return opened[0]
+
+        try:
+            store = await _on_a_thread_of_its_own(open_it)
+        except BaseException:
+            for store in opened:  # opened, then cancelled: nobody will close it
+                store.close()
+            raise
         try:
             return cls(store, max_threads=max_threads)
         except BaseException:
@@ -227,25 +452,39 @@ class AsyncSessionStore(AsyncSurface):
         block = self._block.get()
         if block is not None and block.alive:
             return await block.call(call)
-        if self._limiter is None:
-            self._limiter = anyio.CapacityLimiter(self.max_threads)
+        if self._stopped:  # closed: the sync store raises StoreClosedError, on a thread
+            return await _on_a_thread_of_its_own(call)
         if self.sync.durability == "batched" and name not in ("close", "flush"):
             if name.startswith("record_"):
                 self._owes.set(True)  # in this task's context: it dies with the task
+                if name in _BUFFERED_RECORDS:
+                    return await self._buffered(call)
             elif self._owes.get():
                 if self.sync.pending_writes:
                     call = functools.partial(self._caught_up, call)
-                result = await self._on_worker(call)
+                result = await _hand_over(self._jobs, call)
                 self._owes.set(False)  # not if cancelled first: then it catches up later
                 return result
-        return await self._on_worker(call)
+        return await _hand_over(self._jobs, call)
 
-    async def _on_worker(self, call: Callable[[], T]) -> T:
-        """``call()`` on a worker thread. A cancelled caller waits until it has returned
-        (``abandon_on_cancel=False``), then sees the cancellation, its result discarded."""
-        assert self._limiter is not None
-        result = await anyio.to_thread.run_sync(call, limiter=self._limiter)
-        await anyio.lowlevel.checkpoint_if_cancelled()
+    async def _buffered(self, call: Callable[[], T]) -> T:
+        """A ``record_*`` that batched mode buffers: run it here, on the event loop's thread,
+        with I/O refused (it appends to the buffer, about a microsecond); on a worker if it
+        needs DuckDB after all (a session not seen yet), and the commit on a worker if the
+        buffer is far behind."""
+        inside = internals(self.sync)
+        try:
+            with inside.io_refused():  # lifted before any await: other tasks share this thread
+                result = call()
+        except WouldBlock:  # raised before anything changed
+            return await _hand_over(self._jobs, call)
+        if inside.take_owed_drain():
+            with anyio.CancelScope(shield=True):  # the producer's commit, as in the sync store
+                await _hand_over(self._jobs, inside.drain)
+        now = time.monotonic()
+        if now - self._yielded >= _YIELD_EVERY:  # let the other tasks run now and then
+            self._yielded = now
+            await _yield_to_loop()
         return result
 
     def _caught_up(self, call: Callable[[], T]) -> T:
@@ -330,9 +569,16 @@ class AsyncSessionStore(AsyncSurface):
     # --- closing ------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """:meth:`SessionStore.close` on a worker thread; it finishes even if cancelled."""
+        """:meth:`SessionStore.close` on a worker thread; it finishes even if cancelled. The
+        worker threads end once the calls handed to them have run."""
         with anyio.CancelScope(shield=True):
-            await self._run(self.sync.close, name="close")
+            try:
+                await self._run(self.sync.close, name="close")
+            finally:
+                if self.sync.closed and not self._stopped:
+                    self._stopped = True
+                    for _ in self._workers:
+                        self._jobs.put(None)
 
     async def __aenter__(self) -> Self:
         return self
@@ -359,10 +605,15 @@ def _public(cls: type) -> Iterator[tuple[str, Any]]:
 
 def _twin(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
     async def twin(self: AsyncSessionStore, /, *args: Any, **kwargs: Any) -> Any:
-        call = functools.partial(getattr(self.sync, name), *args, **kwargs)
+        call = functools.partial(_fetched, getattr(self.sync, name), *args, **kwargs)
         return await self._run(call, name=name)
 
     functools.update_wrapper(twin, method)  # name, docstring, and the sync signature
+    if name in _ASYNC_RETURNS:
+        signature = inspect.signature(method)
+        twin.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            return_annotation=_ASYNC_RETURNS[name]
+        )
     return twin
 
 
@@ -445,10 +696,12 @@ def render_stub() -> str:
             body += ["    @property", f"    def {name}(self) -> {returns}: ..."]
             continue
         returns = inspect.signature(attribute).return_annotation
-        body.append(
-            f"    async def {name}({_parameters(attribute, imports)}) -> "
-            f"{_annotation(attribute, returns, imports)}: ..."
-        )
+        if name in _ASYNC_RETURNS:
+            imports["SqlResult"] = "perspt_store.aio"
+            shown = _ASYNC_RETURNS[name]
+        else:
+            shown = _annotation(attribute, returns, imports)
+        body.append(f"    async def {name}({_parameters(attribute, imports)}) -> {shown}: ...")
     modules: dict[str, list[str]] = {}
     for name, module in imports.items():
         modules.setdefault(module, []).append(name)

@@ -240,6 +240,14 @@ class _ThreadState(threading.local):
     reading = False  # inside consistent_read()
     draining = False  # committing the group-commit buffer
     view_open = False  # a live view's sql() left its read-only transaction open
+    io_refused = False  # an event loop's thread: no DuckDB call, no write lock (WouldBlock)
+    drain_owed = False  # a buffered write found the flusher behind while io_refused
+
+
+class WouldBlock(Exception):
+    """Internal: a call made with I/O refused on this thread (``_local.io_refused``, set by
+    ``AsyncSessionStore`` on its event loop's thread) needed a DuckDB cursor; raised before it
+    changed anything, so the caller runs the call again on a worker thread."""
 
 
 class _SameProcessWriter(Exception):
@@ -663,7 +671,9 @@ class StoreBase:
         if self._closed:
             raise StoreClosedError()
         cursor: duckdb.DuckDBPyConnection | None = self._local.cursor
-        if cursor is None:
+        if cursor is None or self._local.io_refused:
+            if self._local.io_refused:
+                raise WouldBlock()
             with self._cursors_lock:
                 if self._closed:
                     raise StoreClosedError()

@@ -410,7 +410,10 @@ class GroupCommit:
         if isinstance(item, BufferedCommit):
             self.buffered_commits += 1  # the caller holds the write lock: no flush between
         if behind:
-            self.drain()  # rows it cannot write are reported by the next call
+            if self._store._local.io_refused:  # on an event loop: its caller drains on a worker
+                self._store._local.drain_owed = True
+            else:
+                self.drain()  # rows it cannot write are reported by the next call
 
     # --- when a statement must commit the buffer first -----------------------------------
 

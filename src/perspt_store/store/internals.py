@@ -4,7 +4,8 @@ The lake (Parquet and Delta) and the frames read and write tables in bulk with t
 SQL; they need a few things the public API does not offer: this thread's cursor, a
 consistent snapshot to export from, the legacy high-water marks that say which rows carry
 upstream's encodings, a way to write imported rows under the store's write lock (retried,
-translated, published) and to drop the cached commit log of a session they imported.
+translated, published) and to drop the cached commit log of a session they imported. The
+async store runs buffered writes on its event loop's thread with I/O refused.
 :func:`internals` hands those out; no module outside ``store/`` touches an underscore
 attribute of the store (``tests/test_store_boundary.py`` checks).
 """
@@ -83,6 +84,31 @@ class StoreInternals:
         return self._store._write(
             sql, params, table=table, operation="import", session_id=session_id
         )
+
+    @contextlib.contextmanager
+    def io_refused(self) -> Iterator[None]:
+        """On this thread, for the block: any call that needs DuckDB or the write lock raises
+        :class:`~perspt_store.store._base.WouldBlock` before it changes anything. The async
+        store runs batched mode's buffered writes on its event loop's thread this way."""
+        local = self._store._local
+        local.io_refused = True
+        try:
+            yield
+        finally:
+            local.io_refused = False
+
+    def take_owed_drain(self) -> bool:
+        """True (once) if a buffered write under :meth:`io_refused` found the buffer far
+        behind: the caller owes the commit the sync store would have made (:meth:`drain`)."""
+        local = self._store._local
+        owed, local.drain_owed = local.drain_owed, False
+        return bool(owed)
+
+    def drain(self) -> None:
+        """Commit the group-commit buffer now (batched mode; nothing otherwise)."""
+        group = self._store._group
+        if group is not None:
+            group.drain()
 
     def drop_cached_log(self, session_id: str) -> None:
         """Forget the session's cached commit log (rows were written behind the store's
