@@ -568,3 +568,62 @@ def test_cli_export_delta_of_another_history_exits_1(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.stderr.startswith("conflict: run-1: the lake holds a different history")
     assert lake_files(Path(lake)) == before
+
+
+def test_cli_imports_a_delta_lake_as_of_a_version_or_a_time(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    db = tmp_path / "a.db"
+    with ps.SessionStore.open(db, publish_interval=None) as store:
+        small_session(store, "s")
+    result = invoke("--db", str(db), "export", "--delta", str(lake))
+    assert result.exit_code == 0, result.output
+    v1 = export_delta_version(lake)
+    assert f"lake version {v1}" in result.stdout
+    with ps.SessionStore.open(db, publish_interval=None) as store:
+        root1 = store.log_root("s")
+        time.sleep(0.05)
+        between = _dt.datetime.now(_dt.UTC)
+        time.sleep(0.05)
+        commits(store, "s", 2, "later")
+        small_session(store, "t")
+    assert invoke("--db", str(db), "export", "--delta", str(lake)).exit_code == 0
+
+    def imported(*options: str) -> tuple[list[str], bytes | None]:
+        target = tmp_path / f"c{len(list(tmp_path.glob('c*.db')))}.db"
+        result = invoke("--db", str(target), "import", str(lake), *options, "--json")
+        assert result.exit_code == 0, result.output
+        with ps.SessionStore.open_read_only(target) as central:
+            return (sorted(r["session_id"] for r in json.loads(result.stdout)),
+                    central.log_root("s"))
+
+    naive = between.replace(tzinfo=None).isoformat()  # no zone: UTC
+    zoned = between.astimezone(_dt.timezone(_dt.timedelta(hours=2))).isoformat()
+    for options in (["--version", str(v1)], ["--timestamp", naive], ["--timestamp", zoned],
+                    ["--timestamp", naive.replace("+00:00", "") + "Z"]):
+        assert imported(*options) == (["s"], root1), options
+    assert imported()[0] == ["s", "t"]
+    # Bad values: usage errors (exit 2), nothing imported.
+    for options, message in (
+        (["--version", "1", "--timestamp", naive], "not both"),
+        (["--version", "-1"], "--version"),
+        (["--timestamp", "yesterday"], "not an ISO 8601 time"),
+    ):
+        result = invoke("--db", str(tmp_path / "bad.db"), "import", str(lake), *options)
+        assert result.exit_code == 2 and message in result.stderr, (options, result.output)
+    # A version the lake does not have: exit 1, clear.
+    result = invoke("--db", str(tmp_path / "bad.db"), "import", str(lake), "--version", "99")
+    assert result.exit_code == 1 and "no version as of 99" in result.stderr
+    # A Parquet lake or a database file has no history.
+    with ps.SessionStore.open_read_only(db) as store:
+        ps.export_parquet(store, tmp_path / "parquet")
+    for source in (tmp_path / "parquet", db):
+        result = invoke("--db", str(tmp_path / "bad2.db"), "import", str(source),
+                        "--version", "0")
+        assert result.exit_code == 2 and "is not a Delta lake" in result.stderr, result.output
+    assert not (tmp_path / "bad2.db").exists()
+
+
+def export_delta_version(lake: Path) -> int:
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(lake / CHECKPOINTS)).version()

@@ -7,6 +7,7 @@ lake as a whole (it opens no database).
 from __future__ import annotations
 
 import datetime as _dt
+from typing import Any
 
 import click
 
@@ -14,12 +15,48 @@ from ._common import output_options
 from ._output import Format, emit_rows, plural
 
 
+class _Timestamp(click.ParamType):
+    """An ISO 8601 time (``2026-12-01``, ``2026-12-01T09:30``, ``…T09:30:00+02:00``,
+    ``…Z``); without a zone it is UTC."""
+
+    name = "ISO-TIME"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> _dt.datetime:
+        if isinstance(value, _dt.datetime):
+            moment = value
+        else:
+            try:
+                moment = _dt.datetime.fromisoformat(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not an ISO 8601 time (e.g. 2026-12-01T09:30:00Z)",
+                          param, ctx)
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=_dt.UTC)
+
+
+TIMESTAMP = _Timestamp()
+
+
 def _as_of(version: int | None, timestamp: _dt.datetime | None) -> int | _dt.datetime | None:
     if version is not None and timestamp is not None:
         raise click.UsageError("give --version or --timestamp, not both")
-    if timestamp is not None and timestamp.tzinfo is None:
-        return timestamp.replace(tzinfo=_dt.UTC)  # a time without zone is UTC
     return version if version is not None else timestamp
+
+
+def as_of_options(what: str) -> Any:
+    """``--version N`` and ``--timestamp ISO-TIME``: a Delta lake as it was."""
+
+    def decorate(command: Any) -> Any:
+        command = click.option(
+            "--timestamp", type=TIMESTAMP, default=None,
+            help=f"{what} as it was at this time (ISO 8601; UTC unless a zone is given). "
+            "Not with --version.")(command)
+        return click.option(
+            "--version", type=click.IntRange(min=0), default=None,
+            help=f"{what} as of this version of its lake_checkpoints table (export --delta "
+            "prints it). Not with --timestamp.")(command)
+
+    return decorate
 
 
 @click.group()
@@ -35,10 +72,7 @@ def lake() -> None:
 
 @lake.command()
 @click.argument("uri", metavar="URI")
-@click.option("--version", type=click.IntRange(min=0), default=None,
-              help="Check the lake as of this version of its lake_checkpoints table.")
-@click.option("--timestamp", type=click.DateTime(), default=None,
-              help="Check the lake as it was at this time (UTC unless a zone is given).")
+@as_of_options("Check the lake")
 @output_options
 def verify(uri: str, version: int | None, timestamp: _dt.datetime | None, fmt: Format) -> None:
     """Check every session in the lake against its checkpoint.
