@@ -627,3 +627,16 @@ def export_delta_version(lake: Path) -> int:
     from deltalake import DeltaTable
 
     return DeltaTable(str(lake / CHECKPOINTS)).version()
+
+
+def test_tables_write_a_log_checkpoint_every_ten_commits(tmp_path: Path) -> None:
+    """Every export loads every table: a log checkpoint every 10 commits keeps the load
+    from replaying a long tail of JSON commits (Delta's default is every 100)."""
+    lake = tmp_path / "lake"
+    with ps.SessionStore.in_memory() as store:
+        for i in range(11):
+            small_session(store, f"s{i}", nodes=1)
+            export_delta(store, lake, [f"s{i}"])
+    for table in ("node_states", CHECKPOINTS):
+        log = lake / table / "_delta_log"
+        assert (log / "_last_checkpoint").exists(), sorted(p.name for p in log.iterdir())

@@ -103,6 +103,17 @@ pins are removed once they have been replaced for this long (a reader that start
 can still finish)."""
 
 
+_TABLE_CONFIGURATION = {
+    # Keep the log of every version: a checkpoint pins files by version too, and
+    # ``lake compact`` keeps those versions' files.
+    "delta.enableExpiredLogCleanup": "false",
+    # Every export loads each table: with Delta's default (a log checkpoint every 100
+    # commits) a load replays up to 99 JSON commits, 8x slower at 95 than at 5.
+    "delta.checkpointInterval": "10",
+}
+"""The configuration of every table the lake creates."""
+
+
 def _deltalake() -> Any:
     """The ``deltalake`` module, or a StoreError naming the extra to install."""
     try:
@@ -180,12 +191,9 @@ def _open(base: str, table: str, schema: pa.Schema | None,
             if schema is None:
                 return None
         try:
-            # Keep the log of every version: a checkpoint pins files by version too, and
-            # ``lake compact`` keeps those versions' files.
             found = deltalake.DeltaTable.create(
                 uri, schema, mode="ignore", partition_by=["session_id"],
-                configuration={"delta.enableExpiredLogCleanup": "false"},
-                storage_options=storage_options,
+                configuration=_TABLE_CONFIGURATION, storage_options=storage_options,
             )
             return found
         except Exception as exc:  # another exporter created it meanwhile: load it
