@@ -30,6 +30,7 @@ from perspt_store.delta import (
     export_delta,
     is_delta_lake,
     lake_dataset,
+    lake_tables,
     verify_lake,
 )
 from perspt_store.demo import record_demo_session
@@ -446,6 +447,7 @@ def test_an_exporter_killed_midway_leaves_every_session_as_it_was(tmp_path: Path
     for n in (1, 3, 6, 7):
         with ps.SessionStore.open(db, publish_interval=None) as store:
             old = {sid: (store.log_root(sid), contents(store, sid)) for sid in ("s", "t")}
+            old_counts = counts(store, ["s", "t"])
             commits(store, "s", 2, f"k{n}-")
             store.record_energy(ps.EnergyRecord(session_id="t", node_id="n", v_total=3.0))
             new = {sid: store.log_root(sid) for sid in ("s", "t")}
@@ -460,8 +462,24 @@ def test_an_exporter_killed_midway_leaves_every_session_as_it_was(tmp_path: Path
                 assert contents(central, sid) == old[sid][1]
         verdicts = verify_lake(lake).sessions
         assert all(v.ok for v in verdicts)
+        # The documented query path (every table, each session as of its checkpoint) shows
+        # the previous export whole; a plain reader of the latest versions may not.
+        pinned = {t: d.count_rows() for t, d in lake_tables(lake).items()}
+        assert pinned == old_counts
         if n > 1:  # some tables already hold the unfinished export's rows
             assert any("did not commit its checkpoint" in v.detail for v in verdicts)
+            assert lake_counts(lake) != old_counts
+        if n == 6:
+            # lake compact puts an abandoned export's tables back, once it is old enough.
+            assert compact_lake(lake, retention_hours=1).repaired == []
+            assert compact_lake(lake, retention_hours=1,
+                                abandoned_after_hours=0).repaired == ["s", "t"]
+            assert lake_counts(lake) == old_counts  # plain readers: the previous export
+            assert not any("did not commit" in v.detail for v in verify_lake(lake).sessions)
+            with ps.SessionStore.in_memory() as central:
+                assert import_lake(central, lake).ok
+                assert {s: central.log_root(s) for s in ("s", "t")} == {
+                    s: old[s][0] for s in ("s", "t")}
         # The next export goes through, and replaces what the killed one left.
         with ps.SessionStore.open_read_only(db) as store:
             assert sorted(export_delta(store, lake).session_ids) == ["s", "t"]

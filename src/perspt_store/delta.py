@@ -84,6 +84,7 @@ __all__ = [
     "import_delta",
     "is_delta_lake",
     "lake_dataset",
+    "lake_tables",
     "verify_lake",
 ]
 
@@ -96,6 +97,10 @@ latest (None): the lake as it was then."""
 
 _ATTEMPTS = 200
 """Times an export starts over after losing a race for a session's checkpoint."""
+
+_ABANDONED_HOURS = 1.0
+"""What ``lake compact`` takes for an abandoned export: rows a session's checkpoint does
+not pin, written this long ago (a live export takes seconds)."""
 
 _RETENTION_HOURS = 168
 """What ``lake compact`` keeps by default: Delta's own default (7 days). Files no checkpoint
@@ -261,6 +266,10 @@ class LakeCompaction:
     """Files rewritten by Delta's optimize (bin-packing), per table."""
     removed: dict[str, int]
     """Files removed by vacuum, per table."""
+    repaired: list[str] = field(default_factory=list)
+    """Sessions whose tables held rows of an export that never committed its checkpoint
+    (killed, or lost), older than ``abandoned_after_hours``: put back to their checkpoint's
+    rows, so that plain Delta readers see them again."""
 
 
 # --- export -------------------------------------------------------------------------------
@@ -720,6 +729,26 @@ def lake_dataset(
     return dataset
 
 
+def lake_tables(
+    uri: PathLike | str, *, as_of: AsOf = None, storage_options: dict[str, str] | None = None,
+) -> dict[str, pads.Dataset]:
+    """Every table of a Delta lake as a pyarrow dataset of each session's rows as of its
+    checkpoint (:func:`lake_dataset` for each table, from one read of the checkpoints):
+    the way to query the lake that never shows half an export, a killed one included.
+
+    Register them with DuckDB (``con.register(name, dataset)``), scan them with Polars
+    (``pl.scan_pyarrow_dataset``), or read them with pyarrow.
+
+    Raises:
+        StoreError: ``uri`` is not a Delta lake, or has no such version.
+    """
+    base = _base(uri)
+    rows = _checkpoints_as_of(base, as_of, storage_options)[0]
+    return {name: lake_dataset(base, name, storage_options=storage_options, _rows=rows)
+            for name in LAKE_TABLES
+            if _open(base, name, None, storage_options) is not None}
+
+
 # --- import -------------------------------------------------------------------------------
 
 
@@ -765,8 +794,8 @@ def verify_lake(uri: PathLike | str, *, as_of: AsOf = None) -> LakeVerification:
             detail = "verified against its checkpoint" if ok else entry.detail
             if entry.session_id in ahead:
                 detail += ("; its tables also hold rows of a later export that did not "
-                           "commit its checkpoint (readers ignore them; the next export of "
-                           "it replaces them)")
+                           "commit its checkpoint (pinned readers ignore them; the next "
+                           "export of it, or lake compact, replaces them)")
             verdicts.append(SessionVerdict(entry.session_id, ok, row["log_size"],
                                            row["log_root"], detail))
     return LakeVerification(uri=base, sessions=verdicts)
@@ -786,24 +815,74 @@ def _ahead(base: str, rows: dict[str, dict[str, Any]]) -> set[str]:
     return ahead
 
 
+def _abandoned(base: str, rows: dict[str, dict[str, Any]], hours: float,
+               storage_options: dict[str, str] | None) -> set[str]:
+    """Sessions whose live files in some table are not the ones their checkpoint pins, and
+    were written more than ``hours`` ago (when only removed, the table's last commit)."""
+    import pyarrow as pa
+
+    cutoff = (time.time() - hours * 3600) * 1000  # Delta's times are in milliseconds
+    found: set[str] = set()
+    for name in LAKE_TABLES:
+        table = _open(base, name, None, storage_options)
+        if table is None:
+            continue
+        actions = pa.table(table.get_add_actions(flatten=True))
+        written: dict[str, list[tuple[str, int]]] = {}
+        if "partition.session_id" in actions.column_names:
+            for path, sid, at in zip(actions["path"].to_pylist(),
+                                     actions["partition.session_id"].to_pylist(),
+                                     actions["modification_time"].to_pylist(), strict=True):
+                written.setdefault(sid, []).append((path, at))
+        last: int | None = None
+        for sid, row in rows.items():
+            pinned = _pinned_files(row, name)
+            live = written.get(sid, [])
+            if sorted(path for path, _ in live) == pinned:
+                continue
+            stray = [at for path, at in live if path not in pinned]
+            if not stray:  # the unfinished export only removed rows: its commit's time
+                if last is None:
+                    last = int(table.history(1)[0]["timestamp"])
+                stray = [last]
+            if max(stray) <= cutoff:
+                found.add(sid)
+    return found
+
+
 def compact_lake(uri: PathLike | str, *, retention_hours: int = _RETENTION_HOURS,
+                 abandoned_after_hours: float = _ABANDONED_HOURS,
                  storage_options: dict[str, str] | None = None) -> LakeCompaction:
-    """Delta maintenance of every table: optimize (bin-pack small files), vacuum files
-    replaced more than ``retention_hours`` ago, and write a log checkpoint.
+    """Delta maintenance of every table: repair abandoned exports, optimize (bin-pack small
+    files), vacuum files replaced more than ``retention_hours`` ago, and write a log
+    checkpoint.
+
+    Repair: a session whose tables hold rows its checkpoint does not pin, written more than
+    ``abandoned_after_hours`` ago (an exporter killed before its checkpoint, whose store
+    never exported the session again), gets its checkpoint's rows back in those tables, so
+    plain Delta readers of the latest versions see the lake's copy again. An export of the
+    session still running then (slower than that) loses its checkpoint commit and starts
+    over: nothing is lost.
 
     Vacuum keeps every version a session's checkpoint pins (``keep_versions``), so a
     reader still finds every session's files however old its export.
 
     Raises:
-        ValueError: ``retention_hours`` is below 1.
+        ValueError: ``retention_hours`` is below 1, or ``abandoned_after_hours`` below 0.
     """
     if retention_hours < 1:
         raise ValueError("retention_hours must be at least 1 (readers may still be reading)")
+    if abandoned_after_hours < 0:
+        raise ValueError("abandoned_after_hours must not be negative")
     base = _base(uri)
     rows, _ = _checkpoints_as_of(base, None, storage_options)
     optimized: dict[str, int] = {}
     removed: dict[str, int] = {}
     try:
+        repaired = sorted(_abandoned(base, rows, abandoned_after_hours, storage_options))
+        if repaired:
+            _restore(base, repaired, storage_options)
+            rows, _ = _checkpoints_as_of(base, None, storage_options)
         for name in (*LAKE_TABLES, CHECKPOINTS):
             table = _open(base, name, None, storage_options)
             if table is None:
@@ -820,4 +899,4 @@ def compact_lake(uri: PathLike | str, *, retention_hours: int = _RETENTION_HOURS
             table.create_checkpoint()
     except Exception as exc:
         raise _translate(exc, f"compacting {base}") from exc
-    return LakeCompaction(uri=base, optimized=optimized, removed=removed)
+    return LakeCompaction(uri=base, optimized=optimized, removed=removed, repaired=repaired)
