@@ -658,3 +658,50 @@ def test_tables_write_a_log_checkpoint_every_ten_commits(tmp_path: Path) -> None
     for table in ("node_states", CHECKPOINTS):
         log = lake / table / "_delta_log"
         assert (log / "_last_checkpoint").exists(), sorted(p.name for p in log.iterdir())
+
+
+# --- object storage -------------------------------------------------------------------------
+
+
+def test_storage_options_reach_every_delta_table_through_a_file_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lake by URL (file://, the object-store path of delta-rs on the local file system):
+    export, the pinned datasets and compact pass storage_options to every table they open;
+    import and verify read a file:// lake from its directory."""
+    import deltalake
+
+    lake = tmp_path / "lake"
+    url = lake.as_uri()
+    options = {"timeout": "30s"}
+    seen: list[tuple[str, Any]] = []
+    init, create = deltalake.DeltaTable.__init__, deltalake.DeltaTable.create
+
+    def spy_init(self: Any, table_uri: Any, *args: Any, **kwargs: Any) -> None:
+        seen.append((str(table_uri), kwargs.get("storage_options")))
+        init(self, table_uri, *args, **kwargs)
+
+    def spy_create(cls: Any, table_uri: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append((str(table_uri), kwargs.get("storage_options")))
+        return create.__func__(cls, table_uri, *args, **kwargs)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(deltalake.DeltaTable, "__init__", spy_init)
+    monkeypatch.setattr(deltalake.DeltaTable, "create", classmethod(spy_create))
+    with ps.SessionStore.in_memory() as store:
+        ids = [small_session(store, "s"), record_demo_session(store, seed=3)]
+        report = export_delta(store, url, storage_options=options)
+        assert report.ok and report.session_ids == ids and report.uri == url
+        assert is_delta_lake(url) and is_delta_lake(lake)  # the files are where the URL says
+        assert export_delta(store, url, storage_options=options).unchanged == ids
+        pinned = {t: d.count_rows() for t, d in
+                  lake_tables(url, storage_options=options).items()}
+        assert pinned == counts(store, ids)
+        assert compact_lake(url, retention_hours=1, storage_options=options).repaired == []
+        assert seen and all(uri.startswith(url) and opts == options for uri, opts in seen)
+        with ps.SessionStore.in_memory() as central:
+            assert sorted(import_lake(central, url).imported) == sorted(ids)
+            for sid in ids:
+                assert contents(central, sid) == contents(store, sid)
+        assert verify_lake(url).ok
+    with ps.SessionStore.in_memory() as central, pytest.raises(ps.StoreError, match="copy"):
+        import_lake(central, "s3://no-such-bucket/lake")

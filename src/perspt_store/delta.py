@@ -143,6 +143,16 @@ def _local(base: str) -> bool:
     return "://" not in base
 
 
+def _readable(base: str) -> str:
+    """Where import and verify read the lake: a local path (a ``file://`` URL's too)."""
+    if base.startswith("file://"):
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        return url2pathname(urlparse(base).path)
+    return base
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -757,7 +767,7 @@ def import_delta(store: SessionStore, uri: PathLike | str,
                  ) -> ImportReport:
     """Merge a Delta lake into ``store`` (use :func:`lake.import_lake`, which detects it):
     each session from the files its checkpoint pins, with lake.py's guarantees."""
-    base = _base(uri)
+    base = _readable(_base(uri))
     if not _local(base):
         raise StoreError(
             f"importing from {base} is not supported: import reads the pinned files with "
@@ -781,8 +791,9 @@ def import_delta(store: SessionStore, uri: PathLike | str,
 def verify_lake(uri: PathLike | str, *, as_of: AsOf = None) -> LakeVerification:
     """Check every session of a Delta lake against its checkpoint: its rows (the pinned
     files) are loaded into a scratch store, the Merkle log recomputed from the node states,
-    and its size and roots compared with the checkpoint's."""
-    base = _base(uri)
+    and its size and roots compared with the checkpoint's (a local directory or a
+    ``file://`` URL: the rows are read with DuckDB)."""
+    base = _readable(_base(uri))
     rows, _ = _checkpoints_as_of(base, as_of, None)
     ahead = _ahead(base, rows) if as_of is None else set()
     verdicts = []

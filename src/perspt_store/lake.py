@@ -991,6 +991,8 @@ def import_lake(
     path = Path(source)
     from . import delta
 
+    if isinstance(source, str) and "://" in source:  # a URL: a Delta lake
+        return delta.import_delta(store, source, session_ids, as_of=as_of)
     if path.is_dir() and delta.is_delta_lake(path):
         return delta.import_delta(store, path, session_ids, as_of=as_of)
     if as_of is not None:
