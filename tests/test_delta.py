@@ -705,3 +705,42 @@ def test_storage_options_reach_every_delta_table_through_a_file_url(
         assert verify_lake(url).ok
     with ps.SessionStore.in_memory() as central, pytest.raises(ps.StoreError, match="copy"):
         import_lake(central, "s3://no-such-bucket/lake")
+
+
+def test_a_session_the_lake_changed_after_the_export_looked_is_read_and_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export reads the rows only of sessions the lake does not already hold; if the lake
+    changes before it decides (a twin store with the same log but fewer rows exports in
+    between), it reads the session after all and writes it."""
+    import perspt_store.delta as delta
+
+    lake = tmp_path / "lake"
+    db = tmp_path / "a.db"
+    with ps.SessionStore.open(db, publish_interval=None) as store:
+        small_session(store, "s")
+        small_session(store, "t")
+    twin = tmp_path / "twin.db"
+    twin.write_bytes(db.read_bytes())
+    with ps.SessionStore.open(db, publish_interval=None) as store:
+        store.record_energy(ps.EnergyRecord(session_id="s", node_id="n0", v_total=2.0))
+        export_delta(store, lake)
+        expected = counts(store, ["s", "t"])
+    snapshot, reads = delta._snapshot, []
+
+    def snapshot_then_twin(*args: Any) -> Any:
+        snap = snapshot(*args)
+        reads.append(sorted(snap.read))
+        if len(reads) == 1:
+            with ps.SessionStore.open_read_only(twin) as other:
+                assert export_delta(other, lake).session_ids == ["s"]  # fewer energy rows
+        return snap
+
+    monkeypatch.setattr(delta, "_snapshot", snapshot_then_twin)
+    with ps.SessionStore.open_read_only(db) as store:
+        report = export_delta(store, lake)
+    assert report.session_ids == ["s"] and report.unchanged == ["t"]
+    # The first snapshot read no rows (the lake held both); the twin's export read s; then
+    # the export read again, and wrote s.
+    assert reads[0] == [] and reads[-1] == ["s", "t"]
+    assert lake_counts(lake) == expected

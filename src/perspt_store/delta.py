@@ -296,6 +296,8 @@ class _Snapshot:
     leaves: dict[str, list[bytes]]
     created: dict[str, str | None]
     checkpoints: dict[str, Any]
+    read: set[str] = field(default_factory=set)
+    """The sessions whose rows and checkpoints were read."""
 
 
 def _digests_sql(store: SessionStore, columns: dict[str, list[str]]) -> str:
@@ -316,7 +318,11 @@ def _digests_sql(store: SessionStore, columns: dict[str, list[str]]) -> str:
     return " UNION ALL ".join(parts)
 
 
-def _snapshot(store: SessionStore, session_ids: Iterable[str] | None) -> _Snapshot:
+def _snapshot(store: SessionStore, session_ids: Iterable[str] | None,
+              lake: dict[str, dict[str, Any]] | None = None) -> _Snapshot:
+    """The sessions' facts and digests, and the rows of those the lake's checkpoint rows
+    ``lake`` (read before) do not show unchanged: a periodic export of a whole store reads
+    only what changed. ``snap.read`` says whose rows were read."""
     _check_exportable(store)
     marks = store._legacy_marks
     with _read_snapshot(store) as cursor:
@@ -327,13 +333,16 @@ def _snapshot(store: SessionStore, session_ids: Iterable[str] | None) -> _Snapsh
         for table, sid, digest in _run(cursor, _digests_sql(store, _table_columns(cursor)),
                                        [ids], table=None, operation="export"):
             snap.digests[sid][table] = digest
+        lake = lake or {}
+        wanted = [sid for sid in ids if sid not in lake or not _unchanged(snap, sid, lake[sid])]
         for table in LAKE_TABLES:
             query = _select_sql(table, marks, "session_id IN (SELECT unnest($1))")
             try:
-                snap.rows[table] = cursor.sql(query, params=[ids]).to_arrow_table()
+                snap.rows[table] = cursor.sql(query, params=[wanted]).to_arrow_table()
             except duckdb.Error as exc:
                 raise translate_error(exc, table=table, operation="export") from exc
-        snap.checkpoints = {sid: store.checkpoint(sid) for sid in ids}
+        snap.checkpoints = {sid: store.checkpoint(sid) for sid in wanted}
+        snap.read = set(wanted)
     return snap
 
 
@@ -560,8 +569,15 @@ def export_delta(
     _deltalake()
     from deltalake.exceptions import CommitFailedError
 
-    snap = _snapshot(store, session_ids)
     base = _base(uri)
+    session_ids = None if session_ids is None else list(session_ids)
+    # The lake's checkpoint rows first (a hint: decided again below), so that the snapshot
+    # reads the rows of changed sessions only.
+    try:
+        hint = _open(base, CHECKPOINTS, None, storage_options)
+    except Exception:
+        hint = None
+    snap = _snapshot(store, session_ids, _checkpoint_rows(hint, session_ids))
     if _local(base):
         if (Path(base) / MANIFEST).exists():
             raise StoreError(
@@ -584,6 +600,9 @@ def export_delta(
                                 storage_options)
             there = _checkpoint_rows(checkpoints, snap.ids)
             conflicts, unchanged, todo = _decide(base, snap, there, storage_options)
+            if not snap.read.issuperset(todo):  # the lake changed since the hint
+                snap = _snapshot(store, snap.ids)
+                conflicts, unchanged, todo = _decide(base, snap, there, storage_options)
             if not todo or checkpoints is None:
                 version = None if checkpoints is None else checkpoints.version()
                 break
