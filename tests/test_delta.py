@@ -744,3 +744,45 @@ def test_a_session_the_lake_changed_after_the_export_looked_is_read_and_written(
     # the export read again, and wrote s.
     assert reads[0] == [] and reads[-1] == ["s", "t"]
     assert lake_counts(lake) == expected
+
+
+@pytest.mark.s3
+def test_a_lake_on_an_s3_api_with_conditional_puts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against moto's S3 server (conditional puts, If-None-Match, as AWS S3 has them): two
+    stores export into one lake by s3:// URL, a re-export writes nothing, another history
+    is a conflict, and compact runs. Skipped unless moto[server] and boto3 are installed."""
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    from deltalake import DeltaTable
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        options = {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1",
+                   "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                   "AWS_ALLOW_HTTP": "true"}
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                     aws_access_key_id="test", aws_secret_access_key="test",
+                     ).create_bucket(Bucket="fleet")
+        url = "s3://fleet/lake"
+        with ps.SessionStore.in_memory() as a, ps.SessionStore.in_memory() as b:
+            ids_a = [small_session(a, "a1"), small_session(a, "shared")]
+            ids_b = [small_session(b, "b1")]
+            new_session(b, "shared")
+            assert export_delta(a, url, storage_options=options).session_ids == ids_a
+            report = export_delta(b, url, storage_options=options)
+            assert report.session_ids == ids_b
+            assert [c.session_id for c in report.conflicts] == ["shared"]
+            assert export_delta(a, url, storage_options=options).unchanged == ids_a
+            nodes = DeltaTable(f"{url}/node_states", storage_options=options).to_pyarrow_table()
+            expected = counts(a, ids_a)["node_states"] + counts(b, ids_b)["node_states"]
+            assert nodes.num_rows == expected
+            assert compact_lake(url, retention_hours=1, storage_options=options).repaired == []
+    finally:
+        server.stop()
