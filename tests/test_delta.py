@@ -420,11 +420,12 @@ import perspt_store.delta as delta
 db, lake, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 write, calls = delta._write, [0]
 
-def killing_write(*args, **kwargs):
+def killing_write(table, *args, **kwargs):
     calls[0] += 1
-    if calls[0] == n:  # midway: this Delta transaction never commits
+    # Midway (the nth write), or at the checkpoint: this Delta transaction never commits.
+    if calls[0] == n or table.table_uri.rstrip("/").endswith(delta.CHECKPOINTS):
         os.kill(os.getpid(), signal.SIGKILL)
-    return write(*args, **kwargs)
+    return write(table, *args, **kwargs)
 
 delta._write = killing_write
 with ps.SessionStore.open_read_only(db) as store:
@@ -442,9 +443,9 @@ def test_an_exporter_killed_midway_leaves_every_session_as_it_was(tmp_path: Path
         small_session(store, "s")
         small_session(store, "t")
         export_delta(store, lake)
-    # The writes of one export: one per table with rows (or rows to remove), then the
-    # checkpoint. Kill it at the first, in the middle, and at the checkpoint itself.
-    for n in (1, 3, 6, 7):
+    # The writes of one export: one per table whose rows changed, then the checkpoint.
+    # Kill it at the first, the second, the third, and at the checkpoint itself (0).
+    for n in (1, 2, 3, 0):
         with ps.SessionStore.open(db, publish_interval=None) as store:
             old = {sid: (store.log_root(sid), contents(store, sid)) for sid in ("s", "t")}
             old_counts = counts(store, ["s", "t"])
@@ -466,14 +467,16 @@ def test_an_exporter_killed_midway_leaves_every_session_as_it_was(tmp_path: Path
         # the previous export whole; a plain reader of the latest versions may not.
         pinned = {t: d.count_rows() for t, d in lake_tables(lake).items()}
         assert pinned == old_counts
-        if n > 1:  # some tables already hold the unfinished export's rows
-            assert any("did not commit its checkpoint" in v.detail for v in verdicts)
+        ahead = sorted(v.session_id for v in verdicts if "did not commit" in v.detail)
+        if n != 1:  # some tables already hold the unfinished export's rows
+            assert ahead
+        if n == 0:  # every changed table was written: a plain reader sees the new rows
             assert lake_counts(lake) != old_counts
-        if n == 6:
+        if n == 3:
             # lake compact puts an abandoned export's tables back, once it is old enough.
             assert compact_lake(lake, retention_hours=1).repaired == []
             assert compact_lake(lake, retention_hours=1,
-                                abandoned_after_hours=0).repaired == ["s", "t"]
+                                abandoned_after_hours=0).repaired == ahead
             assert lake_counts(lake) == old_counts  # plain readers: the previous export
             assert not any("did not commit" in v.detail for v in verify_lake(lake).sessions)
             with ps.SessionStore.in_memory() as central:
@@ -786,3 +789,29 @@ def test_a_lake_on_an_s3_api_with_conditional_puts(
             assert compact_lake(url, retention_hours=1, storage_options=options).repaired == []
     finally:
         server.stop()
+
+
+def test_a_re_export_writes_only_the_tables_whose_rows_changed(tmp_path: Path) -> None:
+    from deltalake import DeltaTable
+
+    lake = tmp_path / "lake"
+
+    def versions() -> dict[str, int]:
+        return {t: DeltaTable(str(lake / t)).version() for t in (*LAKE_TABLES, CHECKPOINTS)}
+
+    with ps.SessionStore.in_memory() as store:
+        ids = [record_demo_session(store, seed=1), small_session(store, "t")]
+        export_delta(store, lake)
+        before = versions()
+        store.record_energy(ps.EnergyRecord(session_id="t", node_id="n0", v_total=5.0))
+        assert export_delta(store, lake).session_ids == ["t"]
+        after = versions()
+        changed = sorted(t for t in after if after[t] != before[t])
+        assert changed == sorted(["energy_history", CHECKPOINTS])
+        # Every table still reads each session whole, by pins and plainly.
+        assert {t: d.count_rows() for t, d in lake_tables(lake).items()} == counts(store, ids)
+        assert lake_counts(lake) == counts(store, ids)
+        assert verify_lake(lake).ok
+        with ps.SessionStore.in_memory() as central:
+            assert import_lake(central, lake).ok
+            assert all(contents(central, sid) == contents(store, sid) for sid in ids)

@@ -417,33 +417,47 @@ def _write(table: DeltaTable, data: pa.Table, predicate: str, export_id: str) ->
 
 
 def _write_tables(base: str, snap: _Snapshot, todo: list[str], export_id: str,
-                  storage_options: dict[str, str] | None) -> dict[str, list[dict[str, Any]]]:
+                  storage_options: dict[str, str] | None, there: dict[str, dict[str, Any]]
+                  ) -> dict[str, list[dict[str, Any]]]:
     """Write the sessions' rows, table by table; each session's pins (per table: rows,
-    digest, version, files)."""
+    digest, version, files).
+
+    A table whose rows of a session equal the lake's (count and digest, as its checkpoint
+    row ``there`` pins them) and whose live files are the pinned ones is not written for
+    it: its pin carries over. So re-exporting a session that grew writes only the tables
+    that changed, and a table with no rows (and none to remove) is not written at all."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    wanted = pa.array(todo, pa.string())
     pins: dict[str, list[dict[str, Any]]] = {sid: [] for sid in todo}
-    predicate = _in(todo)
     for name in LAKE_TABLES:
         rows = snap.rows[name]
-        rows = rows.filter(pc.is_in(rows["session_id"], value_set=wanted))
         table = _open(base, name, rows.schema, storage_options)
         assert table is not None
+        live = _live_files(table, todo)
+        kept: dict[str, dict[str, Any]] = {}
+        for sid in todo:
+            pin = next((p for p in there.get(sid, {"tables": []})["tables"]
+                        if p["name"] == name), None)
+            mine = (snap.counts[sid].get(name, 0), snap.digests[sid].get(name))
+            if pin is not None and (pin["rows"], pin["digest"]) == mine \
+                    and sorted(live.get(sid, [])) == sorted(pin["files"]):
+                kept[sid] = pin
+        write = [sid for sid in todo if sid not in kept]
+        rows = rows.filter(pc.is_in(rows["session_id"], value_set=pa.array(write, pa.string())))
         version: int | None = None
-        files: dict[str, list[str]] = {sid: [] for sid in todo}
-        if rows.num_rows or _live_files(table, todo):
-            _replace(table, rows, predicate, export_id)
+        files: dict[str, list[str]] = {}
+        if rows.num_rows or any(live.get(sid) for sid in write):
+            _replace(table, rows, _in(write), export_id)
             # The table as this transaction left it: the sessions' partitions hold exactly
             # the files it wrote.
             version = table.version()
-            files = _live_files(table, todo)
+            files = _live_files(table, write)
         for sid in todo:
-            pins[sid].append({
+            pins[sid].append(kept.get(sid) or {
                 "name": name, "rows": snap.counts[sid].get(name, 0),
                 "digest": snap.digests[sid].get(name),
-                "version": version if files.get(sid) or version is not None else None,
+                "version": version,
                 "files": sorted(files.get(sid, [])),
             })
     return pins
@@ -596,8 +610,12 @@ def export_delta(
     there: dict[str, dict[str, Any]] = {}
     try:
         for attempt in range(_ATTEMPTS):
-            checkpoints = _open(base, CHECKPOINTS, _checkpoint_schema() if snap.ids else None,
-                                storage_options)
+            if attempt == 0 and hint is not None:  # brought up to date: cheaper than a load
+                hint.update_incremental()
+                checkpoints: DeltaTable | None = hint
+            else:
+                checkpoints = _open(base, CHECKPOINTS,
+                                    _checkpoint_schema() if snap.ids else None, storage_options)
             there = _checkpoint_rows(checkpoints, snap.ids)
             conflicts, unchanged, todo = _decide(base, snap, there, storage_options)
             if not snap.read.issuperset(todo):  # the lake changed since the hint
@@ -608,7 +626,7 @@ def export_delta(
                 break
             export_id = uuid.uuid4().hex
             written.update(todo)
-            pins = _write_tables(base, snap, todo, export_id, storage_options)
+            pins = _write_tables(base, snap, todo, export_id, storage_options, there)
             rows = _checkpoint_table(snap, todo, pins, export_id, __version__)
             try:
                 _write(checkpoints, rows, _in(todo), export_id)
