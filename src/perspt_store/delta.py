@@ -11,7 +11,8 @@ Needs the ``lake`` extra (``deltalake`` and ``pyarrow``)::
                          row count, a digest, and the data files that hold its rows
 
 An export of a session writes its rows table by table (each a Delta transaction that
-replaces the session's partition, ``mode="overwrite", predicate="session_id IN (…)"``),
+replaces the exported sessions' partitions, ``mode="overwrite",
+predicate="session_id IN (…)"``; one per table for all the sessions of an export),
 then commits its row of ``lake_checkpoints`` last. That row *pins* the files each table
 transaction wrote, so a reader that takes each session's rows from the files its checkpoint
 pins (:func:`import_lake`, :func:`lake_dataset`, ``perspt-store lake verify``) never sees half
@@ -25,7 +26,9 @@ concurrency: a concurrent commit into the same partition fails ours). A lost rac
 export over, against the winner's checkpoint; a session it then may not (or need not)
 write gets the winner's rows back in the tables it wrote (``_restore``), so the latest
 versions that plain Delta readers see hold what the checkpoints say. A session whose log
-and rows equal the lake's copy is not written at all.
+and rows equal the lake's copy is not written at all (nor read from the store), and a
+table whose rows of a session equal the lake's is not written for it (its pin carries
+over). ``lake compact`` repairs sessions left with an abandoned export's rows.
 """
 
 from __future__ import annotations
