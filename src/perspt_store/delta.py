@@ -748,17 +748,27 @@ def lake_dataset(
         StoreError: ``uri`` is not a Delta lake, or has no such version.
         ValueError: ``table`` is not a lake table.
     """
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-    import pyarrow.fs as pafs
 
     if table not in LAKE_TABLES:
         raise ValueError(f"{table!r} is not a lake table (one of {', '.join(LAKE_TABLES)})")
     base = _base(uri)
     rows = _rows if _rows is not None else _checkpoints_as_of(base, as_of, storage_options)[0]
+    dataset = _dataset(base, table, rows, storage_options)
+    if dataset is None:
+        raise StoreError(f"the lake at {base} has no table {table}", operation="read")
+    return dataset
+
+
+def _dataset(base: str, table: str, rows: dict[str, dict[str, Any]],
+             storage_options: dict[str, str] | None) -> pads.Dataset | None:
+    """The pyarrow dataset of the files ``rows`` pin in ``table``; None without the table."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
     data = _open(base, table, None, storage_options)
     if data is None:
-        raise StoreError(f"the lake at {base} has no table {table}", operation="read")
+        return None
     schema = pa.schema(data.schema().to_arrow())
     paths: list[str] = []
     partitions = []
@@ -794,9 +804,12 @@ def lake_tables(
     """
     base = _base(uri)
     rows = _checkpoints_as_of(base, as_of, storage_options)[0]
-    return {name: lake_dataset(base, name, storage_options=storage_options, _rows=rows)
-            for name in LAKE_TABLES
-            if _open(base, name, None, storage_options) is not None}
+    tables = {}
+    for name in LAKE_TABLES:
+        dataset = _dataset(base, name, rows, storage_options)
+        if dataset is not None:  # else no export has written it yet
+            tables[name] = dataset
+    return tables
 
 
 # --- import -------------------------------------------------------------------------------
