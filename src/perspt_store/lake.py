@@ -976,7 +976,8 @@ def import_lake(
     Args:
         store: A read-write store.
         source: A lake directory, or a DuckDB database file written by perspt-store (opened
-            read-only, so a file another process is writing is read from its snapshot).
+            read-only, so a file another process is writing is read from its snapshot), or
+            a Delta lake's ``file://`` URL.
         session_ids: Only these sessions of the source; all by default.
         as_of: A Delta lake only: import it as it was at this version of its
             ``lake_checkpoints`` table (an int) or at this time (a timezone-aware datetime).
