@@ -13,14 +13,15 @@ of docs/reliability.md.
 The Delta lake (``--delta``: the figures of docs/performance.md and the Delta part of
 docs/reliability.md; needs the ``lake`` extra):
 
-4. Throughput: 100 demo-size sessions exported from 4 processes (25 exports each, one
+4. Throughput: one process exporting 40 demo sessions one by one into a growing lake (no
+   contention); then 100 demo-size sessions exported from 4 processes (25 exports each, one
    session per export) into one Delta lake, against the same into one Parquet lake; rows/s
    and seconds per session; then the whole lake read back with Polars.
 5. Races: 4 processes x 25 exports into one lake, their own sessions (re-exported after
    more commits) and one shared session exported from copies of one history at different
    lengths; every session must import, and the latest versions hold every row once.
-6. Killed exporters: an exporter SIGKILLed at a random Delta write, again and again; after
-   each, every session imports as it was.
+6. Killed exporters: an exporter SIGKILLed at a random Delta write (at the latest its
+   checkpoint's), again and again; after each, every session imports as it was.
 
 Run: ``python benchmarks/bench_lake.py`` (``--quick`` for fewer rounds; ``--delta`` for
 parts 4-6 only). POSIX only (parts 2 and 6 use SIGKILL).
@@ -184,11 +185,13 @@ def worker_delta_suicidal(db: str, lake: str) -> None:
     n = random.randint(1, 8)
     calls = [0]
 
-    def killing(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def killing(table, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls[0] += 1
-        if calls[0] == n:
+        # The nth write, or the checkpoint's if the export has fewer (it writes the tables
+        # whose rows changed).
+        if calls[0] == n or table.table_uri.rstrip("/").endswith(delta.CHECKPOINTS):
             os.kill(os.getpid(), signal.SIGKILL)
-        return write(*args, **kwargs)
+        return write(table, *args, **kwargs)
 
     delta._write = killing  # type: ignore[assignment]
     with ps.SessionStore.open_read_only(db) as store:
@@ -318,6 +321,31 @@ def delta_throughput(root: Path, sessions: int) -> None:
               f"{read} rows in {seconds:.2f} s")
 
 
+def delta_single(root: Path, sessions: int) -> None:
+    """One process, no contention: each demo session exported on its own into a growing
+    lake (the first and last 10 exports' medians), then an unchanged re-export of all."""
+    from perspt_store.delta import export_delta
+    from perspt_store.demo import record_demo_session
+
+    db, lake = root / "single.db", root / "single-lake"
+    with ps.SessionStore.open(db, publish_interval=None) as store:
+        for i in range(sessions):
+            record_demo_session(store, f"d{i:03d}", seed=i)
+    times = []
+    with ps.SessionStore.open_read_only(db) as store:
+        for i in range(sessions):
+            start = time.perf_counter()
+            assert export_delta(store, lake, [f"d{i:03d}"]).ok
+            times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        assert not export_delta(store, lake).session_ids
+        whole = time.perf_counter() - start
+    print(f"1 process, {sessions} demo sessions one per export into one Delta lake: median "
+          f"{statistics.median(times[:10]):.2f} s for the first 10 exports, "
+          f"{statistics.median(times[-10:]):.2f} s for the last 10; an unchanged re-export "
+          f"of all {sessions}: {whole:.2f} s")
+
+
 def delta_races(root: Path, exports: int) -> None:
     from perspt_store.demo import record_demo_session
     from perspt_store.lake import LAKE_TABLES
@@ -419,6 +447,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-lake-"))
     try:
         if args.delta:
+            delta_single(root, 20 if args.quick else 40)
             delta_throughput(root, 20 if args.quick else 100)
             delta_races(root, 12 if args.quick else 25)
             delta_kills(root, 3 if args.quick else 10)

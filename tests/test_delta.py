@@ -30,6 +30,7 @@ from perspt_store.delta import (
     export_delta,
     is_delta_lake,
     lake_dataset,
+    lake_tables,
     verify_lake,
 )
 from perspt_store.demo import record_demo_session
@@ -419,11 +420,12 @@ import perspt_store.delta as delta
 db, lake, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 write, calls = delta._write, [0]
 
-def killing_write(*args, **kwargs):
+def killing_write(table, *args, **kwargs):
     calls[0] += 1
-    if calls[0] == n:  # midway: this Delta transaction never commits
+    # Midway (the nth write), or at the checkpoint: this Delta transaction never commits.
+    if calls[0] == n or table.table_uri.rstrip("/").endswith(delta.CHECKPOINTS):
         os.kill(os.getpid(), signal.SIGKILL)
-    return write(*args, **kwargs)
+    return write(table, *args, **kwargs)
 
 delta._write = killing_write
 with ps.SessionStore.open_read_only(db) as store:
@@ -441,11 +443,12 @@ def test_an_exporter_killed_midway_leaves_every_session_as_it_was(tmp_path: Path
         small_session(store, "s")
         small_session(store, "t")
         export_delta(store, lake)
-    # The writes of one export: one per table with rows (or rows to remove), then the
-    # checkpoint. Kill it at the first, in the middle, and at the checkpoint itself.
-    for n in (1, 3, 6, 7):
+    # The writes of one export: one per table whose rows changed, then the checkpoint.
+    # Kill it at the first, the second, the third, and at the checkpoint itself (0).
+    for n in (1, 2, 3, 0):
         with ps.SessionStore.open(db, publish_interval=None) as store:
             old = {sid: (store.log_root(sid), contents(store, sid)) for sid in ("s", "t")}
+            old_counts = counts(store, ["s", "t"])
             commits(store, "s", 2, f"k{n}-")
             store.record_energy(ps.EnergyRecord(session_id="t", node_id="n", v_total=3.0))
             new = {sid: store.log_root(sid) for sid in ("s", "t")}
@@ -460,8 +463,26 @@ def test_an_exporter_killed_midway_leaves_every_session_as_it_was(tmp_path: Path
                 assert contents(central, sid) == old[sid][1]
         verdicts = verify_lake(lake).sessions
         assert all(v.ok for v in verdicts)
-        if n > 1:  # some tables already hold the unfinished export's rows
-            assert any("did not commit its checkpoint" in v.detail for v in verdicts)
+        # The documented query path (every table, each session as of its checkpoint) shows
+        # the previous export whole; a plain reader of the latest versions may not.
+        pinned = {t: d.count_rows() for t, d in lake_tables(lake).items()}
+        assert pinned == old_counts
+        ahead = sorted(v.session_id for v in verdicts if "did not commit" in v.detail)
+        if n != 1:  # some tables already hold the unfinished export's rows
+            assert ahead
+        if n == 0:  # every changed table was written: a plain reader sees the new rows
+            assert lake_counts(lake) != old_counts
+        if n == 3:
+            # lake compact puts an abandoned export's tables back, once it is old enough.
+            assert compact_lake(lake, retention_hours=1).repaired == []
+            assert compact_lake(lake, retention_hours=1,
+                                abandoned_after_hours=0).repaired == ahead
+            assert lake_counts(lake) == old_counts  # plain readers: the previous export
+            assert not any("did not commit" in v.detail for v in verify_lake(lake).sessions)
+            with ps.SessionStore.in_memory() as central:
+                assert import_lake(central, lake).ok
+                assert {s: central.log_root(s) for s in ("s", "t")} == {
+                    s: old[s][0] for s in ("s", "t")}
         # The next export goes through, and replaces what the killed one left.
         with ps.SessionStore.open_read_only(db) as store:
             assert sorted(export_delta(store, lake).session_ids) == ["s", "t"]
@@ -568,3 +589,229 @@ def test_cli_export_delta_of_another_history_exits_1(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.stderr.startswith("conflict: run-1: the lake holds a different history")
     assert lake_files(Path(lake)) == before
+
+
+def test_cli_imports_a_delta_lake_as_of_a_version_or_a_time(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    db = tmp_path / "a.db"
+    with ps.SessionStore.open(db, publish_interval=None) as store:
+        small_session(store, "s")
+    result = invoke("--db", str(db), "export", "--delta", str(lake))
+    assert result.exit_code == 0, result.output
+    v1 = export_delta_version(lake)
+    assert f"lake version {v1}" in result.stdout
+    with ps.SessionStore.open(db, publish_interval=None) as store:
+        root1 = store.log_root("s")
+        time.sleep(0.05)
+        between = _dt.datetime.now(_dt.UTC)
+        time.sleep(0.05)
+        commits(store, "s", 2, "later")
+        small_session(store, "t")
+    assert invoke("--db", str(db), "export", "--delta", str(lake)).exit_code == 0
+
+    def imported(*options: str) -> tuple[list[str], bytes | None]:
+        target = tmp_path / f"c{len(list(tmp_path.glob('c*.db')))}.db"
+        result = invoke("--db", str(target), "import", str(lake), *options, "--json")
+        assert result.exit_code == 0, result.output
+        with ps.SessionStore.open_read_only(target) as central:
+            return (sorted(r["session_id"] for r in json.loads(result.stdout)),
+                    central.log_root("s"))
+
+    naive = between.replace(tzinfo=None).isoformat()  # no zone: UTC
+    zoned = between.astimezone(_dt.timezone(_dt.timedelta(hours=2))).isoformat()
+    for options in (["--version", str(v1)], ["--timestamp", naive], ["--timestamp", zoned],
+                    ["--timestamp", naive.replace("+00:00", "") + "Z"]):
+        assert imported(*options) == (["s"], root1), options
+    assert imported()[0] == ["s", "t"]
+    # Bad values: usage errors (exit 2), nothing imported.
+    for options, message in (
+        (["--version", "1", "--timestamp", naive], "not both"),
+        (["--version", "-1"], "--version"),
+        (["--timestamp", "yesterday"], "not an ISO 8601 time"),
+    ):
+        result = invoke("--db", str(tmp_path / "bad.db"), "import", str(lake), *options)
+        assert result.exit_code == 2 and message in result.stderr, (options, result.output)
+    # A version the lake does not have: exit 1, clear.
+    result = invoke("--db", str(tmp_path / "bad.db"), "import", str(lake), "--version", "99")
+    assert result.exit_code == 1 and "no version as of 99" in result.stderr
+    # A Parquet lake or a database file has no history.
+    with ps.SessionStore.open_read_only(db) as store:
+        ps.export_parquet(store, tmp_path / "parquet")
+    for source in (tmp_path / "parquet", db):
+        result = invoke("--db", str(tmp_path / "bad2.db"), "import", str(source),
+                        "--version", "0")
+        assert result.exit_code == 2 and "is not a Delta lake" in result.stderr, result.output
+    assert not (tmp_path / "bad2.db").exists()
+
+
+def export_delta_version(lake: Path) -> int:
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(lake / CHECKPOINTS)).version()
+
+
+def test_tables_write_a_log_checkpoint_every_ten_commits(tmp_path: Path) -> None:
+    """Every export loads every table: a log checkpoint every 10 commits keeps the load
+    from replaying a long tail of JSON commits (Delta's default is every 100)."""
+    lake = tmp_path / "lake"
+    with ps.SessionStore.in_memory() as store:
+        for i in range(11):
+            small_session(store, f"s{i}", nodes=1)
+            export_delta(store, lake, [f"s{i}"])
+    for table in ("node_states", CHECKPOINTS):
+        log = lake / table / "_delta_log"
+        assert (log / "_last_checkpoint").exists(), sorted(p.name for p in log.iterdir())
+
+
+# --- object storage -------------------------------------------------------------------------
+
+
+def test_storage_options_reach_every_delta_table_through_a_file_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lake by URL (file://, the object-store path of delta-rs on the local file system):
+    export, the pinned datasets and compact pass storage_options to every table they open;
+    import and verify read a file:// lake from its directory."""
+    import deltalake
+
+    lake = tmp_path / "lake"
+    url = lake.as_uri()
+    options = {"timeout": "30s"}
+    seen: list[tuple[str, Any]] = []
+    init, create = deltalake.DeltaTable.__init__, deltalake.DeltaTable.create
+
+    def spy_init(self: Any, table_uri: Any, *args: Any, **kwargs: Any) -> None:
+        seen.append((str(table_uri), kwargs.get("storage_options")))
+        init(self, table_uri, *args, **kwargs)
+
+    def spy_create(cls: Any, table_uri: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append((str(table_uri), kwargs.get("storage_options")))
+        return create.__func__(cls, table_uri, *args, **kwargs)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(deltalake.DeltaTable, "__init__", spy_init)
+    monkeypatch.setattr(deltalake.DeltaTable, "create", classmethod(spy_create))
+    with ps.SessionStore.in_memory() as store:
+        ids = [small_session(store, "s"), record_demo_session(store, seed=3)]
+        report = export_delta(store, url, storage_options=options)
+        assert report.ok and report.session_ids == ids and report.uri == url
+        assert is_delta_lake(url) and is_delta_lake(lake)  # the files are where the URL says
+        assert export_delta(store, url, storage_options=options).unchanged == ids
+        pinned = {t: d.count_rows() for t, d in
+                  lake_tables(url, storage_options=options).items()}
+        assert pinned == counts(store, ids)
+        assert compact_lake(url, retention_hours=1, storage_options=options).repaired == []
+        assert seen and all(uri.startswith(url) and opts == options for uri, opts in seen)
+        with ps.SessionStore.in_memory() as central:
+            assert sorted(import_lake(central, url).imported) == sorted(ids)
+            for sid in ids:
+                assert contents(central, sid) == contents(store, sid)
+        assert verify_lake(url).ok
+    with ps.SessionStore.in_memory() as central, pytest.raises(ps.StoreError, match="copy"):
+        import_lake(central, "s3://no-such-bucket/lake")
+
+
+def test_a_session_the_lake_changed_after_the_export_looked_is_read_and_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export reads the rows only of sessions the lake does not already hold; if the lake
+    changes before it decides (a twin store with the same log but fewer rows exports in
+    between), it reads the session after all and writes it."""
+    import perspt_store.delta as delta
+
+    lake = tmp_path / "lake"
+    db = tmp_path / "a.db"
+    with ps.SessionStore.open(db, publish_interval=None) as store:
+        small_session(store, "s")
+        small_session(store, "t")
+    twin = tmp_path / "twin.db"
+    twin.write_bytes(db.read_bytes())
+    with ps.SessionStore.open(db, publish_interval=None) as store:
+        store.record_energy(ps.EnergyRecord(session_id="s", node_id="n0", v_total=2.0))
+        export_delta(store, lake)
+        expected = counts(store, ["s", "t"])
+    snapshot, reads = delta._snapshot, []
+
+    def snapshot_then_twin(*args: Any) -> Any:
+        snap = snapshot(*args)
+        reads.append(sorted(snap.read))
+        if len(reads) == 1:
+            with ps.SessionStore.open_read_only(twin) as other:
+                assert export_delta(other, lake).session_ids == ["s"]  # fewer energy rows
+        return snap
+
+    monkeypatch.setattr(delta, "_snapshot", snapshot_then_twin)
+    with ps.SessionStore.open_read_only(db) as store:
+        report = export_delta(store, lake)
+    assert report.session_ids == ["s"] and report.unchanged == ["t"]
+    # The first snapshot read no rows (the lake held both); the twin's export read s; then
+    # the export read again, and wrote s.
+    assert reads[0] == [] and reads[-1] == ["s", "t"]
+    assert lake_counts(lake) == expected
+
+
+@pytest.mark.s3
+def test_a_lake_on_an_s3_api_with_conditional_puts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against moto's S3 server (conditional puts, If-None-Match, as AWS S3 has them): two
+    stores export into one lake by s3:// URL, a re-export writes nothing, another history
+    is a conflict, and compact runs. Skipped unless moto[server] and boto3 are installed."""
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    from deltalake import DeltaTable
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        options = {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1",
+                   "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                   "AWS_ALLOW_HTTP": "true"}
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                     aws_access_key_id="test", aws_secret_access_key="test",
+                     ).create_bucket(Bucket="fleet")
+        url = "s3://fleet/lake"
+        with ps.SessionStore.in_memory() as a, ps.SessionStore.in_memory() as b:
+            ids_a = [small_session(a, "a1"), small_session(a, "shared")]
+            ids_b = [small_session(b, "b1")]
+            new_session(b, "shared")
+            assert export_delta(a, url, storage_options=options).session_ids == ids_a
+            report = export_delta(b, url, storage_options=options)
+            assert report.session_ids == ids_b
+            assert [c.session_id for c in report.conflicts] == ["shared"]
+            assert export_delta(a, url, storage_options=options).unchanged == ids_a
+            nodes = DeltaTable(f"{url}/node_states", storage_options=options).to_pyarrow_table()
+            expected = counts(a, ids_a)["node_states"] + counts(b, ids_b)["node_states"]
+            assert nodes.num_rows == expected
+            assert compact_lake(url, retention_hours=1, storage_options=options).repaired == []
+    finally:
+        server.stop()
+
+
+def test_a_re_export_writes_only_the_tables_whose_rows_changed(tmp_path: Path) -> None:
+    from deltalake import DeltaTable
+
+    lake = tmp_path / "lake"
+
+    def versions() -> dict[str, int]:
+        return {t: DeltaTable(str(lake / t)).version() for t in (*LAKE_TABLES, CHECKPOINTS)}
+
+    with ps.SessionStore.in_memory() as store:
+        ids = [record_demo_session(store, seed=1), small_session(store, "t")]
+        export_delta(store, lake)
+        before = versions()
+        store.record_energy(ps.EnergyRecord(session_id="t", node_id="n0", v_total=5.0))
+        assert export_delta(store, lake).session_ids == ["t"]
+        after = versions()
+        changed = sorted(t for t in after if after[t] != before[t])
+        assert changed == sorted(["energy_history", CHECKPOINTS])
+        # Every table still reads each session whole, by pins and plainly.
+        assert {t: d.count_rows() for t, d in lake_tables(lake).items()} == counts(store, ids)
+        assert lake_counts(lake) == counts(store, ids)
+        assert verify_lake(lake).ok
+        with ps.SessionStore.in_memory() as central:
+            assert import_lake(central, lake).ok
+            assert all(contents(central, sid) == contents(store, sid) for sid in ids)

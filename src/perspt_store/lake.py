@@ -975,7 +975,8 @@ def import_lake(
     Args:
         store: A read-write store.
         source: A lake directory, or a DuckDB database file written by perspt-store (opened
-            read-only, so a file another process is writing is read from its snapshot).
+            read-only, so a file another process is writing is read from its snapshot), or
+            a Delta lake's ``file://`` URL.
         session_ids: Only these sessions of the source; all by default.
         as_of: A Delta lake only: import it as it was at this version of its
             ``lake_checkpoints`` table (an int) or at this time (a timezone-aware datetime).
@@ -990,6 +991,8 @@ def import_lake(
     path = Path(source)
     from . import delta
 
+    if isinstance(source, str) and "://" in source:  # a URL: a Delta lake
+        return delta.import_delta(store, source, session_ids, as_of=as_of)
     if path.is_dir() and delta.is_delta_lake(path):
         return delta.import_delta(store, path, session_ids, as_of=as_of)
     if as_of is not None:

@@ -3,12 +3,14 @@ Parquet lake) and ``compact``."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import click
 
 from ..errors import StoreError
 from ._common import TEXT, db_path, open_store, output_options, require_session
+from ._delta_lake import _as_of, as_of_options
 from ._output import Format, emit_rows, plural
 
 
@@ -80,6 +82,8 @@ def export(
     conflicts = f"; {plural(len(report.conflicts), 'conflict')}" if report.conflicts else ""
     if unchanged := getattr(report, "unchanged", []):  # a Delta lake already held them
         conflicts += f"; {len(unchanged)} unchanged (not written)"
+    if (version := getattr(report, "version", None)) is not None:
+        conflicts += f"; lake version {version}"
     emit_rows(
         rows,
         fmt,
@@ -103,25 +107,44 @@ def export(
     metavar="SESSION",
     help="Only this session of SOURCE; repeatable.",
 )
+@as_of_options("Import a Delta lake")
 @output_options
 @click.pass_context
-def import_(ctx: click.Context, source: Path, session_ids: tuple[str, ...], fmt: Format) -> None:
-    """Merge a Parquet lake (or another database file) into the database.
+def import_(
+    ctx: click.Context,
+    source: Path,
+    session_ids: tuple[str, ...],
+    version: int | None,
+    timestamp: dt.datetime | None,
+    fmt: Format,
+) -> None:
+    """Merge a Parquet or Delta lake (or another database file) into the database.
 
     Each session is imported in one transaction with new ids, in insertion order, and
     verified against the lake's checkpoint before it commits. A session already in the
     database is skipped if identical; if its history differs it is a conflict: nothing
     of it is written and the command exits 1. The database is created if needed.
+    A Delta lake can be imported as it was: --version N or --timestamp ISO-TIME.
 
     \b
     Example:
         perspt-store --db central.db import lake/machine=a
         perspt-store --db central.db import other.db --session SESSION
+        perspt-store --db central.db import /shared/fleet --timestamp 2026-12-01T09:00Z
     """
+    as_of = _as_of(version, timestamp)
+    if as_of is not None:
+        from ..delta import is_delta_lake
+
+        if not (source.is_dir() and is_delta_lake(source)):
+            option = "--version" if version is not None else "--timestamp"
+            raise click.BadParameter(
+                f"{source} is not a Delta lake; {option} reads a Delta lake's history "
+                "(a Parquet lake or a database file has none)", param_hint=f"'{option}'")
     with open_store(ctx, write=True) as store:
         from ..lake import import_lake
 
-        report = import_lake(store, source, session_ids or None)
+        report = import_lake(store, source, session_ids or None, as_of=as_of)
     rows = [
         {
             "session_id": s.session_id,
