@@ -755,9 +755,9 @@ def test_a_lake_on_an_s3_api_with_conditional_puts(
 ) -> None:
     """Against moto's S3 server (conditional puts, If-None-Match, as AWS S3 has them): two
     stores export into one lake by s3:// URL, a re-export writes nothing, another history
-    is a conflict, and compact runs. Skipped unless moto[server] and boto3 are installed."""
-    moto_server = pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
+    is a conflict, and compact runs. moto[server] and boto3 come with the test extra."""
+    import boto3
+    import moto.server as moto_server
     from deltalake import DeltaTable
 
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):

@@ -107,6 +107,37 @@ def test_every_public_name_imports_alone_in_a_fresh_interpreter() -> None:
     assert out.strip() == "[]"
 
 
+def test_every_module_imports_first() -> None:
+    """Each module of the package can be the first one imported (a lazy package makes import
+    cycles show only in the order a user happens to import in: ``import perspt_store.frames``
+    first once failed on ``store/`` importing ``frames``). One process, the package's modules
+    dropped from ``sys.modules`` before each import."""
+    out = _run(
+        """
+        import importlib, pathlib, sys, traceback
+        import perspt_store
+        root = pathlib.Path(perspt_store.__file__).parent
+        names = sorted(
+            "perspt_store." + ".".join(p.relative_to(root).with_suffix("").parts)
+            .removesuffix(".__init__")
+            for p in root.rglob("*.py") if p.name != "__main__.py"
+        )
+        bad = []
+        for name in names:
+            for loaded in [m for m in sys.modules if m.startswith("perspt_store")]:
+                del sys.modules[loaded]
+            try:
+                importlib.import_module(name.removesuffix("."))
+            except ImportError as exc:
+                if "extra" not in str(exc):  # an optional dependency this venv lacks
+                    bad.append((name, repr(exc)))
+        print(len(names), bad)
+        """
+    )
+    count, bad = out.split(" ", 1)
+    assert int(count) > 40 and bad.strip() == "[]", out
+
+
 def test_submodules_loaded_before_stay_attributes() -> None:
     out = _run(
         """

@@ -34,7 +34,6 @@ from ._mapping import legacy_replacements
 from .commitlog import REMOVED_STATE
 from .rows import ROW_MODELS
 from .schema import TABLES
-from .store.internals import internals
 
 if TYPE_CHECKING:
     from .store._base import StoreBase as _StoreBase
@@ -125,6 +124,8 @@ class FramesMixin(_StoreBase):
     ) -> Any:
         """``SELECT select FROM table`` (upstream's rows decoded, an ``_order`` column added),
         filtered, in insertion order."""
+        from .store.internals import internals  # store/ imports this module: not at the top
+
         inside = internals(self)
         replacements = legacy_replacements(table, inside.legacy_marks, self.schema_version)
         replace = f" REPLACE ({', '.join(replacements)})" if replacements else ""
