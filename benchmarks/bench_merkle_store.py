@@ -9,14 +9,17 @@
 * ``verify_session`` of a session with C commits (every leaf and root recomputed from the
   stored rows).
 
-Run alone: ``python benchmarks/bench_merkle_store.py [--quick]``.
+Run alone: ``python benchmarks/bench_merkle_store.py [--quick]``; only the raw-SQL commit
+layouts: ``--layouts ROUNDS``.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +41,9 @@ from perspt_store._mapping import table_map
 from perspt_store.store.commits import _COMMIT_ONE_SQL as COMMIT_ONE_SQL
 
 
-def bench_commit(root: Path, nodes: int, calls: int, blocks: int) -> dict[str, Any]:
-    """record_node_state of existing nodes, interleaved with a bare INSERT of the same row."""
+def bench_commit(root: Path, nodes: int, calls: int) -> dict[str, Any]:
+    """record_node_state of existing nodes, interleaved call by call with a bare INSERT of the
+    same row and the store's statement in raw SQL."""
     seed = [session_record(), *(node_state(n, 0) for n in range(nodes))]
     with ps.SessionStore.open(fresh_path(root, f"commit_{nodes}.db"),
                               publish_interval=None) as store:
@@ -71,107 +75,139 @@ def bench_commit(root: Path, nodes: int, calls: int, blocks: int) -> dict[str, A
             store.record_node_state(next(ours_it))
             bare.execute(mapping.insert_sql, next(bare_it)).fetchall()
             floor_commit()
-        ours: list[float] = []
-        theirs: list[float] = []
-        floor: list[float] = []
+        # One call of each a round, in a shuffled order: a change in the machine's load hits
+        # all three alike.
+        calls_of: dict[str, Any] = {
+            "ours": lambda: store.record_node_state(next(ours_it)),
+            "bare": lambda: bare.execute(mapping.insert_sql, next(bare_it)).fetchall(),
+            "floor": floor_commit,
+        }
+        times: dict[str, list[float]] = {name: [] for name in calls_of}
+        order = list(calls_of)
+        shuffle = random.Random(14).shuffle
         with gc_paused():
-            for _ in range(blocks):
-                ours += per_call(lambda: store.record_node_state(next(ours_it)), calls // blocks)
-                theirs += per_call(lambda: bare.execute(mapping.insert_sql,
-                                                        next(bare_it)).fetchall(),
-                                   calls // blocks)
-                floor += per_call(floor_commit, calls // blocks)
+            for _ in range(calls):
+                shuffle(order)
+                for name in order:
+                    start = time.perf_counter()
+                    calls_of[name]()
+                    times[name].append(time.perf_counter() - start)
+        ours, theirs, floor = times["ours"], times["bare"], times["floor"]
         bare.close()
         floor_conn.close()
         assert store.verify_session(SESSION).ok
     m_ours, m_bare = statistics.median(ours), statistics.median(theirs)
+    paired = statistics.median(a - b for a, b in zip(ours, theirs, strict=True))
     return {"nodes": nodes, "calls": len(ours), "ours_s": m_ours, "bare_s": m_bare,
-            "floor_s": statistics.median(floor), "overhead_s": m_ours - m_bare}
+            "floor_s": statistics.median(floor), "overhead_s": m_ours - m_bare,
+            "paired_s": paired}
 
 
-_CARRY_COLUMNS = ("log_seq BIGINT", "log_kind VARCHAR", "leaf_hash BLOB", "state_root BLOB",
+_CARRY_COLUMNS = ("log_seq INTEGER", "log_kind VARCHAR", "leaf_hash BLOB", "state_root BLOB",
                   "log_root BLOB")
+_PACKED_COLUMN = ("log_entry BLOB",)
 
 
-def bench_layouts(root: Path, nodes: int, calls: int, blocks: int) -> dict[str, Any]:
+def bench_layouts(root: Path, nodes: int, rounds: int) -> dict[str, Any]:
     """#14 section 3: DuckDB's own cost of a durable commit in each candidate layout, in raw
-    SQL with precomputed hashes, side by side with a bare INSERT of the same row (each in
-    its own file of ``nodes`` node states, autocommit, interleaved call by call):
+    SQL with precomputed hashes, side by side with a bare INSERT of the same row. Each
+    variant has its own file of ``nodes`` node states (checkpointed after seeding, so every
+    file starts alike) and runs autocommit; each round makes one call of every variant, in
+    a shuffled order, so a change in the machine's load hits all of them alike. Reported:
+    the median per call, its difference from the bare INSERT's median, and the median of
+    the per-round differences (the steadier figure on a shared machine).
 
-    * ``three tables``: today's statement (node row, log entry, ``UPDATE sessions SET
-      merkle_root, updated_at = now()``);
+    * ``bare INSERT + root UPDATE``: the node row and ``UPDATE sessions SET merkle_root,
+      updated_at = now()`` in one statement, nothing else: the floor of any layout that
+      keeps ``sessions.merkle_root`` equal to the state root after every commit;
+    * ``three tables``: today's statement (node row, log entry, the root);
     * ``three tables, root only``: the same, the UPDATE setting only ``merkle_root``;
-    * ``row carries its commit``: nullable log columns on ``node_states`` (one INSERT) and the
-      ``UPDATE sessions`` of the root, in one statement (two tables);
+    * ``row carries its commit``: nullable log columns on ``node_states`` (one INSERT) and
+      the root UPDATE, in one statement (two tables);
     * ``row carries its commit, root only``: the same, the UPDATE setting only the root;
     * ``row carries its commit, no root``: the INSERT alone (one table; does not keep
-      ``sessions.merkle_root``, shown for the floor of the layout).
+      ``sessions.merkle_root``, shown for the floor of the layout);
+    * ``row carries a packed commit``: the same two, the log entry packed into one BLOB
+      column (104 bytes) instead of five.
     """
     mapping = table_map(ps.NodeStateRecord)
-    seed = [node_state(n, 0) for n in range(nodes)]
+    seed = mapping.encode_columns([node_state(n, 0) for n in range(nodes)])
     insert_cols = ", ".join(mapping.columns)
     marks = ", ".join("?" for _ in mapping.columns)
     carry = f"INSERT INTO node_states ({insert_cols}, log_seq, log_kind, leaf_hash, " \
         f"state_root, log_root) VALUES ({marks}, ?, ?, ?, ?, ?)"
+    packed = f"INSERT INTO node_states ({insert_cols}, log_entry) VALUES ({marks}, ?)"
     update = "UPDATE sessions SET merkle_root = ?, updated_at = now() WHERE session_id = ?"
     root_only = "UPDATE sessions SET merkle_root = ? WHERE session_id = ?"
     cte_root_only = COMMIT_ONE_SQL.replace(", updated_at = now()", "")
     assert cte_root_only != COMMIT_ONE_SQL
-    digest = bytes(32)
+    digest, entry = bytes(32), bytes(104)
     seq = iter(range(10**9))
 
-    def conn_for(name: str, *, carries: bool) -> duckdb.DuckDBPyConnection:
+    def conn_for(name: str, extra: tuple[str, ...]) -> duckdb.DuckDBPyConnection:
         conn = duckdb.connect(str(fresh_path(root, f"layout_{name}_{nodes}.db")))
         ps.init_schema(conn)
-        if carries:
-            for column in _CARRY_COLUMNS:
-                conn.execute(f"ALTER TABLE node_states ADD COLUMN {column}")
+        for column in extra:
+            conn.execute(f"ALTER TABLE node_states ADD COLUMN {column}")
         conn.execute("INSERT INTO sessions (session_id, task, working_dir) VALUES (?, 't', '/')",
                      [SESSION])
-        conn.execute(mapping.bulk_insert_sql, mapping.encode_columns(seed))
+        conn.execute(mapping.bulk_insert_sql, seed)
+        conn.execute("CHECKPOINT")
         return conn
 
-    params = [mapping.encode(node_state(i % nodes, 1 + i // nodes % 4))
-              for i in range(calls + 50)]
-    log = [SESSION, 0, "node", "commit", digest, digest, digest]  # seq replaced per call
+    def log(p: list[Any]) -> list[Any]:
+        return [*p, SESSION, next(seq), "node", "commit", digest, digest, digest]
+
+    def carried(p: list[Any]) -> list[Any]:
+        return [*p, next(seq), "commit", digest, digest, digest]
+
     variants: dict[str, tuple[duckdb.DuckDBPyConnection, Any]] = {}
-
-    def add(name: str, carries: bool, make: Any) -> None:
-        variants[name] = (conn_for(name.replace(" ", "_").replace(",", ""), carries=carries),
-                          make)
-
-    add("bare INSERT", False, lambda p: (mapping.insert_sql, p))
-    add("three tables", False, lambda p: (
-        COMMIT_ONE_SQL, [*p, SESSION, next(seq), *log[2:], digest, SESSION]))
-    add("three tables, root only", False, lambda p: (
-        cte_root_only, [*p, SESSION, next(seq), *log[2:], digest, SESSION]))
-    add("row carries its commit", True, lambda p: (
-        f"WITH node AS ({carry} RETURNING id) {update}",
-        [*p, next(seq), "commit", digest, digest, digest, digest, SESSION]))
-    add("row carries its commit, root only", True, lambda p: (
-        f"WITH node AS ({carry} RETURNING id) {root_only}",
-        [*p, next(seq), "commit", digest, digest, digest, digest, SESSION]))
-    add("row carries its commit, no root", True, lambda p: (
-        carry, [*p, next(seq), "commit", digest, digest, digest]))
+    for number, (name, extra, make) in enumerate([
+        ("bare INSERT", (), lambda p: (mapping.insert_sql, p)),
+        ("bare INSERT + root UPDATE", (), lambda p: (
+            f"WITH node AS ({mapping.insert_sql} RETURNING id) {update}", [*p, digest, SESSION])),
+        ("three tables (today)", (), lambda p: (COMMIT_ONE_SQL, [*log(p), digest, SESSION])),
+        ("three tables, root only", (), lambda p: (cte_root_only, [*log(p), digest, SESSION])),
+        ("row carries its commit", _CARRY_COLUMNS, lambda p: (
+            f"WITH node AS ({carry} RETURNING id) {update}", [*carried(p), digest, SESSION])),
+        ("row carries its commit, root only", _CARRY_COLUMNS, lambda p: (
+            f"WITH node AS ({carry} RETURNING id) {root_only}", [*carried(p), digest, SESSION])),
+        ("row carries its commit, no root", _CARRY_COLUMNS, lambda p: (carry, carried(p))),
+        ("row carries a packed commit", _PACKED_COLUMN, lambda p: (
+            f"WITH node AS ({packed} RETURNING id) {update}", [*p, entry, digest, SESSION])),
+        ("row carries a packed commit, no root", _PACKED_COLUMN, lambda p: (packed, [*p, entry])),
+    ]):
+        variants[name] = (conn_for(str(number), extra), make)
+    params = [mapping.encode(node_state(i % nodes, 1 + i // nodes % 4))
+              for i in range(rounds + 25)]
     times: dict[str, list[float]] = {name: [] for name in variants}
-    iters = {name: iter(params) for name in variants}
+    order = list(variants)
+    shuffle = random.Random(14).shuffle
 
-    def call(name: str) -> None:
+    def call(name: str, values: list[Any]) -> None:
         conn, make = variants[name]
-        sql, values = make(next(iters[name]))
-        conn.execute(sql, values).fetchall()
+        conn.execute(*make(values)).fetchall()
 
-    for name in variants:  # warm up
-        for _ in range(25):
-            call(name)
+    for values in params[:25]:  # warm up
+        for name in order:
+            call(name, values)
     with gc_paused():
-        for _ in range(blocks):
-            for name in variants:
-                times[name] += per_call(lambda name=name: call(name), calls // blocks)
+        for values in params[25:]:
+            shuffle(order)
+            for name in order:
+                start = time.perf_counter()
+                call(name, values)
+                times[name].append(time.perf_counter() - start)
     for conn, _ in variants.values():
         conn.close()
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    return {"nodes": nodes, "calls": calls, "median_s": medians}
+    bare = times["bare INSERT"]
+    return {
+        "nodes": nodes,
+        "rounds": rounds,
+        "median_s": {name: statistics.median(t) for name, t in times.items()},
+        "paired_s": {name: statistics.median(a - b for a, b in zip(t, bare, strict=True))
+                     for name, t in times.items()},
+    }
 
 
 def bench_batched(root: Path, nodes: int, calls: int) -> dict[str, Any]:
@@ -207,11 +243,11 @@ def bench_verify(root: Path, commits: int, repeat: int) -> dict[str, Any]:
 
 def run(quick: bool, root: Path) -> dict[str, Any]:
     sizes = [1000] if quick else [100, 1000, 10_000]
-    calls, blocks = (300, 6) if quick else (2_000, 20)
-    commit = [bench_commit(root, n, calls, blocks) for n in sizes]
+    calls = 300 if quick else 2_000
+    commit = [bench_commit(root, n, calls) for n in sizes]
     verify = [bench_verify(root, c, 3 if quick else 5)
               for c in ([1000, 10_000] if quick else [1000, 10_000, 100_000])]
-    layouts = bench_layouts(root, 1000, calls, blocks)
+    layouts = bench_layouts(root, 1000, calls)
     batched = bench_batched(root, 1000, calls)
     report(commit, verify)
     report_layouts(layouts)
@@ -225,23 +261,29 @@ def report(commit: list[dict[str, Any]], verify: list[dict[str, Any]]) -> None:
     print_table(
         "Merkle commit log in the store (file stores, medians; targets: overhead <= 1 ms at "
         "1,000 nodes, verify of 10,000 commits <= 1 s)",
-        ["workload", "ours", "bare INSERT", "overhead", "same statement in raw SQL"],
+        ["workload", "ours", "bare INSERT", "overhead", "paired overhead",
+         "same statement in raw SQL"],
         [[f"record_node_state, {c['nodes']:,}-node session", fmt_seconds(c["ours_s"]),
-          fmt_seconds(c["bare_s"]), fmt_seconds(c["overhead_s"]), fmt_seconds(c["floor_s"])]
+          fmt_seconds(c["bare_s"]), fmt_seconds(c["overhead_s"]), fmt_seconds(c["paired_s"]),
+          fmt_seconds(c["floor_s"])]
          for c in commit]
-        + [[f"verify_session, {v['commits']:,} commits", fmt_seconds(v["verify_s"]), "", "", ""]
+        + [[f"verify_session, {v['commits']:,} commits", fmt_seconds(v["verify_s"]), "", "", "",
+            ""]
            for v in verify],
     )
 
 
 def report_layouts(layouts: dict[str, Any]) -> None:
-    medians = layouts["median_s"]
+    medians, paired = layouts["median_s"], layouts["paired_s"]
     bare = medians["bare INSERT"]
     print_table(
         f"Commit layouts in raw SQL, {layouts['nodes']:,}-node session, durable autocommit "
-        "(medians, interleaved; overhead = minus the bare INSERT of the same row)",
-        ["statement", "per call", "overhead"],
-        [[name, fmt_seconds(m), "" if name == "bare INSERT" else fmt_seconds(m - bare)]
+        f"({layouts['rounds']} rounds, every variant once a round in shuffled order; overhead "
+        "= minus the bare INSERT of the same row)",
+        ["statement", "per call", "overhead", "paired overhead"],
+        [[name, fmt_seconds(m)]
+         + (["", ""] if name == "bare INSERT"
+            else [fmt_seconds(m - bare), fmt_seconds(paired[name])])
          for name, m in medians.items()],
     )
 
@@ -249,9 +291,14 @@ def report_layouts(layouts: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    parser.add_argument("--layouts", type=int, metavar="ROUNDS",
+                        help="only the raw-SQL commit layouts, with this many rounds")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        run(args.quick, Path(tmp))
+        if args.layouts:
+            report_layouts(bench_layouts(Path(tmp), 1000, args.layouts))
+        else:
+            run(args.quick, Path(tmp))
 
 
 if __name__ == "__main__":
