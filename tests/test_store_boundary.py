@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 import perspt_store
-from perspt_store.schema import TABLES
+from perspt_store.schema import META_TABLE, TABLES
 from perspt_store.store import SessionStore
 
 SRC = Path(perspt_store.__file__).parent
@@ -118,8 +118,9 @@ SQL_OWNERS = frozenset(
     {"schema.py", "_mapping.py", "lake.py", "delta.py", "frames.py", "compaction.py", "demo.py",
      "_publish.py"}  # copies every table into the published snapshot and stamps it
 )
-# Every table of the store: upstream's, and this library's commit log and its root overrides.
-STORE_TABLES = (*TABLES, "merkle_log", "merkle_root_overrides")
+# Every table of the store: upstream's, this library's commit log and its root overrides, and
+# the meta table (schema version, legacy marks, a published snapshot's time).
+STORE_TABLES = (*TABLES, "merkle_log", "merkle_root_overrides", META_TABLE)
 
 # A store table after FROM, JOIN, INTO or UPDATE, or a table named at run time (``FROM
 # {table}``; ``FROM main.{table}``, another database's table, is not one of the store's).

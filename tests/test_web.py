@@ -897,3 +897,24 @@ def test_pages_decode_rows_upstream_wrote_as_the_getters_do(tmp_path: Path) -> N
             ]
             assert all(len(s["seal_hash"]) == 32 for s in seals)
         assert None in seen
+
+
+def test_a_copy_of_the_published_snapshot_says_when_it_was_taken(tmp_path: Path) -> None:
+    from perspt_store.web._reader import StoreReader
+
+    path = tmp_path / "agent.db"
+    with ps.SessionStore.open(path, publish_interval=3600) as writer:
+        writer.create_session(
+            ps.SessionRecord(session_id="agent", task="t", working_dir="/w", status="RUNNING")
+        )
+        publisher = writer.publisher
+        assert publisher is not None and publisher.publish_if_changed()
+        reader = StoreReader(path)
+        try:
+            view = reader._copy_snapshot()  # what a request reads while an agent writes
+            assert view.is_snapshot
+            assert view.snapshot_time == publisher.last_published is not None
+            assert view.store.get_session("agent") is not None
+            view.close()
+        finally:
+            reader.close()
