@@ -32,6 +32,7 @@ from .reviews import review_kind_sql
 __all__ = [
     "DECISION_TABLES",
     "SESSION_SORTS",
+    "counts_sql",
     "decision_rows",
     "edge_ends",
     "energy_by_node",
@@ -308,26 +309,33 @@ def latest_reviews(store: StoreBase, session_id: str) -> dict[str, str]:
     return dict(rows)
 
 
-# A session's counts in one statement: escalations, rewrites, flushes, LLM requests, the
-# branches by (lower-cased) state, and the reviews by the ledger's rule.
-_SESSION_COUNTS_SQL = f"""
-WITH b AS (SELECT lower(state) AS s FROM provisional_branches WHERE session_id = $1),
-     r AS (SELECT outcome AS o FROM review_outcomes WHERE session_id = $1)
-SELECT
-    (SELECT count(*) FROM escalation_reports WHERE session_id = $1),
-    (SELECT count(*) FROM rewrite_records WHERE session_id = $1),
-    (SELECT count(*) FROM branch_flushes WHERE session_id = $1),
-    (SELECT count(*) FROM llm_requests WHERE session_id = $1),
-    (SELECT count(*) FROM b),
-    (SELECT count(*) FROM b WHERE s = 'active'),
-    (SELECT count(*) FROM b WHERE s = 'sealed'),
-    (SELECT count(*) FROM b WHERE s = 'merged'),
-    (SELECT count(*) FROM b WHERE s = 'flushed'),
-    (SELECT count(*) FROM r),
-    (SELECT count(*) FROM r WHERE {review_kind_sql("approved", "o")}),
-    (SELECT count(*) FROM r WHERE {review_kind_sql("rejected", "o")}),
-    (SELECT count(*) FROM r WHERE {review_kind_sql("corrected", "o")})
-"""
+def counts_sql(*leading: str) -> str:
+    """One statement over a session (``$1``) that selects the ``leading`` expressions, then
+    its branches (all, and those active, sealed, merged and flushed: state compared
+    case-insensitively) and its review outcomes (all, and those approved, rejected and
+    corrected by the ledger's rule, :func:`.reviews.review_kind_sql`): 9 counts."""
+    items = [
+        *leading,
+        "(SELECT count(*) FROM b)",
+        *(f"(SELECT count(*) FROM b WHERE s = '{state}')"
+          for state in ("active", "sealed", "merged", "flushed")),
+        "(SELECT count(*) FROM r)",
+        *(f"(SELECT count(*) FROM r WHERE {review_kind_sql(kind, 'o')})"
+          for kind in ("approved", "rejected", "corrected")),
+    ]
+    return (
+        "WITH b AS (SELECT lower(state) AS s FROM provisional_branches WHERE session_id = $1),\n"
+        "     r AS (SELECT outcome AS o FROM review_outcomes WHERE session_id = $1)\n"
+        "SELECT\n    " + ",\n    ".join(items)
+    )
+
+
+# A session's counts in one statement: escalations, rewrites, flushes, LLM requests, then the
+# branches and reviews (``counts_sql``).
+_SESSION_COUNTS_SQL = counts_sql(*(
+    f"(SELECT count(*) FROM {table} WHERE session_id = $1)"
+    for table in ("escalation_reports", "rewrite_records", "branch_flushes", "llm_requests")
+))
 _SESSION_COUNTS = (
     "escalations", "rewrites", "flushes", "llm_requests",
     "branches", "active", "sealed", "merged", "flushed",
