@@ -17,11 +17,23 @@ states each.
 
 Run alone: ``python benchmarks/bench_web.py [--quick]`` (needs the ``web`` and ``test``
 extras: Starlette's test client).
+
+``--baseline-src DIR`` compares with another source tree side by side instead: the files are
+built once, then each round serves every page from a fresh process of each version in turn
+(the order alternating), and the table gives the median of the rounds' medians::
+
+    git archive <commit> src | tar -x -C /tmp/before
+    python benchmarks/bench_web.py --baseline-src /tmp/before/src --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,6 +48,10 @@ from perspt_store.web._reader import StoreReader
 
 PAGES = ("", "/dag", "/energy", "/llm", "/decisions", "/sandbox", "/merkle", "/nodes/node-00500")
 AIMS = {"session": 0.300, "overview": 0.100}
+OVERVIEW_URLS = ("/", "/?page=200", "/?status=running", "/?q=number%209999",
+                 "/?sort=task&order=asc", "/api/sessions")
+SESSION_URLS = (*(f"/sessions/{SESSION}{page}" for page in PAGES), f"/api/sessions/{SESSION}")
+THIS_SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def big_session(nodes: int) -> Iterator[ps.Row]:
@@ -68,21 +84,75 @@ def timed(client: TestClient, url: str, repeat: int) -> float:
     return time_calls(lambda: client.get(url), repeat).median
 
 
+def build(root: Path) -> tuple[Path, Path]:
+    """The 1,000-node session's file and the 10,000 sessions' file."""
+    session_db = fresh_path(root, "session.db")
+    overview_db = fresh_path(root, "overview.db")
+    started = time.perf_counter()
+    with ps.SessionStore.open(session_db) as store:
+        store.record_many(big_session(1000))
+    with ps.SessionStore.open(overview_db) as store:
+        store.record_many(many_sessions(10_000))
+    print(f"setup: {time.perf_counter() - started:.1f} s (not timed below)")
+    return session_db, overview_db
+
+
+def measure(session_db: Path, overview_db: Path, repeat: int) -> dict[str, float]:
+    """Median seconds per URL, warm, in this process."""
+    medians: dict[str, float] = {}
+    for db, urls in ((session_db, SESSION_URLS), (overview_db, OVERVIEW_URLS)):
+        with TestClient(create_app(db)) as client:
+            for url in urls:
+                medians[url] = timed(client, url, repeat)
+    return medians
+
+
+def side_by_side(baseline: Path, rounds: int, repeat: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        dbs = build(Path(tmp))
+        samples: dict[str, dict[str, list[float]]] = {"this": {}, "baseline": {}}
+        for n in range(rounds):
+            order = [("this", THIS_SRC), ("baseline", baseline)]
+            for label, src in order if n % 2 == 0 else order[::-1]:
+                env = {**os.environ, "PYTHONPATH": str(src)}
+                out = subprocess.run(
+                    [sys.executable, __file__, "--measure", *map(str, dbs), "--repeat",
+                     str(repeat)],
+                    env=env, check=True, capture_output=True, text=True,
+                ).stdout
+                for url, seconds in json.loads(out.splitlines()[-1]).items():
+                    samples[label].setdefault(url, []).append(seconds)
+    rows = []
+    for url in (*SESSION_URLS, *OVERVIEW_URLS):
+        this = statistics.median(samples["this"][url])
+        before = statistics.median(samples["baseline"][url])
+        rows.append([url.replace(SESSION, "S"), fmt_seconds(this), fmt_seconds(before),
+                     f"{this / before:.2f}"])
+    print_table(
+        f"Server time per page: median of {rounds} rounds' medians ({repeat} requests each)",
+        ["page", "this tree", "baseline", "ratio"], rows,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="compare with this source tree, side by side")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (with --baseline-src)")
+    parser.add_argument("--repeat", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--measure", nargs=2, type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    repeat = 3 if args.quick else 9
+    repeat = args.repeat or (3 if args.quick else 9)
+    if args.measure is not None:  # a child of --baseline-src: one version's medians
+        print(json.dumps(measure(*args.measure, repeat)))
+        return
+    if args.baseline_src is not None:
+        side_by_side(args.baseline_src.resolve(), args.rounds, repeat)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        session_db = fresh_path(root, "session.db")
-        overview_db = fresh_path(root, "overview.db")
-        started = time.perf_counter()
-        with ps.SessionStore.open(session_db) as store:
-            store.record_many(big_session(1000))
-        with ps.SessionStore.open(overview_db) as store:
-            store.record_many(many_sessions(10_000))
-        print(f"setup: {time.perf_counter() - started:.1f} s (not timed below)")
+        session_db, overview_db = build(root)
 
         rows = []
         with TestClient(create_app(session_db)) as client:
@@ -111,8 +181,7 @@ def main() -> None:
 
         rows = []
         with TestClient(create_app(overview_db)) as client:
-            for url in ("/", "/?page=200", "/?status=running", "/?q=number%209999",
-                        "/?sort=task&order=asc", "/api/sessions"):
+            for url in OVERVIEW_URLS:
                 seconds = timed(client, url, repeat)
                 verdict = "ok" if seconds < AIMS["overview"] else "over"
                 rows.append([url, fmt_seconds(seconds), "100 ms", verdict])

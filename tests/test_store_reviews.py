@@ -494,6 +494,7 @@ OUTCOMES = st.one_of(
 def test_count_reviews_agrees_with_session_summary(
     store: ps.SessionStore, outcomes: list[str]
 ) -> None:
+    from perspt_store.store import overview
     from perspt_store.store.reviews import count_reviews
 
     sid = add_session(store, f"s{store.count_sessions()}")
@@ -506,6 +507,11 @@ def test_count_reviews_agrees_with_session_summary(
         "approved": summary.reviews_approved,
         "rejected": summary.reviews_rejected,
         "corrected": summary.reviews_corrected,
+    }
+    counted = overview.session_counts(store, sid)  # the dashboard's summary
+    assert count_reviews(outcomes) == {
+        "total": counted["reviews"],
+        **{kind: counted[kind] for kind in ("approved", "rejected", "corrected")},
     }
 
 

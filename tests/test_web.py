@@ -840,8 +840,8 @@ def test_session_summary_read_by_sql_matches_the_getters(db: Path, demo_id: str)
 def test_decisions_fall_back_to_the_getters_when_sql_columns_differ(
     db: Path, demo_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A file whose columns are not the models' fields (an older schema read as it is) is
-    read through the getters, with the same events."""
+    """A table whose raw values a summary cannot read (e.g. a malformed JSON list) is read
+    through the getters, which decode leniently, with the same events."""
     from perspt_store.web import _pages
 
     with ps.SessionStore.open_read_only(db) as store:
@@ -852,3 +852,69 @@ def test_decisions_fall_back_to_the_getters_when_sql_columns_differ(
 
         monkeypatch.setattr(_pages, "_decision_events", no_such_column)
         assert _pages.decisions_page(store, demo_id) == expected
+
+
+def test_pages_decode_rows_upstream_wrote_as_the_getters_do(tmp_path: Path) -> None:
+    """The pages read with plain SQL; on a migrated upstream file they still decode its rows
+    as the getters do: '' for None in optional text columns, hex-text hashes as bytes."""
+    from perspt_store.web._pages import (
+        OverviewQuery,
+        node_page,
+        overview_page,
+        sandbox_page,
+        session_page,
+    )
+    from upstream_files import write_upstream_062
+
+    uf = write_upstream_062(tmp_path / "upstream.db")
+    ps.SessionStore.open(uf.path).close()  # migrated in place
+    with ps.SessionStore.open_read_only(uf.path) as store, store.consistent_read():
+        listed = overview_page(store, OverviewQuery())["sessions"]
+        toolchains = [s["detected_toolchain"] for s in listed]
+        assert None in toolchains
+        assert toolchains == [
+            store.get_session(s["session_id"]).detected_toolchain  # type: ignore[union-attr]
+            for s in listed
+        ]
+        seen: list[object] = []
+        for sid in uf.session_ids:
+            nodes = {n["node_id"]: n for n in session_page(store, sid)["nodes"]}
+            for state in store.get_latest_node_states(sid):
+                shown = nodes[state.node_id]
+                assert (shown["node_class"], shown["committed_at"]) == (
+                    state.node_class, state.committed_at)
+                seen.append(state.node_class)
+                history = node_page(store, sid, state.node_id)["states"]
+                expected = [s for s in store.get_node_states(sid) if s.node_id == state.node_id]
+                columns = ("node_class", "goal", "last_error_type", "committed_at")
+                assert [tuple(h[c] for c in columns) for h in history] == [
+                    tuple(getattr(s, c) for c in columns) for s in expected
+                ]
+            seals = sandbox_page(store, sid)["seals"]
+            assert [s["seal_hash"] for s in seals] == [
+                r.seal_hash  # type: ignore[attr-defined]
+                for r in uf.rows("interface_seals", sid)
+            ]
+            assert all(len(s["seal_hash"]) == 32 for s in seals)
+        assert None in seen
+
+
+def test_a_copy_of_the_published_snapshot_says_when_it_was_taken(tmp_path: Path) -> None:
+    from perspt_store.web._reader import StoreReader
+
+    path = tmp_path / "agent.db"
+    with ps.SessionStore.open(path, publish_interval=3600) as writer:
+        writer.create_session(
+            ps.SessionRecord(session_id="agent", task="t", working_dir="/w", status="RUNNING")
+        )
+        publisher = writer.publisher
+        assert publisher is not None and publisher.publish_if_changed()
+        reader = StoreReader(path)
+        try:
+            view = reader._copy_snapshot()  # what a request reads while an agent writes
+            assert view.is_snapshot
+            assert view.snapshot_time == publisher.last_published is not None
+            assert view.store.get_session("agent") is not None
+            view.close()
+        finally:
+            reader.close()

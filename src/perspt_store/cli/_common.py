@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .. import _engine
-from ..store import SessionStore
+from ..store import SessionStore, overview
 
 SHOWN_ID = 60
 """The longest id an error message quotes in full."""
@@ -176,12 +176,7 @@ def require_session(store: SessionStore, session_id: str) -> None:
     """Fail (exit 1) unless the session exists, suggesting the closest ids."""
     if store.get_session(session_id) is not None:
         return
-    known = [
-        sid
-        for (sid,) in store.sql(
-            "SELECT session_id FROM sessions ORDER BY created_at DESC, session_id"
-        ).fetchall()
-    ]
+    known = overview.session_ids(store)
     where = f" in {store.path}" if store.path else ""
     hint = closest(session_id, known)
     if hint:

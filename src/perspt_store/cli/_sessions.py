@@ -12,9 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._shaping import llm_totals, row_dict
-from ..errors import StoreError
-from ..schema import TABLES
-from ..store import SessionStore
+from ..store import SessionStore, overview
 from ._common import (
     TEXT,
     db_path,
@@ -452,13 +450,8 @@ def tables(ctx: click.Context, fmt: Format) -> None:
     Example:
         perspt-store tables --json
     """
-    rows = []
     with open_store(ctx) as store:
-        for table in TABLES:
-            try:
-                count = store.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-            except StoreError:  # a table an older (upstream) file does not have
-                count = None
-            rows.append({"table": table, "rows": count})
+        counts = overview.table_counts(store)  # None: a table an older file does not have
         version = store.schema_version
+    rows = [{"table": table, "rows": count} for table, count in counts.items()]
     emit_rows(rows, fmt, caption=f"schema version {version}")

@@ -5,7 +5,8 @@ SQL; they need a few things the public API does not offer: this thread's cursor,
 consistent snapshot to export from, the legacy high-water marks that say which rows carry
 upstream's encodings, a way to write imported rows under the store's write lock (retried,
 translated, published) and to drop the cached commit log of a session they imported. The
-async store runs buffered writes on its event loop's thread with I/O refused.
+async store runs buffered writes on its event loop's thread with I/O refused, and the
+dashboard's reader reads when a copied snapshot was published with the publisher's code.
 :func:`internals` hands those out; no module outside ``store/`` touches an underscore
 attribute of the store (``tests/test_store_boundary.py`` checks).
 """

@@ -38,7 +38,7 @@ from ..rows import (
 )
 from ..schema import SCHEMA_VERSION
 from ._base import StoreBase, consistent
-from .reviews import review_kind_sql
+from .overview import counts_sql
 
 __all__ = [
     "COMPLETED_STATES",
@@ -362,22 +362,8 @@ def _session_and_budget_sql() -> str:
 
 _SESSION_AND_BUDGET_SQL = _session_and_budget_sql()
 
-# One statement: whether the session exists, and the branch, flush and review counts.
-_SUMMARY_COUNTS_SQL = f"""
-WITH b AS (SELECT lower(state) AS s FROM provisional_branches WHERE session_id = $1),
-     r AS (SELECT outcome AS o FROM review_outcomes WHERE session_id = $1)
-SELECT
-    (SELECT count(*) FROM sessions WHERE session_id = $1),
-    (SELECT count(*) FROM b),
-    (SELECT count(*) FROM b WHERE s = 'active'),
-    (SELECT count(*) FROM b WHERE s = 'sealed'),
-    (SELECT count(*) FROM b WHERE s = 'merged'),
-    (SELECT count(*) FROM b WHERE s = 'flushed'),
-    (SELECT count(*) FROM r),
-    (SELECT count(*) FROM r WHERE {review_kind_sql("approved", "o")}),
-    (SELECT count(*) FROM r WHERE {review_kind_sql("rejected", "o")}),
-    (SELECT count(*) FROM r WHERE {review_kind_sql("corrected", "o")})
-"""
+# One statement: whether the session exists, and the branch and review counts.
+_SUMMARY_COUNTS_SQL = counts_sql("(SELECT count(*) FROM sessions WHERE session_id = $1)")
 
 
 def _gc_paused(func: Callable[P, T]) -> Callable[P, T]:

@@ -19,10 +19,9 @@ from typing import Any
 
 from .._shaping import llm_totals, merge_timeline, row_dict
 from ..commitlog import REMOVED_STATE
-from ..errors import SessionNotFoundError, StoreError
+from ..errors import SessionNotFoundError
 from ..rows import EnergyRecord, LlmRequestRecord, NodeStateRecord, Row, SessionRecord
-from ..schema import order_key
-from ..store import SessionStore
+from ..store import SessionStore, overview
 from ..store.reviews import count_reviews
 from ..store.snapshot import state_kind
 
@@ -47,13 +46,7 @@ __all__ = [
 ENERGY_COMPONENTS = ("v_syn", "v_str", "v_log", "v_boot", "v_sheaf", "v_total")
 """The components of V(x), in the order the charts draw them."""
 
-SORTS = {
-    "created": "created_at",
-    "updated": "updated_at",
-    "status": "lower(status)",
-    "task": "lower(task)",
-    "id": "session_id",
-}
+SORTS = overview.SESSION_SORTS
 """Overview sort keys (``?sort=``) and the column each orders by."""
 
 PER_PAGE_MAX = 200
@@ -109,53 +102,28 @@ class OverviewQuery:
         return "?" + urlencode(kept) if kept else "?"
 
 
-# One page of sessions, filtered and sorted, with the number that match; the store's
-# ``list_sessions_paginated`` only orders newest first, so the overview asks in SQL.
-def _sessions_sql(query: OverviewQuery, tiebreak: str) -> str:
-    direction = "DESC" if query.descending else "ASC"
-    return (
-        "SELECT session_id, task, working_dir, detected_toolchain, status, created_at, "
-        "updated_at, count(*) OVER () FROM sessions "
-        "WHERE ($status IS NULL OR lower(status) = lower($status)) "
-        "AND ($q IS NULL OR contains(lower(session_id), lower($q)) "
-        "OR contains(lower(task), lower($q))) "
-        f"ORDER BY {SORTS[query.sort]} {direction}, {tiebreak} {direction} "
-        "LIMIT $limit OFFSET $offset"
-    )
-
-
-# The latest state of every node of some sessions (insertion order is ``id``).
-_LATEST_STATES_SQL = (
-    "SELECT session_id, arg_max(state, id) FROM node_states "
-    "WHERE session_id IN (SELECT unnest($ids)) GROUP BY session_id, node_id"
-)
-
-
 def overview_page(store: SessionStore, query: OverviewQuery) -> dict[str, Any]:
     """Sessions (one page), counts by status, and the LLM totals of every session."""
-    tiebreak = order_key("sessions", store.schema_version)
-    rows = store.sql(
-        _sessions_sql(query, tiebreak),
-        {
-            "status": query.status,
-            "q": query.q,
-            "limit": query.per_page,
-            "offset": (query.page - 1) * query.per_page,
-        },
-    ).fetchall()
-    matching = int(rows[0][-1]) if rows else 0
+    # The store's list_sessions_paginated only orders newest first: the overview filters
+    # and sorts in SQL.
+    rows, matching = overview.find_sessions(
+        store,
+        status=query.status,
+        search=query.q,
+        sort=query.sort,
+        descending=query.descending,
+        limit=query.per_page,
+        offset=(query.page - 1) * query.per_page,
+    )
     ids = [row[0] for row in rows]
     nodes: dict[str, dict[str, int]] = {sid: defaultdict(int) for sid in ids}
-    if ids:
-        for sid, state in store.sql(_LATEST_STATES_SQL, {"ids": ids}).fetchall():
-            if state == "__removed__":
-                continue
-            counts = nodes[sid]
-            counts["total"] += 1
-            counts[state_kind(state)] += 1
-    by_status = store.sql(
-        "SELECT status, count(*) FROM sessions GROUP BY status ORDER BY count(*) DESC, status"
-    ).fetchall()
+    for sid, state in overview.latest_states_of_sessions(store, ids):
+        if state == REMOVED_STATE:
+            continue
+        counts = nodes[sid]
+        counts["total"] += 1
+        counts[state_kind(state)] += 1
+    by_status = overview.sessions_by_status(store)
     llm = store.get_global_llm_summary()
     total = store.count_sessions()
     return {
@@ -170,14 +138,14 @@ def overview_page(store: SessionStore, query: OverviewQuery) -> dict[str, Any]:
                 "updated_at": updated,
                 "nodes": dict(nodes[sid]),
             }
-            for sid, task, working_dir, toolchain, status, created, updated, _ in rows
+            for sid, task, working_dir, toolchain, status, created, updated in rows
         ],
         "matching": matching,
         "total_sessions": total,
         "page": query.page,
         "pages": max(1, math.ceil(matching / query.per_page)),
         "per_page": query.per_page,
-        "by_status": {status: int(count) for status, count in by_status},
+        "by_status": dict(by_status),
         "llm": {
             "requests": llm.count,
             "tokens_in": llm.tokens_in,
@@ -204,71 +172,6 @@ def _is_running(status: str) -> bool:
     return status.strip().strip('"').lower() in ("running", "active", "in_progress")
 
 
-# Aggregates the pages need per node, computed by DuckDB rather than by decoding every row
-# (a 1,000-node session has 5,000 snapshots and 20,000 energy measurements).
-_ENERGY_LATEST_SQL = (
-    "SELECT node_id, count(*), arg_max(v_total, id) FROM energy_history "
-    "WHERE session_id = $sid GROUP BY node_id"
-)
-_ENERGY_SERIES_SQL = (
-    f"SELECT node_id, {', '.join(ENERGY_COMPONENTS)} FROM energy_history "
-    "WHERE session_id = $sid ORDER BY id"
-)
-_EDGE_ENDS_SQL = (
-    "SELECT parent_node_id, child_node_id FROM task_graph_edges WHERE session_id = $sid ORDER BY id"
-)
-# Each node's latest verification (insertion order is ``id``): passed, degraded.
-_LATEST_CHECKS_SQL = (
-    "SELECT node_id, arg_max(syntax_ok AND build_ok AND tests_ok, id), arg_max(degraded, id) "
-    "FROM verification_results WHERE session_id = $sid GROUP BY node_id"
-)
-_SEALS_SQL = (
-    "SELECT seal_id, node_id, sealed_path, artifact_kind, seal_hash, version, created_at "
-    "FROM interface_seals WHERE session_id = $sid ORDER BY id"
-)
-_NODE_STATES_SQL = (
-    "SELECT id, created_at, state, attempt_count, v_total, node_class, goal, "
-    "last_error_type, committed_at FROM node_states "
-    "WHERE session_id = $sid AND node_id = $node ORDER BY id"
-)
-_NODE_LLM_SQL = (
-    "SELECT timestamp, model, tokens_in, tokens_out, latency_ms, prompt, response "
-    "FROM llm_requests WHERE session_id = $sid AND node_id = $node ORDER BY id"
-)
-
-
-def _records(store: SessionStore, sql: str, **params: Any) -> list[dict[str, Any]]:
-    relation = store.sql(sql, params)
-    names = [column[0] for column in relation.description]
-    return [dict(zip(names, row, strict=True)) for row in relation.fetchall()]
-
-
-# Each node's latest snapshot (the columns the node table shows) and the span of its
-# snapshots' times, in the order of the latest snapshots (as ``get_latest_node_states``).
-_LATEST_NODES_SQL = """
-WITH s AS (
-    SELECT node_id, state, node_class, attempt_count, v_total, committed_at, {order} AS k,
-           row_number() OVER (PARTITION BY node_id ORDER BY {order} DESC) AS r,
-           min(created_at) OVER (PARTITION BY node_id) AS first_at,
-           max(created_at) OVER (PARTITION BY node_id) AS last_at
-    FROM node_states WHERE session_id = $sid
-)
-SELECT node_id, state, node_class, attempt_count, v_total, committed_at, first_at, last_at
-FROM s WHERE r = 1 ORDER BY k
-"""
-_REVIEWS_SQL = "SELECT node_id, outcome FROM review_outcomes WHERE session_id = $sid ORDER BY id"
-# The summary's counts in one statement: escalations, rewrites, flushes, LLM requests, and
-# the branches by (lower-cased) state.
-_SESSION_COUNTS_SQL = """
-SELECT
-    (SELECT count(*) FROM escalation_reports WHERE session_id = $sid),
-    (SELECT count(*) FROM rewrite_records WHERE session_id = $sid),
-    (SELECT count(*) FROM branch_flushes WHERE session_id = $sid),
-    (SELECT count(*) FROM llm_requests WHERE session_id = $sid),
-    (SELECT list(lower(state)) FROM provisional_branches WHERE session_id = $sid)
-"""
-
-
 def session_page(store: SessionStore, session_id: str) -> dict[str, Any]:
     """Status, task, durations, budget, charter, plan, counts and the node table (the
     verification verdict comes separately: it recomputes the whole log).
@@ -276,26 +179,17 @@ def session_page(store: SessionStore, session_id: str) -> dict[str, Any]:
     Read with plain SQL, no row models, apart from the session, plan, budget and charter.
     """
     session = _session(store, session_id)
-    sid = {"sid": session_id}
-    latest_sql = _LATEST_NODES_SQL.format(order=order_key("node_states", store.schema_version))
     states: dict[str, tuple[Any, ...]] = {}
     spans: dict[str, tuple[_dt.datetime | None, _dt.datetime | None]] = {}
-    for node_id, *state, first_at, last_at in store.sql(latest_sql, sid).fetchall():
+    for node_id, *snapshot, first_at, last_at in overview.latest_nodes(store, session_id):
         spans[node_id] = (first_at, last_at)
-        if state[0] != REMOVED_STATE:  # a rollback removed it
-            states[node_id] = tuple(state)
-    energy = {n: (int(c), v) for n, c, v in store.sql(_ENERGY_LATEST_SQL, sid).fetchall()}
-    endpoints = store.sql(_EDGE_ENDS_SQL, sid).fetchall()
-    checks = {
-        n: (bool(ok), bool(degraded))
-        for n, ok, degraded in store.sql(_LATEST_CHECKS_SQL, sid).fetchall()
-    }
-    reviews = store.sql(_REVIEWS_SQL, sid).fetchall()
-    latest_review = dict(reviews)
-    ((escalations, rewrites, flushes, llm_requests, branch_list),) = store.sql(
-        _SESSION_COUNTS_SQL, sid
-    ).fetchall()
-    branch_states: list[str] = branch_list or []
+        if snapshot[0] != REMOVED_STATE:  # a rollback removed it
+            states[node_id] = tuple(snapshot)
+    energy = {n: (c, v) for n, c, v in overview.energy_by_node(store, session_id)}
+    endpoints = overview.edge_ends(store, session_id)
+    checks = {n: (ok, degraded) for n, ok, degraded in overview.latest_checks(store, session_id)}
+    latest_review = overview.latest_reviews(store, session_id)
+    counts = overview.session_counts(store, session_id)
     plan = store.get_active_plan_revision(session_id)
     budget = store.get_budget_envelope(session_id)
     charter = store.get_feature_charter(session_id)
@@ -344,15 +238,18 @@ def session_page(store: SessionStore, session_id: str) -> dict[str, Any]:
             "passed": sum(bool(n["verified"]) for n in nodes),
             "degraded": sum(degraded for _, degraded in checks.values()),
         },
-        "reviews": count_reviews(outcome for _, outcome in reviews),
-        "escalations": int(escalations),
-        "rewrites": int(rewrites),
-        "branches": {
-            "total": len(branch_states),
-            **{s: branch_states.count(s) for s in ("active", "sealed", "merged", "flushed")},
-            "flushes": int(flushes),
+        "reviews": {
+            "total": counts["reviews"],
+            **{kind: counts[kind] for kind in ("approved", "rejected", "corrected")},
         },
-        "llm_requests": int(llm_requests),
+        "escalations": counts["escalations"],
+        "rewrites": counts["rewrites"],
+        "branches": {
+            "total": counts["branches"],
+            **{s: counts[s] for s in ("active", "sealed", "merged", "flushed")},
+            "flushes": counts["flushes"],
+        },
+        "llm_requests": counts["llm_requests"],
     }
 
 
@@ -373,8 +270,7 @@ def verification(store: SessionStore, session_id: str) -> dict[str, Any]:
 def node_page(store: SessionStore, session_id: str, node_id: str) -> dict[str, Any]:
     """One node's history: every snapshot, energy, step, correction, check and commit."""
     _session(store, session_id)
-    where = {"sid": session_id, "node": node_id}
-    states = _records(store, _NODE_STATES_SQL, **where)
+    states = overview.node_state_rows(store, session_id, node_id)
     edges = store.get_task_graph_edges(session_id)
     if not states and not any(node_id in (e.parent_node_id, e.child_node_id) for e in edges):
         raise LookupError(f"no node {node_id!r} in session {session_id!r}")
@@ -402,7 +298,7 @@ def node_page(store: SessionStore, session_id: str, node_id: str) -> dict[str, A
         "reviews": [row_dict(r) for r in store.get_review_outcomes(session_id, node_id)],
         "llm": [
             {**r, "prompt": _preview(r["prompt"]), "response": _preview(r["response"])}
-            for r in _records(store, _NODE_LLM_SQL, **where)
+            for r in overview.node_llm_requests(store, session_id, node_id)
         ],
         "commits": [
             _commit_dict(c) for c in store.get_commit_log(session_id) if c.node_id == node_id
@@ -493,7 +389,7 @@ def energy_page(store: SessionStore, session_id: str) -> dict[str, Any]:
     """Per node: its V(x) history by component, and whether it converged."""
     _session(store, session_id)
     series: dict[str, dict[str, list[float]]] = {}
-    for node_id, *values in store.sql(_ENERGY_SERIES_SQL, {"sid": session_id}).fetchall():
+    for node_id, *values in overview.energy_series(store, session_id, ENERGY_COMPONENTS):
         chart = series.setdefault(node_id, {name: [] for name in ENERGY_COMPONENTS})
         for name, value in zip(ENERGY_COMPONENTS, values, strict=True):
             chart[name].append(float(value))
@@ -564,41 +460,36 @@ def _when(row: Row) -> _dt.datetime | None:
     return None
 
 
-# The decisions timeline, by table: (kind, table, row model, the getter's ORDER BY, summary).
-# The page reads these with plain SQL (no row models: a 1,000-node session has thousands of
-# decisions), exactly as the getters named in ``decisions_page`` would return them; the JSON
-# API adds each row in full through the getters.
-_DECISION_SOURCES: tuple[tuple[str, str, str, Callable[[Any], str]], ...] = (
-    ("escalation", "escalation_reports", "id", lambda r: f"{r.category}: {r.action}"),
+# The decisions timeline, by table: (kind, table, summary). The page reads these without row
+# models (a 1,000-node session has thousands of decisions), exactly as the getters named in
+# ``_DECISION_GETTERS`` return them (``overview.decision_rows``); the JSON API adds each row
+# in full through the getters.
+_DECISION_SOURCES: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("escalation", "escalation_reports", lambda r: f"{r.category}: {r.action}"),
     (
         "sheaf",
         "sheaf_validations",
-        "id",
         lambda r: f"{r.validator_class} {'passed' if r.passed else 'failed'}: "
         f"{r.evidence_summary}",
     ),
     (
         "rewrite",
         "rewrite_records",
-        "id",
         lambda r: f"{r.action} ({r.category}); requeued {', '.join(r.requeued_nodes) or '-'}",
     ),
     (
         "plan",
         "plan_revisions",
-        "sequence, created_at, {order}",
         lambda r: f"revision {r.sequence} {r.status}: {r.reason}",
     ),
     (
         "repair",
         "repair_footprints",
-        "node_id, attempt, id",
         lambda r: f"attempt {r.attempt} {'resolved' if r.resolved else 'open'}: {r.diagnosis}",
     ),
     (
         "verification",
         "verification_results",
-        "id",
         lambda r: (
             ("degraded: " + (r.degraded_reason or "") if r.degraded else "")
             + " ".join(
@@ -616,7 +507,6 @@ _DECISION_SOURCES: tuple[tuple[str, str, str, Callable[[Any], str]], ...] = (
     (
         "correction",
         "correction_attempts",
-        "node_id, attempt, id",
         lambda r: (
             f"attempt {r.attempt} {'accepted' if r.accepted else 'rejected'}"
             + (f": {r.rejection_reason}" if r.rejection_reason else "")
@@ -625,7 +515,6 @@ _DECISION_SOURCES: tuple[tuple[str, str, str, Callable[[Any], str]], ...] = (
     (
         "review",
         "review_outcomes",
-        "id",
         lambda r: r.outcome + (f": {r.reviewer_note}" if r.reviewer_note else ""),
     ),
 )
@@ -641,17 +530,6 @@ _DECISION_GETTERS = {
     "correction": "get_session_correction_attempts",
     "review": "get_all_review_outcomes",
 }
-
-
-def _decision_sql(table: str, order_by: str, schema_version: int | None) -> str:
-    order = order_by.format(order=order_key(table, schema_version))
-    if table == "verification_results":  # get_all_verification_results: each node's latest
-        return (
-            f"SELECT * FROM {table} WHERE session_id = $sid "
-            f"QUALIFY row_number() OVER (PARTITION BY node_id ORDER BY id DESC) = 1 "
-            f"ORDER BY {order}"
-        )
-    return f"SELECT * FROM {table} WHERE session_id = $sid ORDER BY {order}"
 
 
 class _Fields:
@@ -680,15 +558,11 @@ def _decision_events(
     store: SessionStore,
     kind: str,
     table: str,
-    order_by: str,
     summary: Callable[[Any], str],
     session_id: str,
 ) -> list[tuple[dict[str, Any], str | None]]:
-    relation = store.sql(_decision_sql(table, order_by, store.schema_version), {"sid": session_id})
-    names = [column[0] for column in relation.description]
     found = []
-    for values in relation.fetchall():
-        row = dict(zip(names, values, strict=True))
+    for row in overview.decision_rows(store, table, session_id):
         if "requeued_nodes" in row and isinstance(row["requeued_nodes"], str):
             row["requeued_nodes"] = json.loads(row["requeued_nodes"] or "[]")
         found.append(_decision_event(kind, row, summary, _Fields(row)))
@@ -705,13 +579,14 @@ def decisions_page(
     events: list[tuple[_dt.datetime, int, dict[str, Any]]] = []
     floor = _dt.datetime.min.replace(tzinfo=_dt.UTC)
     outcomes: list[str] = []
-    for kind, table, order_by, summary in _DECISION_SOURCES:
+    for kind, table, summary in _DECISION_SOURCES:
         full = getattr(store, _DECISION_GETTERS[kind])(session_id) if rows else None
         try:
-            found = _decision_events(store, kind, table, order_by, summary, session_id)
-        except (AttributeError, KeyError, TypeError, ValueError, StoreError):
-            # A file whose columns differ from the row models' fields (an older schema
-            # read as it is): read this table through its getter's row models instead.
+            found = _decision_events(store, kind, table, summary, session_id)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            # A raw value the summary cannot read (e.g. a malformed JSON list): read this
+            # table through its getter's row models instead, which decode leniently. (A
+            # file whose columns differ from the models fails the getter alike.)
             models = full if full is not None else getattr(
                 store, _DECISION_GETTERS[kind]
             )(session_id)
@@ -751,7 +626,7 @@ def sandbox_page(store: SessionStore, session_id: str) -> dict[str, Any]:
         "branches": [row_dict(b) for b in store.get_provisional_branches(session_id)],
         "lineage": [row_dict(b) for b in store.get_branch_lineage(session_id)],
         "flushes": [row_dict(f) for f in store.get_branch_flushes(session_id)],
-        "seals": _records(store, _SEALS_SQL, sid=session_id),
+        "seals": overview.seal_rows(store, session_id),
     }
 
 
@@ -784,9 +659,6 @@ _LIVE_TABLES = (
     "task_graph_edges",
     "node_states",
 )
-_LIVE_COUNTS_SQL = "SELECT " + ", ".join(
-    f"(SELECT count(*) FROM {table} WHERE session_id = $sid)" for table in _LIVE_TABLES
-)
 
 
 def live_state(store: SessionStore, session_id: str) -> dict[str, Any]:
@@ -806,16 +678,15 @@ def live_state(store: SessionStore, session_id: str) -> dict[str, Any]:
         }
         for s in store.get_latest_node_states(session_id)
     }
-    (counts,) = store.sql(_LIVE_COUNTS_SQL, {"sid": session_id}).fetchall()
     return {
         "status": session.status,
         "updated_at": session.updated_at,
-        "rows": dict(zip(_LIVE_TABLES, counts, strict=True)),
+        "rows": overview.session_row_counts(store, session_id, _LIVE_TABLES),
         "nodes": nodes,
     }
 
 
 def overview_state(store: SessionStore) -> dict[str, Any]:
     """What the overview's live stream compares: how many sessions, and the last change."""
-    ((count, latest),) = store.sql("SELECT count(*), max(updated_at) FROM sessions").fetchall()
+    count, latest = overview.sessions_changed(store)
     return {"sessions": count, "updated_at": latest}

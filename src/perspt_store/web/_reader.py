@@ -37,9 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._publish import SNAPSHOT_SUFFIX, staleness
+from .._publish import SNAPSHOT_SUFFIX, read_snapshot_time, staleness
 from ..errors import StoreError, StoreLockedError
 from ..store import SessionStore
+from ..store.internals import internals
 
 __all__ = ["StoreReader", "writer_holds"]
 
@@ -278,12 +279,8 @@ class StoreReader:
         except BaseException:
             self._discard(files)
             raise
-        taken: _dt.datetime | None = None
-        if snapshot:
-            rows = store.sql(
-                "SELECT value FROM perspt_store_meta WHERE key = 'snapshot_taken_at'"
-            ).fetchall()
-            taken = _dt.datetime.fromisoformat(rows[0][0]) if rows else None
+        # A copy of the published snapshot says when it was taken (the publisher stamps it).
+        taken = read_snapshot_time(internals(store).cursor()) if snapshot else None
         view = _View(store, files, source, taken, snapshot)
         self._views[id(store)] = view
         return view
