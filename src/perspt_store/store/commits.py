@@ -696,7 +696,15 @@ class CommitLogMixin(StoreBase):
                 order_by="id",
             )
         }
-        current = self._session_log(session_id, check=True).state.leaves()
+        # The head's leaves from the same entries (the caller's snapshot), never from the
+        # cached log: rollback_plan is a read on any thread, and the cache may hold commits
+        # a batched store has not flushed yet (reloading it here rewound a writer's seqs).
+        current: dict[str, bytes] = {}
+        for entry in entries:
+            if entry.kind == "remove":
+                current.pop(entry.node_id, None)
+            else:
+                current[entry.node_id] = entry.leaf_hash
         changes: list[RollbackChange] = []
         for node_id in sorted(set(restored) | set(current)):
             row = restored.get(node_id)
