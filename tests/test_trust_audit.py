@@ -68,3 +68,27 @@ def test_rollback_plan_while_a_batched_writer_commits_loses_nothing(tmp_path: Pa
         run_threads(work, 2)
         report = store.verify_session(S)
         assert report.ok and report.log_size == 301, (report.log_size, report.problems)
+
+
+def test_a_batched_handle_commits_after_another_handle_without_reusing_a_seq(
+    tmp_path: Path,
+) -> None:
+    """Item 7 in batched mode: a handle whose buffer holds no commits must not compute the
+    next commit from a cached log another handle on the file has moved past (the commit was
+    returned, then its flush failed on a duplicate seq: an acknowledged commit lost)."""
+    path = tmp_path / "p.db"
+    with (
+        ps.SessionStore.open(
+            path, publish_interval=None, durability="batched", flush_interval=3600
+        ) as a,
+        ps.SessionStore.open(path, publish_interval=None) as b,
+    ):
+        a.create_session(ps.SessionRecord(session_id=S, task="t", working_dir="/w"))
+        assert a.record_node_state(_node("x", 1)).seq == 0
+        a.flush()
+        assert b.record_node_state(_node("y", 2)).seq == 1
+        assert a.record_node_state(_node("x", 3)).seq == 2
+        a.flush()  # raised FlushError: seq 1 already exists
+        assert b.record_node_state(_node("y", 4)).seq == 3
+        report = b.verify_session(S)
+        assert report.ok and report.log_size == 4, report.problems
