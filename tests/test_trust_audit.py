@@ -92,3 +92,36 @@ def test_a_batched_handle_commits_after_another_handle_without_reusing_a_seq(
         assert b.record_node_state(_node("y", 4)).seq == 3
         report = b.verify_session(S)
         assert report.ok and report.log_size == 4, report.problems
+
+
+# --- item 8's class outside SessionStore: the lake functions trust their arguments' types ----
+
+
+def test_the_lake_functions_say_typeerror_for_a_store_that_is_not_one(tmp_path: Path) -> None:
+    import pytest
+
+    from perspt_store import export_parquet, import_lake
+
+    with pytest.raises(TypeError, match="SessionStore"):
+        export_parquet("perspt.db", tmp_path / "lake")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="SessionStore"):
+        import_lake(None, tmp_path)  # type: ignore[arg-type]
+    assert not (tmp_path / "lake").exists()
+
+
+def test_one_session_id_given_as_a_string_is_a_typeerror_not_its_characters(
+    tmp_path: Path,
+) -> None:
+    import pytest
+
+    from perspt_store import export_parquet, import_lake
+
+    with ps.SessionStore.in_memory() as store:
+        store.create_session(ps.SessionRecord(session_id="run-1", task="t", working_dir="/w"))
+        with pytest.raises(TypeError, match=r"\['run-1'\]"):
+            export_parquet(store, tmp_path / "lake", "run-1")  # was: no session 'r'
+        export_parquet(store, tmp_path / "lake", ["run-1"])
+    with ps.SessionStore.in_memory() as target:
+        with pytest.raises(TypeError, match=r"\['run-1'\]"):
+            import_lake(target, tmp_path / "lake", "run-1")
+        assert import_lake(target, tmp_path / "lake", ["run-1"]).ok
