@@ -15,7 +15,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,10 +90,10 @@ def test_a_file_that_is_not_duckdb_is_refused_by_name_and_left_alone(
 ) -> None:
     path = NOT_DUCKDB[kind](tmp_path)
     before = path.read_bytes()
-    started = time.monotonic()
+    # No download is attempted: the message has no extension noise (below), and every
+    # connection has auto-install and auto-load off (test_every_store_connection_...).
     with pytest.raises(ps.StoreError) as err:
         _open(path, read_only)
-    assert time.monotonic() - started < 2.0  # no download attempted (nor timed out)
     message = str(err.value)
     assert f"{path} is not a DuckDB database" in message
     assert err.value.operation == "open"

@@ -625,7 +625,14 @@ def _run(cursor: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | No
         raise translate_error(exc, table=table, operation=operation) from exc
 
 
+def _check_store(store: object) -> None:
+    """A plain TypeError for a store argument that is not a :class:`SessionStore`."""
+    if not isinstance(store, SessionStore):
+        raise TypeError(f"store must be a SessionStore, not {type(store).__name__}")
+
+
 def _check_exportable(store: SessionStore) -> None:
+    _check_store(store)
     version = store.schema_version
     if version is not None and version > SCHEMA_VERSION:
         raise SchemaVersionError.newer(
@@ -657,6 +664,10 @@ def _named(
     """
     if session_ids is None:
         return available
+    if isinstance(session_ids, str | bytes):  # its characters are no session ids
+        raise TypeError(
+            f"session_ids must be a list of session ids, not one: pass [{session_ids!r}]"
+        )
     wanted = list(dict.fromkeys(session_ids))
     known = set(available)
     missing = [sid for sid in wanted if sid not in known]
@@ -987,6 +998,7 @@ def import_lake(
         StoreError: ``source`` is neither a lake nor a database file.
         SchemaVersionError: The source is newer than this library.
     """
+    _check_store(store)
     internals(store).check_writable()
     path = Path(source)
     from . import delta

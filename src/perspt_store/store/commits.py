@@ -14,6 +14,8 @@ import datetime as _dt
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
+import duckdb
+
 from .. import merkle
 from .._mapping import table_map
 from ..commitlog import (
@@ -30,7 +32,7 @@ from ..commitlog import (
 )
 from ..errors import IntegrityError, RecordNotFoundError, SessionNotFoundError
 from ..rows import NodeStateRecord
-from ._base import StoreBase, consistent
+from ._base import StoreBase, consistent, translate_error
 from ._groupcommit import BufferedCommit, GroupCommit
 
 
@@ -325,6 +327,10 @@ class CommitLogMixin(StoreBase):
         with self._lock:  # a flush holds it too: it never runs between seq and buffer
             if session_id not in self._commit_logs and group.buffered_commits:
                 group.drain()  # the stored log must hold every buffered commit: load it after
+            if not group.buffered_commits and session_id in self._commit_logs:
+                # Nothing buffered: the stored log is the whole truth. Another handle on the
+                # file may have committed since; a stale cache would hand out a taken seq.
+                self._drop_stale_log(session_id)
             log = self._session_log(session_id)
             commit = log.append(session_id, record.node_id, kind, leaf)
             try:
@@ -333,6 +339,20 @@ class CommitLogMixin(StoreBase):
                 self._commit_logs.pop(session_id, None)  # it holds a commit not buffered
                 raise
         return commit
+
+    def _drop_stale_log(self, session_id: str) -> None:
+        """Forget the cached log if the stored one has another size (one count, on this
+        thread's cursor: it commits no buffered rows)."""
+        try:
+            ((stored,),) = (
+                self._cursor()
+                .execute("SELECT count(*) FROM merkle_log WHERE session_id = ?", [session_id])
+                .fetchall()
+            )
+        except duckdb.Error as exc:
+            raise translate_error(exc, table="merkle_log", operation="select") from exc
+        if stored != self._commit_logs[session_id].log.size:
+            self._commit_logs.pop(session_id, None)
 
     # --- reading ------------------------------------------------------------------------
 
@@ -696,7 +716,15 @@ class CommitLogMixin(StoreBase):
                 order_by="id",
             )
         }
-        current = self._session_log(session_id, check=True).state.leaves()
+        # The head's leaves from the same entries (the caller's snapshot), never from the
+        # cached log: rollback_plan is a read on any thread, and the cache may hold commits
+        # a batched store has not flushed yet (reloading it here rewound a writer's seqs).
+        current: dict[str, bytes] = {}
+        for entry in entries:
+            if entry.kind == "remove":
+                current.pop(entry.node_id, None)
+            else:
+                current[entry.node_id] = entry.leaf_hash
         changes: list[RollbackChange] = []
         for node_id in sorted(set(restored) | set(current)):
             row = restored.get(node_id)
