@@ -33,3 +33,39 @@ def test_a_parquet_export_into_a_delta_lake_is_refused_and_writes_nothing(
             export_parquet(store, lake)
     assert lake_files(lake) == before
     assert verify_lake(lake).ok
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_compact_and_verify_see_a_new_session_whose_first_export_was_killed(
+    tmp_path: Path,
+) -> None:
+    """An exporter killed during a session's *first* export leaves its rows in the tables it
+    wrote, with no checkpoint row. Plain Delta readers see a session the lake does not hold;
+    ``lake verify`` must name it and ``lake compact`` must remove those rows."""
+    from test_delta import KILLED
+
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED)
+    db = tmp_path / "a.db"
+    lake = tmp_path / "lake"
+    with ps.SessionStore.open(db, publish_interval=None) as store:
+        small_session(store, "old")
+        export_delta(store, lake)
+        small_session(store, "new")
+    proc = subprocess.run([sys.executable, str(script), str(db), str(lake), "3"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert "new" in pl.read_delta(str(lake / "sessions"))["session_id"].to_list()
+    verification = verify_lake(lake)
+    assert verification.ok
+    assert [v.session_id for v in verification.sessions if "did not commit" in v.detail] == ["new"]
+    with ps.SessionStore.in_memory() as central:  # pinned readers never saw it
+        assert import_lake(central, lake).imported == ["old"]
+    assert compact_lake(lake, retention_hours=1).repaired == []  # not old enough yet
+    assert compact_lake(lake, retention_hours=1, abandoned_after_hours=0).repaired == ["new"]
+    for table in ("sessions", "node_states", "energy_history"):
+        assert pl.read_delta(str(lake / table))["session_id"].unique().to_list() == ["old"]
+    assert [v.session_id for v in verify_lake(lake).sessions] == ["old"]
+    with ps.SessionStore.open_read_only(db) as store:  # the next export writes it whole
+        assert export_delta(store, lake).session_ids == ["new"]
+    assert verify_lake(lake).ok and len(verify_lake(lake).sessions) == 2

@@ -496,7 +496,10 @@ def _restore(base: str, session_ids: list[str], storage_options: dict[str, str] 
     for _ in range(_ATTEMPTS):
         checkpoints = _open(base, CHECKPOINTS, None, storage_options)
         assert checkpoints is not None
-        rows = _checkpoint_rows(checkpoints, session_ids)
+        committed = _checkpoint_rows(checkpoints, session_ids)
+        # A session with no checkpoint (its first export died) has no rows to put back: its
+        # partitions are emptied.
+        rows = {sid: committed.get(sid) or _no_checkpoint(sid) for sid in session_ids}
         repinned = {sid: {p["name"]: p for p in row["tables"]} for sid, row in rows.items()}
         changed = False
         for name in LAKE_TABLES:
@@ -521,10 +524,13 @@ def _restore(base: str, session_ids: list[str], storage_options: dict[str, str] 
             return
         import pyarrow as pa
 
-        updated = [{**row, "tables": list(repinned[sid].values())} for sid, row in rows.items()]
+        if not committed:  # nothing to re-pin: look again, in case a checkpoint came meanwhile
+            continue
+        updated = [{**row, "tables": list(repinned[sid].values())}
+                   for sid, row in rows.items() if sid in committed]
         try:
             _write(checkpoints, pa.Table.from_pylist(updated, schema=_checkpoint_schema()),
-                   _in(rows), export_id)
+                   _in(committed), export_id)
             return
         except CommitFailedError:
             time.sleep(random.uniform(0.001, 0.05))
@@ -532,24 +538,31 @@ def _restore(base: str, session_ids: list[str], storage_options: dict[str, str] 
                      "their rows back; export again", operation="export")
 
 
+def _no_checkpoint(session_id: str) -> dict[str, Any]:
+    """What stands for the checkpoint row of a session the lake has none of: it pins no
+    file (a first export that died before its checkpoint left the only rows it has)."""
+    return {"session_id": session_id, "tables": []}
+
+
 def _pinned_files(row: dict[str, Any], table: str) -> list[str]:
     """The files (as the Delta log names them) a checkpoint row pins for ``table``."""
     return sorted(next((p["files"] for p in row["tables"] if p["name"] == table), []))
 
 
-def _live_files(table: DeltaTable, session_ids: Sequence[str]) -> dict[str, list[str]]:
+def _live_files(table: DeltaTable, session_ids: Sequence[str] | None
+                ) -> dict[str, list[str]]:
     """The data files (paths relative to the table, as the Delta log holds them) of the
-    sessions' partitions in the table's loaded version."""
+    sessions' partitions (every session's if None) in the table's loaded version."""
     import pyarrow as pa
 
     actions = pa.table(table.get_add_actions(flatten=True))
     found: dict[str, list[str]] = {}
     if "partition.session_id" not in actions.column_names:
         return found
-    wanted = set(session_ids)
+    wanted = None if session_ids is None else set(session_ids)
     for path, sid in zip(actions["path"].to_pylist(),
                          actions["partition.session_id"].to_pylist(), strict=True):
-        if sid in wanted:
+        if wanted is None or sid in wanted:
             found.setdefault(sid, []).append(path)
     return found
 
@@ -863,6 +876,12 @@ def verify_lake(uri: PathLike | str, *, as_of: AsOf = None) -> LakeVerification:
                            "export of it, or lake compact, replaces them)")
             verdicts.append(SessionVerdict(entry.session_id, ok, row["log_size"],
                                            row["log_root"], detail))
+    for sid in sorted(ahead.difference(rows)):
+        verdicts.append(SessionVerdict(
+            sid, True, 0, "",
+            "not in the lake (no checkpoint): its tables hold rows of an export that did "
+            "not commit its checkpoint (pinned readers ignore them; the next export of it, "
+            "or lake compact, removes them)"))
     return LakeVerification(uri=base, sessions=verdicts)
 
 
@@ -873,8 +892,9 @@ def _ahead(base: str, rows: dict[str, dict[str, Any]]) -> set[str]:
         table = _open(base, name, None, None)
         if table is None:
             continue
-        live = _live_files(table, list(rows))
-        for sid, row in rows.items():
+        live = _live_files(table, None)
+        for sid in live.keys() | rows.keys():
+            row = rows.get(sid) or _no_checkpoint(sid)
             if sorted(live.get(sid, [])) != _pinned_files(row, name):
                 ahead.add(sid)
     return ahead
@@ -900,8 +920,8 @@ def _abandoned(base: str, rows: dict[str, dict[str, Any]], hours: float,
                                      actions["modification_time"].to_pylist(), strict=True):
                 written.setdefault(sid, []).append((path, at))
         last: int | None = None
-        for sid, row in rows.items():
-            pinned = _pinned_files(row, name)
+        for sid in written.keys() | rows.keys():
+            pinned = _pinned_files(rows.get(sid) or _no_checkpoint(sid), name)
             live = written.get(sid, [])
             if sorted(path for path, _ in live) == pinned:
                 continue
@@ -927,7 +947,10 @@ def compact_lake(uri: PathLike | str, *, retention_hours: int = _RETENTION_HOURS
     never exported the session again), gets its checkpoint's rows back in those tables, so
     plain Delta readers of the latest versions see the lake's copy again. An export of the
     session still running then (slower than that) loses its checkpoint commit and starts
-    over: nothing is lost.
+    over: nothing is lost. A session with no checkpoint at all (its first export died) has
+    its rows removed; a first export still running then that commits its checkpoint after
+    the repair looked again is readable through its pins, but plain readers miss the rows
+    the repair removed until it is exported again.
 
     Vacuum keeps every version a session's checkpoint pins (``keep_versions``), so a
     reader still finds every session's files however old its export.
