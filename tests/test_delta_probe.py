@@ -69,3 +69,40 @@ def test_compact_and_verify_see_a_new_session_whose_first_export_was_killed(
     with ps.SessionStore.open_read_only(db) as store:  # the next export writes it whole
         assert export_delta(store, lake).session_ids == ["new"]
     assert verify_lake(lake).ok and len(verify_lake(lake).sessions) == 2
+
+
+def test_import_as_of_a_bad_version_or_time_says_what_is_wrong_and_imports_nothing(
+    tmp_path: Path,
+) -> None:
+    """A time before the lake existed used to import nothing and report success (an empty
+    lake), ``True`` was taken for version 1, and a version past the latest gave delta-rs's
+    kernel message."""
+    lake = tmp_path / "lake"
+    with ps.SessionStore.in_memory() as store:
+        small_session(store, "s")
+        latest = export_delta(store, lake).version
+    assert latest is not None
+    long_ago = _dt.datetime(2001, 1, 1, tzinfo=_dt.UTC)
+    with ps.SessionStore.in_memory() as central:
+        with pytest.raises(ps.StoreError, match="did not exist yet"):
+            import_lake(central, lake, as_of=long_ago)
+        with pytest.raises(ps.StoreError, match=f"latest version is {latest}"):
+            import_lake(central, lake, as_of=latest + 1)
+        with pytest.raises(ValueError, match="not negative"):
+            import_lake(central, lake, as_of=-1)
+        for bad in (True, "1", 1.5):
+            with pytest.raises(TypeError, match="version"):
+                import_lake(central, lake, as_of=bad)  # type: ignore[arg-type]
+        assert central.sql("SELECT count(*) FROM sessions").fetchall() == [(0,)]
+        with pytest.raises(ps.StoreError, match="did not exist yet"):
+            verify_lake(lake, as_of=long_ago)
+        assert import_lake(central, lake, as_of=latest).imported == ["s"]
+    from click.testing import CliRunner
+
+    from perspt_store.cli import cli
+
+    db = tmp_path / "central.db"
+    result = CliRunner().invoke(cli, ["--db", str(db), "import", str(lake),
+                                      "--timestamp", "2001-01-01"])
+    assert result.exit_code == 1 and "did not exist yet" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

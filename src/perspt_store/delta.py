@@ -727,8 +727,26 @@ def _checkpoints_as_of(base: str, as_of: AsOf, storage_options: dict[str, str] |
             "write one with export_delta (perspt-store export --delta URI)",
             operation="import")
     if as_of is not None:
+        if isinstance(as_of, bool) or not isinstance(as_of, int | _dt.datetime):
+            raise TypeError("as_of must be a version of the lake (an int) or a timezone-aware "
+                            f"datetime, not {type(as_of).__name__} {as_of!r}")
         if isinstance(as_of, _dt.datetime) and as_of.tzinfo is None:
             raise ValueError("as_of must be a timezone-aware datetime (e.g. UTC)")
+        if isinstance(as_of, int) and as_of < 0:
+            raise ValueError(f"as_of must be a version of the lake, not negative: {as_of}")
+        latest = table.version()
+        if isinstance(as_of, int) and as_of > latest:
+            raise StoreError(f"the lake at {base} has no version as of {as_of}: its latest "
+                             f"version is {latest}", operation="import")
+        if isinstance(as_of, _dt.datetime):
+            # delta-rs loads the first version for any earlier time: say so instead.
+            millis = table.metadata().created_time
+            created = None if millis is None else _dt.datetime.fromtimestamp(millis / 1000,
+                                                                             _dt.UTC)
+            if created is not None and as_of < created:
+                raise StoreError(
+                    f"the lake at {base} did not exist yet at {as_of.isoformat()}: it was "
+                    f"created at {created.isoformat()}", operation="import")
         try:
             table.load_as_version(as_of)
         except Exception as exc:

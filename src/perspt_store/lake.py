@@ -992,7 +992,10 @@ def import_lake(
     Raises:
         ReadOnlyStoreError: ``store`` is read-only.
         RecordNotFoundError: A named session is not in the source.
-        StoreError: ``source`` is neither a lake nor a database file.
+        StoreError: ``source`` is neither a lake nor a database file; or ``as_of`` is a
+            version past the lake's latest, or a time before the lake was created.
+        TypeError, ValueError: ``as_of`` is neither a version (an int, not negative) nor a
+            timezone-aware datetime.
         SchemaVersionError: The source is newer than this library.
     """
     internals(store).check_writable()
