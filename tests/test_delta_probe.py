@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
 
 import polars as pl
 import pytest
@@ -106,3 +108,46 @@ def test_import_as_of_a_bad_version_or_time_says_what_is_wrong_and_imports_nothi
                                       "--timestamp", "2001-01-01"])
     assert result.exit_code == 1 and "did not exist yet" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(("table", "column", "value"), [
+    ("energy_history", "v_total", 9.99), ("sessions", "task", "forged"),
+    ("llm_requests", "model", "other"),
+])
+def test_an_edited_row_outside_the_commit_log_fails_verify_and_import(
+    tmp_path: Path, table: str, column: str, value: Any,
+) -> None:
+    """The checkpoint holds a digest of every table's rows, but only the Merkle log was
+    checked: an edited energy, session or LLM row in a pinned file verified and imported."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+    from deltalake import DeltaTable
+
+    from perspt_store.cli import cli
+    from perspt_store.delta import CHECKPOINTS
+
+    lake = tmp_path / "lake"
+    with ps.SessionStore.in_memory() as store:
+        small_session(store, "s")
+        small_session(store, "t")
+        export_delta(store, lake)
+    (row,) = [r for r in DeltaTable(str(lake / CHECKPOINTS)).to_pyarrow_table().to_pylist()
+              if r["session_id"] == "s"]
+    (pin,) = [p for p in row["tables"] if p["name"] == table]
+    path = lake / table / unquote(pin["files"][0])
+    data = pq.read_table(path)
+    values = data[column].to_pylist()
+    values[-1] = value
+    pq.write_table(data.set_column(data.column_names.index(column), column,
+                                   pa.array(values, data.schema.field(column).type)), path)
+    verdicts = {v.session_id: v for v in verify_lake(lake).sessions}
+    assert verdicts["t"].ok and not verdicts["s"].ok and table in verdicts["s"].detail
+    with ps.SessionStore.in_memory() as central:
+        report = import_lake(central, lake)
+        assert report.imported == ["t"]
+        assert [(s.session_id, s.status) for s in report.sessions if s.status != "imported"] == [
+            ("s", "invalid")]
+        assert central.get_session("s") is None
+    result = CliRunner().invoke(cli, ["lake", "verify", str(lake)])
+    assert result.exit_code == 1 and f"failed: s: " in result.output

@@ -55,6 +55,7 @@ from .lake import (
     ExportConflict,
     ExportReport,
     ImportReport,
+    SessionImport,
     _check_exportable,
     _conflict,
     _digest_sql,
@@ -862,12 +863,57 @@ def import_delta(store: SessionStore, uri: PathLike | str,
     names.sort(key=lambda sid: (rows[sid]["session_created_at"] is None,
                                 rows[sid]["session_created_at"] or "", sid))
     results = []
-    for sid in names:
-        files = {t: paths for t in LAKE_TABLES if (paths := _file_paths(base, t, rows[sid]))}
-        result = _import_session(store, sid, _entry(rows[sid]), files, lambda: False)
-        assert result is not None  # pinned files never change
-        results.append(result)
+    with duckdb.connect() as scratch:
+        for sid in names:
+            files = {t: paths for t in LAKE_TABLES if (paths := _file_paths(base, t, rows[sid]))}
+            edited = _edited_tables(scratch, rows[sid], files)
+            result: SessionImport | None
+            if edited:
+                detail = (f"its rows in {', '.join(edited)} do not match the digest its "
+                          "checkpoint recorded (a file edited after the export?)")
+                with SessionStore.in_memory() as trial:  # what else fails, e.g. its log
+                    tried = _import_session(trial, sid, _entry(rows[sid]), files,
+                                            lambda: False)
+                if tried is not None and tried.status == "invalid":
+                    detail = f"{tried.detail.removesuffix('; nothing was imported')}; {detail}"
+                result = SessionImport(sid, "invalid", f"{detail}; nothing was imported")
+            else:
+                result = _import_session(store, sid, _entry(rows[sid]), files, lambda: False)
+            assert result is not None  # pinned files never change
+            results.append(result)
     return ImportReport(source=base, sessions=results)
+
+
+def _edited_tables(con: duckdb.DuckDBPyConnection, row: dict[str, Any],
+                   files: dict[str, list[str]]) -> list[str]:
+    """The tables whose pinned rows of a session no longer have the digest its checkpoint
+    recorded at export (lake.py's digest, over the files' columns in their order). The
+    node states and the commit log are checked by the Merkle log too; this covers the rows
+    no log covers (energy, LLM calls, status, …). A table without a stored order column
+    spread over several files is not checked (the files' order is not the rows')."""
+    edited = []
+    for pin in row["tables"]:
+        name, paths = pin["name"], files.get(pin["name"], [])
+        if not paths or pin["digest"] is None:
+            continue
+        key = "seq" if name == "merkle_log" else order_key(name)
+        if key == "rowid":
+            if len(paths) > 1:
+                continue
+            key = "file_row_number"
+        source = "read_parquet($1, hive_partitioning=false, file_row_number=true)"
+        try:
+            columns = [c for (c, *_) in con.execute(
+                f"DESCRIBE SELECT * FROM {source}", [paths]).fetchall()
+                if c not in ("session_id", "file_row_number")]
+            digest = _digest_sql(columns).format(order="_order")
+            found = con.execute(f"SELECT {digest}.digest FROM (SELECT *, {key} AS _order "
+                                f"FROM {source})", [paths]).fetchall()[0][0]
+        except duckdb.Error:
+            continue  # unreadable files: the import reports them
+        if found != pin["digest"]:
+            edited.append(name)
+    return edited
 
 
 # --- verify and compact -------------------------------------------------------------------
