@@ -150,4 +150,4 @@ def test_an_edited_row_outside_the_commit_log_fails_verify_and_import(
             ("s", "invalid")]
         assert central.get_session("s") is None
     result = CliRunner().invoke(cli, ["lake", "verify", str(lake)])
-    assert result.exit_code == 1 and f"failed: s: " in result.output
+    assert result.exit_code == 1 and "failed: s: " in result.output
