@@ -863,10 +863,11 @@ def import_delta(store: SessionStore, uri: PathLike | str,
     names.sort(key=lambda sid: (rows[sid]["session_created_at"] is None,
                                 rows[sid]["session_created_at"] or "", sid))
     results = []
+    columns: dict[tuple[str, int], list[str]] = {}
     with duckdb.connect() as scratch:
         for sid in names:
             files = {t: paths for t in LAKE_TABLES if (paths := _file_paths(base, t, rows[sid]))}
-            edited = _edited_tables(scratch, rows[sid], files)
+            edited = _edited_tables(scratch, rows[sid], files, columns)
             result: SessionImport | None
             if edited:
                 detail = (f"its rows in {', '.join(edited)} do not match the digest its "
@@ -885,35 +886,47 @@ def import_delta(store: SessionStore, uri: PathLike | str,
 
 
 def _edited_tables(con: duckdb.DuckDBPyConnection, row: dict[str, Any],
-                   files: dict[str, list[str]]) -> list[str]:
+                   files: dict[str, list[str]], columns: dict[tuple[str, int], list[str]]
+                   ) -> list[str]:
     """The tables whose pinned rows of a session no longer have the digest its checkpoint
-    recorded at export (lake.py's digest, over the files' columns in their order). The
-    node states and the commit log are checked by the Merkle log too; this covers the rows
-    no log covers (energy, LLM calls, status, …). A table without a stored order column
-    spread over several files is not checked (the files' order is not the rows')."""
-    edited = []
-    for pin in row["tables"]:
-        name, paths = pin["name"], files.get(pin["name"], [])
-        if not paths or pin["digest"] is None:
-            continue
-        key = "seq" if name == "merkle_log" else order_key(name)
-        if key == "rowid":
-            if len(paths) > 1:
+    recorded at export (lake.py's digest, over the files' columns in their order; one
+    statement for all the tables). The node states and the commit log are checked by the
+    Merkle log too; this covers the rows no log covers (energy, LLM calls, status, …). A
+    table without a stored order column spread over several files is not checked (the
+    files' order is not the rows'). ``columns`` caches each table's file columns per
+    schema version."""
+    parts: list[str] = []
+    params: list[Any] = []
+    expected: dict[str, str] = {}
+    try:
+        for pin in row["tables"]:
+            name, paths = pin["name"], files.get(pin["name"], [])
+            if not paths or pin["digest"] is None:
                 continue
-            key = "file_row_number"
-        source = "read_parquet($1, hive_partitioning=false, file_row_number=true)"
-        try:
-            columns = [c for (c, *_) in con.execute(
-                f"DESCRIBE SELECT * FROM {source}", [paths]).fetchall()
-                if c not in ("session_id", "file_row_number")]
-            digest = _digest_sql(columns).format(order="_order")
-            found = con.execute(f"SELECT {digest}.digest FROM (SELECT *, {key} AS _order "
-                                f"FROM {source})", [paths]).fetchall()[0][0]
-        except duckdb.Error:
-            continue  # unreadable files: the import reports them
-        if found != pin["digest"]:
-            edited.append(name)
-    return edited
+            key = "seq" if name == "merkle_log" else order_key(name)
+            if key == "rowid":
+                if len(paths) > 1:
+                    continue
+                key = "file_row_number"
+            source = (f"read_parquet(${len(params) + 1}, hive_partitioning=false, "
+                      "file_row_number=true)")
+            cached = columns.get((name, row["schema_version"]))
+            if cached is None:
+                cached = [c for (c, *_) in con.execute(
+                    "DESCRIBE SELECT * FROM read_parquet($1)", [paths[:1]]).fetchall()
+                    if c != "session_id"]
+                columns[(name, row["schema_version"])] = cached
+            digest = _digest_sql(cached).format(order="_order")
+            parts.append(f"SELECT {_literal(name)}, {digest}.digest FROM "
+                         f"(SELECT *, {key} AS _order FROM {source})")
+            params.append(paths)
+            expected[name] = pin["digest"]
+        if not parts:
+            return []
+        found = dict(con.execute(" UNION ALL ".join(parts), params).fetchall())
+    except duckdb.Error:
+        return []  # unreadable files: the import reports them
+    return [name for name, digest in expected.items() if found.get(name) != digest]
 
 
 # --- verify and compact -------------------------------------------------------------------
