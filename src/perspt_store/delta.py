@@ -55,6 +55,7 @@ from .lake import (
     ExportConflict,
     ExportReport,
     ImportReport,
+    SessionImport,
     _check_exportable,
     _conflict,
     _digest_sql,
@@ -496,7 +497,10 @@ def _restore(base: str, session_ids: list[str], storage_options: dict[str, str] 
     for _ in range(_ATTEMPTS):
         checkpoints = _open(base, CHECKPOINTS, None, storage_options)
         assert checkpoints is not None
-        rows = _checkpoint_rows(checkpoints, session_ids)
+        committed = _checkpoint_rows(checkpoints, session_ids)
+        # A session with no checkpoint (its first export died) has no rows to put back: its
+        # partitions are emptied.
+        rows = {sid: committed.get(sid) or _no_checkpoint(sid) for sid in session_ids}
         repinned = {sid: {p["name"]: p for p in row["tables"]} for sid, row in rows.items()}
         changed = False
         for name in LAKE_TABLES:
@@ -521,10 +525,13 @@ def _restore(base: str, session_ids: list[str], storage_options: dict[str, str] 
             return
         import pyarrow as pa
 
-        updated = [{**row, "tables": list(repinned[sid].values())} for sid, row in rows.items()]
+        if not committed:  # nothing to re-pin: look again, in case a checkpoint came meanwhile
+            continue
+        updated = [{**row, "tables": list(repinned[sid].values())}
+                   for sid, row in rows.items() if sid in committed]
         try:
             _write(checkpoints, pa.Table.from_pylist(updated, schema=_checkpoint_schema()),
-                   _in(rows), export_id)
+                   _in(committed), export_id)
             return
         except CommitFailedError:
             time.sleep(random.uniform(0.001, 0.05))
@@ -532,24 +539,31 @@ def _restore(base: str, session_ids: list[str], storage_options: dict[str, str] 
                      "their rows back; export again", operation="export")
 
 
+def _no_checkpoint(session_id: str) -> dict[str, Any]:
+    """What stands for the checkpoint row of a session the lake has none of: it pins no
+    file (a first export that died before its checkpoint left the only rows it has)."""
+    return {"session_id": session_id, "tables": []}
+
+
 def _pinned_files(row: dict[str, Any], table: str) -> list[str]:
     """The files (as the Delta log names them) a checkpoint row pins for ``table``."""
     return sorted(next((p["files"] for p in row["tables"] if p["name"] == table), []))
 
 
-def _live_files(table: DeltaTable, session_ids: Sequence[str]) -> dict[str, list[str]]:
+def _live_files(table: DeltaTable, session_ids: Sequence[str] | None
+                ) -> dict[str, list[str]]:
     """The data files (paths relative to the table, as the Delta log holds them) of the
-    sessions' partitions in the table's loaded version."""
+    sessions' partitions (every session's if None) in the table's loaded version."""
     import pyarrow as pa
 
     actions = pa.table(table.get_add_actions(flatten=True))
     found: dict[str, list[str]] = {}
     if "partition.session_id" not in actions.column_names:
         return found
-    wanted = set(session_ids)
+    wanted = None if session_ids is None else set(session_ids)
     for path, sid in zip(actions["path"].to_pylist(),
                          actions["partition.session_id"].to_pylist(), strict=True):
-        if sid in wanted:
+        if wanted is None or sid in wanted:
             found.setdefault(sid, []).append(path)
     return found
 
@@ -714,8 +728,26 @@ def _checkpoints_as_of(base: str, as_of: AsOf, storage_options: dict[str, str] |
             "write one with export_delta (perspt-store export --delta URI)",
             operation="import")
     if as_of is not None:
+        if isinstance(as_of, bool) or not isinstance(as_of, int | _dt.datetime):
+            raise TypeError("as_of must be a version of the lake (an int) or a timezone-aware "
+                            f"datetime, not {type(as_of).__name__} {as_of!r}")
         if isinstance(as_of, _dt.datetime) and as_of.tzinfo is None:
             raise ValueError("as_of must be a timezone-aware datetime (e.g. UTC)")
+        if isinstance(as_of, int) and as_of < 0:
+            raise ValueError(f"as_of must be a version of the lake, not negative: {as_of}")
+        latest = table.version()
+        if isinstance(as_of, int) and as_of > latest:
+            raise StoreError(f"the lake at {base} has no version as of {as_of}: its latest "
+                             f"version is {latest}", operation="import")
+        if isinstance(as_of, _dt.datetime):
+            # delta-rs loads the first version for any earlier time: say so instead.
+            millis = table.metadata().created_time
+            created = None if millis is None else _dt.datetime.fromtimestamp(millis / 1000,
+                                                                             _dt.UTC)
+            if created is not None and as_of < created:
+                raise StoreError(
+                    f"the lake at {base} did not exist yet at {as_of.isoformat()}: it was "
+                    f"created at {created.isoformat()}", operation="import")
         try:
             table.load_as_version(as_of)
         except Exception as exc:
@@ -831,12 +863,70 @@ def import_delta(store: SessionStore, uri: PathLike | str,
     names.sort(key=lambda sid: (rows[sid]["session_created_at"] is None,
                                 rows[sid]["session_created_at"] or "", sid))
     results = []
-    for sid in names:
-        files = {t: paths for t in LAKE_TABLES if (paths := _file_paths(base, t, rows[sid]))}
-        result = _import_session(store, sid, _entry(rows[sid]), files, lambda: False)
-        assert result is not None  # pinned files never change
-        results.append(result)
+    columns: dict[tuple[str, int], list[str]] = {}
+    with duckdb.connect() as scratch:
+        for sid in names:
+            files = {t: paths for t in LAKE_TABLES if (paths := _file_paths(base, t, rows[sid]))}
+            edited = _edited_tables(scratch, rows[sid], files, columns)
+            result: SessionImport | None
+            if edited:
+                detail = (f"its rows in {', '.join(edited)} do not match the digest its "
+                          "checkpoint recorded (a file edited after the export?)")
+                with SessionStore.in_memory() as trial:  # what else fails, e.g. its log
+                    tried = _import_session(trial, sid, _entry(rows[sid]), files,
+                                            lambda: False)
+                if tried is not None and tried.status == "invalid":
+                    detail = f"{tried.detail.removesuffix('; nothing was imported')}; {detail}"
+                result = SessionImport(sid, "invalid", f"{detail}; nothing was imported")
+            else:
+                result = _import_session(store, sid, _entry(rows[sid]), files, lambda: False)
+            assert result is not None  # pinned files never change
+            results.append(result)
     return ImportReport(source=base, sessions=results)
+
+
+def _edited_tables(con: duckdb.DuckDBPyConnection, row: dict[str, Any],
+                   files: dict[str, list[str]], columns: dict[tuple[str, int], list[str]]
+                   ) -> list[str]:
+    """The tables whose pinned rows of a session no longer have the digest its checkpoint
+    recorded at export (lake.py's digest, over the files' columns in their order; one
+    statement for all the tables). The node states and the commit log are checked by the
+    Merkle log too; this covers the rows no log covers (energy, LLM calls, status, …). A
+    table without a stored order column spread over several files is not checked (the
+    files' order is not the rows'). ``columns`` caches each table's file columns per
+    schema version."""
+    parts: list[str] = []
+    params: list[Any] = []
+    expected: dict[str, str] = {}
+    try:
+        for pin in row["tables"]:
+            name, paths = pin["name"], files.get(pin["name"], [])
+            if not paths or pin["digest"] is None:
+                continue
+            key = "seq" if name == "merkle_log" else order_key(name)
+            if key == "rowid":
+                if len(paths) > 1:
+                    continue
+                key = "file_row_number"
+            source = (f"read_parquet(${len(params) + 1}, hive_partitioning=false, "
+                      "file_row_number=true)")
+            cached = columns.get((name, row["schema_version"]))
+            if cached is None:
+                cached = [c for (c, *_) in con.execute(
+                    "DESCRIBE SELECT * FROM read_parquet($1)", [paths[:1]]).fetchall()
+                    if c != "session_id"]
+                columns[(name, row["schema_version"])] = cached
+            digest = _digest_sql(cached).format(order="_order")
+            parts.append(f"SELECT {_literal(name)}, {digest}.digest FROM "
+                         f"(SELECT *, {key} AS _order FROM {source})")
+            params.append(paths)
+            expected[name] = pin["digest"]
+        if not parts:
+            return []
+        found = dict(con.execute(" UNION ALL ".join(parts), params).fetchall())
+    except duckdb.Error:
+        return []  # unreadable files: the import reports them
+    return [name for name, digest in expected.items() if found.get(name) != digest]
 
 
 # --- verify and compact -------------------------------------------------------------------
@@ -863,6 +953,12 @@ def verify_lake(uri: PathLike | str, *, as_of: AsOf = None) -> LakeVerification:
                            "export of it, or lake compact, replaces them)")
             verdicts.append(SessionVerdict(entry.session_id, ok, row["log_size"],
                                            row["log_root"], detail))
+    for sid in sorted(ahead.difference(rows)):
+        verdicts.append(SessionVerdict(
+            sid, True, 0, "",
+            "not in the lake (no checkpoint): its tables hold rows of an export that did "
+            "not commit its checkpoint (pinned readers ignore them; the next export of it, "
+            "or lake compact, removes them)"))
     return LakeVerification(uri=base, sessions=verdicts)
 
 
@@ -873,8 +969,9 @@ def _ahead(base: str, rows: dict[str, dict[str, Any]]) -> set[str]:
         table = _open(base, name, None, None)
         if table is None:
             continue
-        live = _live_files(table, list(rows))
-        for sid, row in rows.items():
+        live = _live_files(table, None)
+        for sid in live.keys() | rows.keys():
+            row = rows.get(sid) or _no_checkpoint(sid)
             if sorted(live.get(sid, [])) != _pinned_files(row, name):
                 ahead.add(sid)
     return ahead
@@ -900,8 +997,8 @@ def _abandoned(base: str, rows: dict[str, dict[str, Any]], hours: float,
                                      actions["modification_time"].to_pylist(), strict=True):
                 written.setdefault(sid, []).append((path, at))
         last: int | None = None
-        for sid, row in rows.items():
-            pinned = _pinned_files(row, name)
+        for sid in written.keys() | rows.keys():
+            pinned = _pinned_files(rows.get(sid) or _no_checkpoint(sid), name)
             live = written.get(sid, [])
             if sorted(path for path, _ in live) == pinned:
                 continue
@@ -927,7 +1024,10 @@ def compact_lake(uri: PathLike | str, *, retention_hours: int = _RETENTION_HOURS
     never exported the session again), gets its checkpoint's rows back in those tables, so
     plain Delta readers of the latest versions see the lake's copy again. An export of the
     session still running then (slower than that) loses its checkpoint commit and starts
-    over: nothing is lost.
+    over: nothing is lost. A session with no checkpoint at all (its first export died) has
+    its rows removed; a first export still running then that commits its checkpoint after
+    the repair looked again is readable through its pins, but plain readers miss the rows
+    the repair removed until it is exported again.
 
     Vacuum keeps every version a session's checkpoint pins (``keep_versions``), so a
     reader still finds every session's files however old its export.

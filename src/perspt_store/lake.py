@@ -769,6 +769,14 @@ def export_parquet(
 
     _check_exportable(store)
     directory = Path(directory)
+    # A Delta lake names its partitions as this lake does: replacing them would remove the
+    # files its Delta logs point at.
+    delta_tables = [t for t in (*LAKE_TABLES, "lake_checkpoints")
+                    if (directory / t / "_delta_log").is_dir()]
+    if delta_tables:
+        raise StoreError(
+            f"{directory} is a Delta lake (it has a Delta table {delta_tables[0]}); export the "
+            "Parquet lake to another directory, or use export_delta", operation="export")
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -995,7 +1003,10 @@ def import_lake(
     Raises:
         ReadOnlyStoreError: ``store`` is read-only.
         RecordNotFoundError: A named session is not in the source.
-        StoreError: ``source`` is neither a lake nor a database file.
+        StoreError: ``source`` is neither a lake nor a database file; or ``as_of`` is a
+            version past the lake's latest, or a time before the lake was created.
+        TypeError, ValueError: ``as_of`` is neither a version (an int, not negative) nor a
+            timezone-aware datetime.
         SchemaVersionError: The source is newer than this library.
     """
     _check_store(store)
