@@ -109,6 +109,27 @@ def test_the_lake_functions_say_typeerror_for_a_store_that_is_not_one(tmp_path: 
     assert not (tmp_path / "lake").exists()
 
 
+def test_every_module_function_taking_a_store_says_typeerror_for_another_value(
+    tmp_path: Path,
+) -> None:
+    import pytest
+
+    from perspt_store import delta, plots
+
+    calls = [
+        lambda bad: delta.export_delta(bad, tmp_path / "delta"),
+        lambda bad: plots.plot_energy(bad, "s"),
+        lambda bad: plots.plot_task_graph(bad, "s"),
+        lambda bad: plots.plot_llm(bad, "s"),
+        lambda bad: plots.plot_llm(bad),
+    ]
+    for call in calls:
+        for bad in ("perspt.db", None, 3):
+            with pytest.raises(TypeError, match="SessionStore"):
+                call(bad)
+    assert not (tmp_path / "delta").exists()
+
+
 def test_one_session_id_given_as_a_string_is_a_typeerror_not_its_characters(
     tmp_path: Path,
 ) -> None:

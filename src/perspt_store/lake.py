@@ -78,6 +78,7 @@ from .errors import (
 from .merkle import MerkleTree, verify_consistency
 from .schema import SCHEMA_VERSION, SEQUENCED_TABLES, TABLES, order_key
 from .store import SessionStore
+from .store._arguments import require_store
 from .store._base import PathLike, translate_error
 from .store.internals import internals
 
@@ -625,14 +626,8 @@ def _run(cursor: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | No
         raise translate_error(exc, table=table, operation=operation) from exc
 
 
-def _check_store(store: object) -> None:
-    """A plain TypeError for a store argument that is not a :class:`SessionStore`."""
-    if not isinstance(store, SessionStore):
-        raise TypeError(f"store must be a SessionStore, not {type(store).__name__}")
-
-
 def _check_exportable(store: SessionStore) -> None:
-    _check_store(store)
+    require_store(store)
     version = store.schema_version
     if version is not None and version > SCHEMA_VERSION:
         raise SchemaVersionError.newer(
@@ -1009,7 +1004,7 @@ def import_lake(
             timezone-aware datetime.
         SchemaVersionError: The source is newer than this library.
     """
-    _check_store(store)
+    require_store(store)
     internals(store).check_writable()
     path = Path(source)
     from . import delta

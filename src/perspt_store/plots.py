@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ._display import shorten
 from .errors import SessionNotFoundError
 from .store import SessionStore
+from .store._arguments import require_store
 from .store.snapshot import state_kind
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ def _figure(**options: Any) -> Figure:
 
 
 def _require_session(store: SessionStore, session_id: str) -> None:
+    require_store(store)
     if store.get_session(session_id) is None:
         raise SessionNotFoundError(session_id, table="sessions")
 
@@ -290,6 +292,7 @@ def plot_task_graph(store: SessionStore, session_id: str) -> Figure:
         SessionNotFoundError: No such session.
         ModuleNotFoundError: matplotlib is not installed.
     """
+    require_store(store)
     with store.consistent_read():  # the states and the edges of one moment
         _require_session(store, session_id)
         states = {s.node_id: s for s in store.get_latest_node_states(session_id)}
@@ -400,6 +403,8 @@ def plot_llm(store: SessionStore, session_id: str | None = None) -> Figure:
     """
     if session_id is not None:
         _require_session(store, session_id)
+    else:
+        require_store(store)
     rows = store.llm_frame(session_id).fetchall()
     # id, session_id, node_id, model, tokens_in, tokens_out, latency_ms, p_chars, r_chars, ts
     where = f"session {session_id}" if session_id is not None else "all sessions"

@@ -150,3 +150,12 @@ def build_checks(cls: type) -> None:
         build = getattr(inspect.getattr_static(cls, name), "__perspt_build__", None)
         if build is not None:
             build()
+
+
+def require_store(store: object) -> None:
+    """A plain TypeError for a ``store`` argument of a module-level function (the lake's,
+    the plots') that is not a :class:`~perspt_store.store.SessionStore`."""
+    from . import SessionStore  # this package imports this module first
+
+    if not isinstance(store, SessionStore):
+        raise TypeError(f"store must be a SessionStore, not {type(store).__name__}")
