@@ -815,3 +815,29 @@ def test_a_re_export_writes_only_the_tables_whose_rows_changed(tmp_path: Path) -
         with ps.SessionStore.in_memory() as central:
             assert import_lake(central, lake).ok
             assert all(contents(central, sid) == contents(store, sid) for sid in ids)
+
+
+def test_every_column_the_store_changes_in_place_is_declared_mutable() -> None:
+    """The re-export rule leaves ``Row.__mutable__`` columns out of its comparison: every
+    UPDATE and upsert the store runs must change only those (else a normal re-export would
+    be a conflict). Read from the store's source: its UPDATE statements, the columns
+    ``_update_session`` is called with, and the upserts (every column but the key)."""
+    import re
+
+    import perspt_store.store as store_package
+    from perspt_store._mapping import table_map
+
+    source = "\n".join(p.read_text() for p in Path(store_package.__file__).parent.glob("*.py"))
+    changed: dict[str, set[str]] = {}
+    for table, assignments in re.findall(r"UPDATE (\w+) SET (.+?)[\s\"']+WHERE", source, re.S):
+        changed.setdefault(table, set()).update(re.findall(r"(\w+) = ", assignments))
+    changed["sessions"].update(re.findall(r"_update_session\(\w+, \"(\w+)\"", source))
+    for model, key in re.findall(r"table_map\((\w+)\)\.upsert_sql\(\s*\"(\w+)\"", source):
+        mapping = table_map(getattr(ps, model))
+        changed.setdefault(mapping.table, set()).update(
+            c for c in (*mapping.columns, "updated_at") if c != key)
+    assert set(changed) == {"sessions", "provisional_branches", "plan_revisions",
+                            "repair_footprints", "budget_envelopes"}
+    assert {"status", "merkle_root"} <= changed["sessions"]
+    for table, columns in changed.items():
+        assert columns <= set(ps.ROW_MODELS[table].__mutable__), table
