@@ -20,7 +20,10 @@ an export, even one killed midway: until the checkpoint commits, readers keep th
 export's files (Delta never rewrites a file; ``lake compact`` keeps every pinned file).
 
 History: before it writes, an export reads the session's checkpoint row and goes on only if
-the store's commit log extends it (a Merkle consistency proof, :func:`lake._conflict`); the
+the store's commit log extends it (a Merkle consistency proof, :func:`lake._conflict`) and
+the rows no log covers extend the lake's too: in every table, the lake's rows of the session
+are the store's first rows in insertion order, columns the store changes in place
+(``Row.__mutable__``) and its numbering aside (:func:`_rows_lost`); the
 checkpoint commit is conditional on that row being unchanged (Delta's optimistic
 concurrency: a concurrent commit into the same partition fails ours). A lost race starts the
 export over, against the winner's checkpoint; a session it then may not (or need not)
@@ -690,10 +693,11 @@ def export_delta(
     Any number of exporters, in several processes or on several machines sharing the
     storage, may export into one lake at the same time: nothing is lost or duplicated.
     A session already in the lake is replaced only when the store's commit log extends the
-    lake's checkpoint of it (a Merkle consistency proof) and it was created at the same
-    time; otherwise it is a conflict, reported in ``report.conflicts`` (not raised), and
-    the lake's copy is left alone. A session the lake holds exactly is not written
-    (``report.unchanged``).
+    lake's checkpoint of it (a Merkle consistency proof), it was created at the same
+    time, and in every table the lake's rows of it are the store's first rows (columns the
+    store changes in place aside: ``Row.__mutable__``); otherwise it is a conflict,
+    reported in ``report.conflicts`` (not raised), and the lake's copy is left alone. A
+    session the lake holds exactly is not written (``report.unchanged``).
 
     Args:
         store: The store to export (read-only is fine); read in one consistent snapshot.
