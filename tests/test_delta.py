@@ -714,8 +714,9 @@ def test_a_session_the_lake_changed_after_the_export_looked_is_read_and_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An export reads the rows only of sessions the lake does not already hold; if the lake
-    changes before it decides (a twin store with the same log but fewer rows exports in
-    between), it reads the session after all and writes it."""
+    changes before it decides (a twin store with the same log and rows but another status
+    exports in between: a status changes in place, so neither copy's rows are lost), it
+    reads the session after all and writes it."""
     import perspt_store.delta as delta
 
     lake = tmp_path / "lake"
@@ -723,10 +724,12 @@ def test_a_session_the_lake_changed_after_the_export_looked_is_read_and_written(
     with ps.SessionStore.open(db, publish_interval=None) as store:
         small_session(store, "s")
         small_session(store, "t")
+        store.record_energy(ps.EnergyRecord(session_id="s", node_id="n0", v_total=2.0))
     twin = tmp_path / "twin.db"
     twin.write_bytes(db.read_bytes())
+    with ps.SessionStore.open(twin, publish_interval=None) as other:
+        other.update_session_status("s", "TWIN")
     with ps.SessionStore.open(db, publish_interval=None) as store:
-        store.record_energy(ps.EnergyRecord(session_id="s", node_id="n0", v_total=2.0))
         export_delta(store, lake)
         expected = counts(store, ["s", "t"])
     snapshot, reads = delta._snapshot, []
@@ -736,7 +739,7 @@ def test_a_session_the_lake_changed_after_the_export_looked_is_read_and_written(
         reads.append(sorted(snap.read))
         if len(reads) == 1:
             with ps.SessionStore.open_read_only(twin) as other:
-                assert export_delta(other, lake).session_ids == ["s"]  # fewer energy rows
+                assert export_delta(other, lake).session_ids == ["s"]  # another status
         return snap
 
     monkeypatch.setattr(delta, "_snapshot", snapshot_then_twin)
@@ -747,6 +750,8 @@ def test_a_session_the_lake_changed_after_the_export_looked_is_read_and_written(
     # the export read again, and wrote s.
     assert reads[0] == [] and reads[-1] == ["s", "t"]
     assert lake_counts(lake) == expected
+    statuses = pl.read_delta(str(lake / "sessions")).sort("session_id")["status"].to_list()
+    assert statuses == ["RUNNING", "RUNNING"]
 
 
 @pytest.mark.s3
@@ -815,3 +820,167 @@ def test_a_re_export_writes_only_the_tables_whose_rows_changed(tmp_path: Path) -
         with ps.SessionStore.in_memory() as central:
             assert import_lake(central, lake).ok
             assert all(contents(central, sid) == contents(store, sid) for sid in ids)
+
+
+# --- rows outside the commit log: a re-export replaces only what it extends -----------------
+
+
+def _copies(tmp_path: Path) -> tuple[Path, Path]:
+    """Two copies of one store file holding session ``s`` (3 energies, 4 commits)."""
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    with ps.SessionStore.open(a, publish_interval=None) as store:
+        small_session(store, "s")
+    b.write_bytes(a.read_bytes())
+    return a, b
+
+
+def _energy(store: ps.SessionStore, *totals: float) -> None:
+    for v in totals:
+        store.record_energy(ps.EnergyRecord(session_id="s", node_id="n0", v_total=v))
+
+
+@pytest.mark.parametrize(("mine", "theirs"), [((4.0, 5.0), (6.0,)), ((4.0,), (6.0,)),
+                                              ((4.0,), (6.0, 7.0))],
+                         ids=["fewer", "as-many", "more"])
+def test_copies_sharing_a_log_that_differ_in_other_rows_conflict_and_the_lake_keeps_its_rows(
+    tmp_path: Path, mine: tuple[float, ...], theirs: tuple[float, ...],
+) -> None:
+    """Copy A records e4, e5, copy B e6 after the copy was taken, no commit: B's export is a
+    conflict naming energy_history, and the lake keeps A's rows (it used to replace them).
+    So too when B recorded as many energies as A, or more, but not A's."""
+    lake = tmp_path / "lake"
+    a, b = _copies(tmp_path)
+    with ps.SessionStore.open(a, publish_interval=None) as store:
+        _energy(store, *mine)
+        assert export_delta(store, lake).session_ids == ["s"]
+        expected = contents(store, "s")
+    before = lake_files(lake)
+    with ps.SessionStore.open(b, publish_interval=None) as store:
+        _energy(store, *theirs)
+        report = export_delta(store, lake)
+    assert not report.ok and report.session_ids == []
+    (conflict,) = report.conflicts
+    assert conflict.session_id == "s" and "energy_history" in conflict.detail
+    assert "llm_requests" not in conflict.detail  # only the tables that differ are named
+    assert lake_files(lake) == before
+    with ps.SessionStore.in_memory() as central:
+        assert import_lake(central, lake).ok
+        assert contents(central, "s") == expected
+
+
+def test_a_copy_with_fewer_rows_outside_the_log_is_a_conflict(tmp_path: Path) -> None:
+    """B never got A's later LLM request: its copy is behind the lake's in that table."""
+    lake = tmp_path / "lake"
+    a, b = _copies(tmp_path)
+    with ps.SessionStore.open(a, publish_interval=None) as store:
+        store.record_llm_request(ps.LlmRequestRecord(session_id="s", model="m", prompt="late",
+                                                     response=""))
+        export_delta(store, lake)
+    with ps.SessionStore.open(b, publish_interval=None) as store:
+        commits(store, "s", 1, "b")  # its log extends the lake's: only the rows differ
+        (conflict,) = export_delta(store, lake).conflicts
+    assert "llm_requests" in conflict.detail and "energy_history" not in conflict.detail
+
+
+def test_a_growing_session_with_status_budget_plan_and_branch_updates_re_exports(
+    tmp_path: Path,
+) -> None:
+    """Rows the store changes in place (session status, budget upserts, a superseded plan,
+    a branch's state, a resolved footprint) never make a re-export of the same store a
+    conflict; nor does a copy that only adds rows."""
+    lake = tmp_path / "lake"
+    db = tmp_path / "a.db"
+    with ps.SessionStore.open(db, publish_interval=None) as store:
+        small_session(store, "s")
+        store.upsert_budget_envelope(ps.BudgetEnvelopeRow(session_id="s", steps_used=1))
+        store.record_plan_revision(ps.PlanRevisionRow(
+            revision_id="r1", session_id="s", sequence=1, plan_json="{}", reason="start"))
+        store.record_provisional_branch(ps.ProvisionalBranchRow(
+            branch_id="b1", session_id="s", node_id="n1", parent_node_id="root"))
+        store.record_repair_footprint(ps.RepairFootprintRow(
+            footprint_id="f1", session_id="s", node_id="n1", revision_id="r1", attempt=1,
+            bundle_json="{}", diagnosis="d"))
+        assert export_delta(store, lake).session_ids == ["s"]
+        for round_ in range(2):
+            store.update_session_status("s", f"STEP-{round_}")
+            store.upsert_budget_envelope(ps.BudgetEnvelopeRow(session_id="s",
+                                                              steps_used=2 + round_))
+            store.update_branch_state("b1", "sealed" if round_ else "merged", session_id="s")
+            _energy(store, 10.0 + round_)
+            report = export_delta(store, lake)
+            assert (report.ok, report.session_ids) == (True, ["s"]), report.conflicts
+        store.replace_active_plan("s", ps.PlanRevisionRow(
+            revision_id="r2", session_id="s", sequence=2, plan_json="{}", reason="again"))
+        store.resolve_repair_footprint("f1")
+        commits(store, "s", 2, "more")
+        report = export_delta(store, lake)
+        assert (report.ok, report.session_ids) == (True, ["s"]), report.conflicts
+        assert export_delta(store, lake).unchanged == ["s"]  # equal content: unchanged
+        expected = contents(store, "s")
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(db.read_bytes())
+    with ps.SessionStore.open(copy, publish_interval=None) as store:
+        store.update_session_status("s", "DONE")
+        _energy(store, 99.0)
+        report = export_delta(store, lake)
+        assert (report.ok, report.session_ids) == (True, ["s"]), report.conflicts
+        expected = contents(store, "s")
+    with ps.SessionStore.in_memory() as central:
+        assert import_lake(central, lake).ok
+        assert contents(central, "s") == expected
+
+
+def test_a_session_imported_from_the_lake_and_grown_re_exports(tmp_path: Path) -> None:
+    """An import draws ids anew: the rows are the lake's all the same (ids aside), so the
+    importer's grown copy extends the lake's."""
+    lake = tmp_path / "lake"
+    with ps.SessionStore.in_memory() as origin:
+        small_session(origin, "pad")  # the importer's ids will differ from the origin's
+        small_session(origin, "s")
+        export_delta(origin, lake)
+    with ps.SessionStore.in_memory() as other:
+        assert import_lake(other, lake, ["s"]).ok
+        assert export_delta(other, lake, ["s"]).ok
+        _energy(other, 7.0)
+        report = export_delta(other, lake, ["s"])
+        assert (report.ok, report.session_ids) == (True, ["s"]), report.conflicts
+
+
+def test_cli_export_delta_of_a_copy_with_other_rows_exits_1(tmp_path: Path) -> None:
+    lake = str(tmp_path / "lake")
+    a, b = _copies(tmp_path)
+    for path, totals in ((a, (4.0, 5.0)), (b, (6.0,))):
+        with ps.SessionStore.open(path, publish_interval=None) as store:
+            _energy(store, *totals)
+    assert invoke("--db", str(a), "export", "--delta", lake).exit_code == 0
+    before = lake_files(Path(lake))
+    result = invoke("--db", str(b), "export", "--delta", lake)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("conflict: s: ") and "energy_history" in result.stderr
+    assert lake_files(Path(lake)) == before
+
+
+def test_every_column_the_store_changes_in_place_is_declared_mutable() -> None:
+    """The re-export rule leaves ``Row.__mutable__`` columns out of its comparison: every
+    UPDATE and upsert the store runs must change only those (else a normal re-export would
+    be a conflict). Read from the store's source: its UPDATE statements, the columns
+    ``_update_session`` is called with, and the upserts (every column but the key)."""
+    import re
+
+    import perspt_store.store as store_package
+    from perspt_store._mapping import table_map
+
+    source = "\n".join(p.read_text() for p in Path(store_package.__file__).parent.glob("*.py"))
+    changed: dict[str, set[str]] = {}
+    for table, assignments in re.findall(r"UPDATE (\w+) SET (.+?)[\s\"']+WHERE", source, re.S):
+        changed.setdefault(table, set()).update(re.findall(r"(\w+) = ", assignments))
+    changed["sessions"].update(re.findall(r"_update_session\(\w+, \"(\w+)\"", source))
+    for model, key in re.findall(r"table_map\((\w+)\)\.upsert_sql\(\s*\"(\w+)\"", source):
+        mapping = table_map(getattr(ps, model))
+        changed.setdefault(mapping.table, set()).update(
+            c for c in (*mapping.columns, "updated_at") if c != key)
+    assert set(changed) == {"sessions", "provisional_branches", "plan_revisions",
+                            "repair_footprints", "budget_envelopes"}
+    assert {"status", "merkle_root"} <= changed["sessions"]
+    for table, columns in changed.items():
+        assert columns <= set(ps.ROW_MODELS[table].__mutable__), table

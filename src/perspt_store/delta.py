@@ -20,7 +20,10 @@ an export, even one killed midway: until the checkpoint commits, readers keep th
 export's files (Delta never rewrites a file; ``lake compact`` keeps every pinned file).
 
 History: before it writes, an export reads the session's checkpoint row and goes on only if
-the store's commit log extends it (a Merkle consistency proof, :func:`lake._conflict`); the
+the store's commit log extends it (a Merkle consistency proof, :func:`lake._conflict`) and
+the rows no log covers extend the lake's too: in every table, the lake's rows of the session
+are the store's first rows in insertion order, columns the store changes in place
+(``Row.__mutable__``) and its numbering aside (:func:`_rows_lost`); the
 checkpoint commit is conditional on that row being unchanged (Delta's optimistic
 concurrency: a concurrent commit into the same partition fails ours). A lost race starts the
 export over, against the winner's checkpoint; a session it then may not (or need not)
@@ -36,6 +39,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import json
+import os
 import random
 import time
 import uuid
@@ -407,7 +411,134 @@ def _decide(base: str, snap: _Snapshot, there: dict[str, dict[str, Any]],
             unchanged.append(sid)
         else:
             todo.append(sid)
+    # The log extends the lake's: do the rows no log covers extend the lake's too? (Those
+    # of sessions whose rows were not read are decided again once they are.)
+    lost = _rows_lost(base, snap, {sid: there[sid] for sid in todo
+                                   if sid in there and sid in snap.read}, storage_options)
+    if lost:
+        conflicts += [ExportConflict(sid, reason) for sid, reason in lost.items()]
+        conflicts.sort(key=lambda c: snap.ids.index(c.session_id))
+        todo = [sid for sid in todo if sid not in lost]
     return conflicts, unchanged, todo
+
+
+_SCRATCH: dict[int, duckdb.DuckDBPyConnection] = {}
+
+
+def _scratch() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB for this process's comparisons (a connection costs 20-40 ms, a
+    cursor of it well under 1 ms; each use takes its own cursor, so its registered tables
+    are its own). Per process id: a forked child never uses its parent's."""
+    pid = os.getpid()
+    found = _SCRATCH.get(pid)
+    if found is None:
+        found = _SCRATCH.setdefault(pid, duckdb.connect())
+    return found
+
+
+_NUMBERING = frozenset({"session_id", "id", "row_order"})
+"""Columns a store numbers rows by (an import draws them anew), and the partition."""
+
+
+def _lasting_columns(table: str, columns: Sequence[str]) -> list[str]:
+    """The columns of ``table`` that never change once a row is written (the row model's
+    ``__mutable__`` aside), the store's numbering aside."""
+    from .rows import ROW_MODELS
+
+    model = ROW_MODELS.get(table)
+    mutable = set(model.__mutable__) if model is not None else set()
+    return [c for c in columns if c not in _NUMBERING and c not in mutable]
+
+
+def _rows_lost(base: str, snap: _Snapshot, there: dict[str, dict[str, Any]],
+               storage_options: dict[str, str] | None) -> dict[str, str]:
+    """Sessions whose rows in the lake (their checkpoint rows ``there``) a re-export would
+    lose, each with why: in some table the lake's rows are not the first of the store's
+    rows of the session, in insertion order. ``merkle_log`` is left to the consistency
+    proof; columns the store changes in place (``Row.__mutable__``) are not compared.
+
+    Cheap in the usual case, a store re-exporting its own grown session: the lake's
+    recorded (count, digest) of a table is the digest of the store's first ``count`` rows.
+    Only where it is not (rows changed in place, ids drawn anew by an import, or rows
+    lost) are the lake's pinned rows read and compared, those columns aside."""
+    behind: dict[str, list[str]] = {}
+    prefixes: dict[str, dict[str, tuple[int, str | None]]] = {}  # table -> sid -> pin
+    for sid, row in there.items():
+        for pin in row["tables"]:
+            name, count = pin["name"], pin["rows"] or 0
+            mine = snap.counts[sid].get(name, 0)
+            if name == "merkle_log" or count == 0 \
+                    or (count, pin["digest"]) == (mine, snap.digests[sid].get(name)):
+                continue
+            if count > mine:
+                behind.setdefault(sid, []).append(
+                    f"{name} (the lake holds {count} rows, the store {mine})")
+            else:
+                prefixes.setdefault(name, {})[sid] = (count, pin["digest"])
+    if prefixes:
+        with _scratch().cursor() as scratch:
+            for name, pins in prefixes.items():
+                for sid, count in _not_prefixes(scratch, base, name, snap, there, pins,
+                                                storage_options):
+                    behind.setdefault(sid, []).append(
+                        f"{name} (the lake's {count} rows are not the store's first "
+                        f"{count} of {snap.counts[sid].get(name, 0)})")
+    return {
+        sid: ("the lake holds rows of this session that the store's copy does not: its log "
+              "extends the lake's, but in " + ", ".join(sorted(
+                  tables, key=lambda t: LAKE_TABLES.index(t.split(" ", 1)[0])))
+              + " the lake's rows are not the first of the store's (a copy of the store "
+              "that recorded other rows?), and replacing them would lose them; the lake's "
+              "copy was left as it is")
+        for sid, tables in behind.items()
+    }
+
+
+def _not_prefixes(con: duckdb.DuckDBPyConnection, base: str, name: str, snap: _Snapshot,
+                  there: dict[str, dict[str, Any]], pins: dict[str, tuple[int, str | None]],
+                  storage_options: dict[str, str] | None) -> list[tuple[str, int]]:
+    """The sessions (and the lake's count) whose rows of table ``name`` in the lake are not
+    the store's first rows of it. ``pins``: per session, the lake's (count, digest)."""
+    ours = snap.rows[name]
+    key = "seq" if name == "merkle_log" else order_key(name)
+    wanted = "(SELECT unnest($1) AS session_id, unnest($2) AS _count)"
+    sids = list(pins)
+    counts = [pins[sid][0] for sid in sids]
+
+    def first(columns: list[str], source: str) -> str:
+        """Per session, the digest of its first ``_count`` rows of ``source``."""
+        digest = _digest_sql(columns).format(order="_order")
+        return (f"SELECT session_id, {digest}.digest FROM (SELECT s.*, s.{key} AS _order, "
+                f"row_number() OVER (PARTITION BY s.session_id ORDER BY s.{key}) AS _rank, "
+                f"w._count FROM {source} s JOIN {wanted} w USING (session_id)) "
+                "WHERE _rank <= _count GROUP BY session_id")
+
+    con.register("_ours", ours)
+    try:
+        # The digest the lake recorded is of every column (session_id aside) in order.
+        full = [c for c in ours.column_names if c != "session_id"]
+        found = dict(con.execute(first(full, "_ours"), [sids, counts]).fetchall())
+        unsure = [sid for sid in sids if found.get(sid) != pins[sid][1]]
+        lasting = _lasting_columns(name, full)
+        if not unsure or not lasting:
+            return []  # every lake copy a prefix, or nothing but counts to compare
+        lake = _pinned_table(base, name, {sid: there[sid] for sid in unsure}, storage_options)
+        columns = [c for c in lasting if c in lake.column_names]
+        if not columns:  # a lake of another schema: nothing in common to compare
+            return []
+        con.register("_theirs", lake)
+        try:
+            digest = _digest_sql(columns).format(order="_order")
+            theirs = dict(con.execute(
+                f"SELECT session_id, {digest}.digest FROM (SELECT *, {key} AS _order "
+                "FROM _theirs) GROUP BY session_id").fetchall())
+            mine = dict(con.execute(first(columns, "_ours"),
+                                    [unsure, [pins[sid][0] for sid in unsure]]).fetchall())
+        finally:
+            con.unregister("_theirs")
+    finally:
+        con.unregister("_ours")
+    return [(sid, pins[sid][0]) for sid in unsure if theirs.get(sid) != mine.get(sid)]
 
 
 def _write(table: DeltaTable, data: pa.Table, predicate: str, export_id: str) -> None:
@@ -579,10 +710,11 @@ def export_delta(
     Any number of exporters, in several processes or on several machines sharing the
     storage, may export into one lake at the same time: nothing is lost or duplicated.
     A session already in the lake is replaced only when the store's commit log extends the
-    lake's checkpoint of it (a Merkle consistency proof) and it was created at the same
-    time; otherwise it is a conflict, reported in ``report.conflicts`` (not raised), and
-    the lake's copy is left alone. A session the lake holds exactly is not written
-    (``report.unchanged``).
+    lake's checkpoint of it (a Merkle consistency proof), it was created at the same
+    time, and in every table the lake's rows of it are the store's first rows (columns the
+    store changes in place aside: ``Row.__mutable__``); otherwise it is a conflict,
+    reported in ``report.conflicts`` (not raised), and the lake's copy is left alone. A
+    session the lake holds exactly is not written (``report.unchanged``).
 
     Args:
         store: The store to export (read-only is fine); read in one consistent snapshot.

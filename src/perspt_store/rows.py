@@ -124,6 +124,11 @@ class Row(Displayable, BaseModel):
     """Optional text fields that upstream wrote as '' for None (decoded so on legacy rows)."""
     __unique__: ClassVar[tuple[str, ...]] = ()
     """The key a caller's rows must not repeat (a primary or unique key, ``id`` aside)."""
+    __mutable__: ClassVar[tuple[str, ...]] = ()
+    """Columns the store changes in place once the row is written (an ``UPDATE`` or an
+    upsert); every other column of a stored row never changes. Empty for an append-only
+    table. A lake re-export checks that the lake's rows, these columns aside, are the first
+    of the store's (``delta.py``)."""
 
     _db: dict[str, Any] = PrivateAttr(default_factory=dict)
 
@@ -203,6 +208,7 @@ class SessionRecord(Row, _HasCreatedAt, _HasUpdatedAt):
     __table__ = "sessions"
     __db_columns__ = ("created_at", "updated_at")
     __unique__ = ("session_id",)
+    __mutable__ = ("status", "merkle_root", "updated_at")
     __legacy_empty_as_none__ = frozenset({"detected_toolchain"})
 
     session_id: str
@@ -593,6 +599,7 @@ class ProvisionalBranchRow(Row, _HasId, _HasCreatedAt, _HasUpdatedAt):
 
     __table__ = "provisional_branches"
     __db_columns__ = ("id", "created_at", "updated_at")
+    __mutable__ = ("state", "updated_at")
     __legacy_empty_as_none__ = frozenset({"sandbox_dir"})
 
     branch_id: str
@@ -703,6 +710,7 @@ class PlanRevisionRow(Row, _HasCreatedAt):
     __table__ = "plan_revisions"
     __db_columns__ = ("created_at",)
     __unique__ = ("revision_id",)
+    __mutable__ = ("status",)
 
     revision_id: str
     """Primary key."""
@@ -726,6 +734,7 @@ class RepairFootprintRow(Row, _HasId, _HasCreatedAt):
     __table__ = "repair_footprints"
     __db_columns__ = ("id", "created_at")
     __unique__ = ("footprint_id",)
+    __mutable__ = ("resolved",)
 
     footprint_id: str
     """Unique id of the footprint."""
@@ -753,6 +762,10 @@ class BudgetEnvelopeRow(Row, _HasUpdatedAt):
     __table__ = "budget_envelopes"
     __db_columns__ = ("updated_at",)
     __unique__ = ("session_id",)
+    __mutable__ = (  # an upsert overwrites them all
+        "max_steps", "steps_used", "max_revisions", "revisions_used", "max_cost_usd",
+        "cost_used_usd", "updated_at",
+    )
 
     session_id: str
     """Primary key and FK."""
