@@ -328,6 +328,61 @@ async def test_a_cancelled_write_that_started_still_completes() -> None:
         assert [e.v_total for e in await store.get_energy_history("s1", "n")] == [1.0, 2.0]
 
 
+async def test_one_tasks_calls_one_after_another_stay_on_one_warm_thread() -> None:
+    async with await ps.AsyncSessionStore.in_memory(max_threads=4) as store:
+        threads = {await store.run_sync(lambda s: threading.get_ident()) for _ in range(20)}
+        assert len(threads) == 1
+        assert threading.get_ident() not in threads  # a worker, never the loop's thread
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+async def test_calls_use_every_thread_and_wait_in_order_when_all_are_busy(threads: int) -> None:
+    async with await ps.AsyncSessionStore.in_memory(max_threads=threads) as store:
+        busy: list[int] = []  # the threads holding a call (a list: appends are atomic)
+        release = threading.Event()
+
+        def hold(s: ps.SessionStore) -> None:
+            busy.append(threading.get_ident())
+            release.wait(10)
+
+        handed: list[int] = []  # the order the calls were handed over in
+        ran: list[int] = []
+
+        async def hand(n: int) -> None:
+            handed.append(n)  # nothing awaits between this and the hand-over
+            await store.run_sync(lambda s: ran.append(n))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(threads):
+                tg.start_soon(store.run_sync, hold)
+            with anyio.fail_after(10):
+                while len(busy) < threads:  # every thread holds a call at once
+                    await anyio.sleep(0.001)
+            for n in range(6):  # every thread busy: these wait
+                tg.start_soon(hand, n)
+            with anyio.fail_after(10):
+                while len(handed) < 6:
+                    await anyio.sleep(0.001)
+            await anyio.sleep(0.05)
+            assert ran == []
+            release.set()
+        assert len(set(busy)) == threads
+        if threads == 1:  # one thread: they ran in the order handed over
+            assert ran == handed
+        assert sorted(ran) == list(range(6))
+
+
+async def test_close_ends_every_worker_thread() -> None:
+    before = {t.ident for t in threading.enumerate() if t.name.startswith("perspt-store-worker")}
+    store = await ps.AsyncSessionStore.in_memory(max_threads=3)
+    await store.create_session(session_record())
+    await store.close()
+    with anyio.fail_after(10):
+        while any(t.name.startswith("perspt-store-worker") and t.ident not in before
+                  for t in threading.enumerate()):
+            await anyio.sleep(0.01)
+
+
 # --- batched durability -------------------------------------------------------------------------
 
 
