@@ -41,7 +41,7 @@ def render_reference() -> str:
     for name in cli.list_commands(click.Context(cli)):
         parts += [f"## perspt-store {name}", "", "```text", command_help(name).rstrip(),
                   "```", ""]
-        group = cli.commands[name]
+        group = cli.get_command(click.Context(cli), name)
         if isinstance(group, click.Group):  # a group's subcommands, each under its own title
             for sub in group.list_commands(click.Context(group)):
                 parts += [f"### perspt-store {name} {sub}", "", "```text",

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 from hypothesis import given, settings
@@ -605,9 +606,10 @@ def test_docs_cli_reference_is_up_to_date() -> None:
     )
 
 
-@pytest.mark.parametrize("name", list(cli.commands))
+@pytest.mark.parametrize("name", cli.list_commands(click.Context(cli)))
 def test_every_command_has_help_an_example_and_a_reference_entry(name: str) -> None:
-    command = cli.commands[name]
+    command = cli.get_command(click.Context(cli), name)
+    assert command is not None and command.name == name
     assert command.help and "Example:" in command.help
     assert f"## perspt-store {name}\n" in (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
 

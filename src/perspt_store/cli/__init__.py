@@ -13,8 +13,9 @@ read one snapshot; ``init``, ``demo``, ``rollback`` and ``import`` open it read-
 
 Layout, one owner per concern:
 
-* ``_app``: the root group, its error handling, and the **one registration point**: the
-  list of commands at the bottom of ``_app.py``, in the order ``--help`` shows them;
+* ``_app``: the root group, its error handling, and the **one registration point**:
+  ``COMMANDS`` in ``_app.py``, each command's name and where it lives, in the order ``--help``
+  shows them (a command's module is imported only when it runs, so a listing stays quick);
 * ``_common``: parameter types, ``--json``/``--nl`` options, opening the store, checking a
   session or node id, ``--plot``;
 * ``_output``: everything printed: tables (fitted to the terminal; ids never cut), JSON and
@@ -29,8 +30,7 @@ Counting rules (review classes, token estimates, session totals) belong to the l
 the command line calls them and never re-derives them.
 
 Adding a command: write it in a topic module (a new one for a new topic) with
-``@click.command()``, then add it to the list in ``_app.py`` (or, from a new module,
-``cli.add_command(things)`` there)::
+``@click.command()``, then add its name and place to ``COMMANDS`` in ``_app.py``::
 
     @click.command()
     @session_argument

@@ -1,11 +1,13 @@
 """The root ``perspt-store`` group and the one place where commands are registered.
 
 Import it through :mod:`perspt_store.cli`, which falls back to an install hint when click or
-rich is missing.
+rich is missing. A command's module is imported when the command runs (or ``--help`` lists
+it), so ``perspt-store sessions`` never imports the lake, plots or the dashboard.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,18 +17,57 @@ import duckdb
 
 from .. import __version__, _engine
 from ..errors import StoreError
-from . import _delta_lake, _graph, _lake, _merkle, _nodes, _serve, _sessions
-from ._common import one_line
+
+# Every command, in the order `--help` lists them: name -> (module in this package, attribute).
+COMMANDS: dict[str, tuple[str, str]] = {
+    # writes
+    "init": ("_sessions", "init"),
+    "demo": ("_sessions", "demo"),
+    # reads
+    "sessions": ("_sessions", "sessions"),
+    "show": ("_sessions", "show"),
+    "nodes": ("_nodes", "nodes"),
+    "energy": ("_nodes", "energy"),
+    "llm": ("_nodes", "llm"),
+    "timeline": ("_nodes", "timeline"),
+    "branches": ("_nodes", "branches"),
+    "graph": ("_graph", "graph"),
+    "sql": ("_sessions", "sql"),
+    "tables": ("_sessions", "tables"),
+    # the Merkle commit log
+    "verify": ("_merkle", "verify"),
+    "log": ("_merkle", "log"),
+    "checkpoint": ("_merkle", "checkpoint"),
+    "rollback": ("_merkle", "rollback"),
+    # beyond one machine
+    "export": ("_lake", "export"),
+    "import": ("_lake", "import_"),
+    "compact": ("_lake", "compact"),
+    "lake": ("_delta_lake", "lake"),
+    # watching runs
+    "serve": ("_serve", "serve"),  # the web dashboard (the ``web`` extra, imported when it runs)
+}
 
 
 class _Group(click.Group):
-    """The root group: commands listed in the order registered; any StoreError (or an OS
-    error on some file) in a command becomes ``Error: <message>`` and exit code 1."""
+    """The root group: commands listed in the order of :data:`COMMANDS`, each imported on
+    first use; any StoreError (or an OS error on some file) in a command becomes
+    ``Error: <message>`` and exit code 1."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)
+        return [*COMMANDS, *(name for name in self.commands if name not in COMMANDS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attribute = COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(f".{module}", __package__), attribute)
+            assert isinstance(command, click.Command) and command.name == cmd_name, cmd_name
+            self.add_command(command)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
+        from ._common import one_line  # imports the store: only once a command runs
+
         try:
             return super().invoke(ctx)
         except StoreError as exc:
@@ -63,39 +104,6 @@ def cli(db: Path | None) -> None:
         perspt-store --db run.db sessions
         perspt-store --db run.db show SESSION
     """
-
-
-# --- every command, in the order `--help` lists them ----------------------------------------
-
-for _command in (
-    # writes
-    _sessions.init,
-    _sessions.demo,
-    # reads
-    _sessions.sessions,
-    _sessions.show,
-    _nodes.nodes,
-    _nodes.energy,
-    _nodes.llm,
-    _nodes.timeline,
-    _nodes.branches,
-    _graph.graph,
-    _sessions.sql,
-    _sessions.tables,
-    # the Merkle commit log
-    _merkle.verify,
-    _merkle.log,
-    _merkle.checkpoint,
-    _merkle.rollback,
-    # beyond one machine
-    _lake.export,
-    _lake.import_,
-    _lake.compact,
-    _delta_lake.lake,
-    # watching runs
-    _serve.serve,  # the web dashboard (the ``web`` extra, imported when it runs)
-):
-    cli.add_command(_command)
 
 
 def main(args: Sequence[str] | None = None) -> None:
