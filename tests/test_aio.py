@@ -6,9 +6,12 @@ never leaves half of anything. Every test runs under asyncio and trio (AnyIO's p
 from __future__ import annotations
 
 import ast
+import contextlib
+import functools
 import inspect
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -370,6 +373,77 @@ async def test_calls_use_every_thread_and_wait_in_order_when_all_are_busy(thread
         if threads == 1:  # one thread: they ran in the order handed over
             assert ran == handed
         assert sorted(ran) == list(range(6))
+
+
+async def held_write_lock(store: ps.AsyncSessionStore, writes: list[Any]) -> list[Any]:
+    """Run ``writes`` (awaitables' factories) as concurrent tasks while another task holds
+    the write lock in a transaction, so they all wait in the write lane; what each returned
+    or raised, in order."""
+    inside, release = anyio.Event(), anyio.Event()
+    outcomes: list[Any] = [None] * len(writes)
+
+    async def holder() -> None:
+        async with store.transaction():
+            await store.record_energy(energy("s1", "holder", 0.0))
+            inside.set()
+            await release.wait()
+
+    async def write(n: int) -> None:
+        try:
+            outcomes[n] = await writes[n]()
+        except Exception as exc:
+            outcomes[n] = exc
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(holder)
+        await inside.wait()
+        for n in range(len(writes)):
+            tg.start_soon(write, n)
+        await anyio.sleep(0.05)  # let every write reach the lane (they wait for the lock)
+        release.set()
+    return outcomes
+
+
+async def test_concurrent_durable_appends_share_commits() -> None:
+    async with await ps.AsyncSessionStore.in_memory() as store:
+        await store.create_session(session_record())
+        transactions = 0
+        opened = store.sync.transaction
+
+        @contextlib.contextmanager
+        def counted() -> Iterator[None]:
+            nonlocal transactions
+            transactions += 1
+            with opened():
+                yield
+
+        store.sync.transaction = counted  # type: ignore[method-assign]
+        outcomes = await held_write_lock(
+            store, [functools.partial(store.record_energy, energy("s1", f"n{n}", float(n)))
+                    for n in range(40)]
+        )
+        assert outcomes == [None] * 40
+        history = await store.get_session_energy_history("s1")
+        assert sorted(e.v_total for e in history if e.node_id != "holder") == [
+            float(n) for n in range(40)
+        ]
+        assert 1 <= transactions < 40  # 40 writes, far fewer commits
+
+
+async def test_a_bad_row_in_a_shared_commit_fails_only_its_own_call() -> None:
+    async with await ps.AsyncSessionStore.in_memory() as store:
+        await store.create_session(session_record())
+        writes = [functools.partial(store.record_energy, energy("s1", f"n{n}", float(n)))
+                  for n in range(20)]
+        writes[7] = functools.partial(store.record_energy, energy("nope", "n7", 7.0))
+        writes[13] = functools.partial(store.record_energy, "not a row")  # type: ignore[arg-type]
+        outcomes = await held_write_lock(store, writes)
+        assert isinstance(outcomes[7], ps.SessionNotFoundError)
+        assert isinstance(outcomes[13], TypeError)
+        assert [o for n, o in enumerate(outcomes) if n not in (7, 13)] == [None] * 18
+        stored = {e.node_id for e in await store.get_session_energy_history("s1")}
+        assert stored == {"holder"} | {f"n{n}" for n in range(20) if n not in (7, 13)}
+        assert await store.get_session_energy_history("nope") == []
 
 
 async def test_close_ends_every_worker_thread() -> None:

@@ -209,13 +209,16 @@ class _Job:
         """On a worker thread: run the call unless its task was cancelled before (False)."""
         if not self.claim.acquire(blocking=False):
             return False  # its task was cancelled before any thread picked it up: never run
-        function, self.function = self.function, None
-        assert function is not None
+        self.execute()
+        return True
+
+    def execute(self) -> None:
+        """Run the call (claimed) and keep what it returned or raised."""
+        assert self.function is not None
         try:
-            self.outcome = (True, function())
+            self.outcome = (True, self.function())
         except BaseException as exc:
             self.outcome = (False, exc)
-        return True
 
     def notify(self) -> None:
         """Wake the task that awaits the call (after :meth:`run`)."""
@@ -292,12 +295,73 @@ class _Pool:
             return False, None
 
 
+class _WriteLane:
+    """Immediate durability: ``record_*`` appends awaited by several tasks at once share one
+    durable commit.
+
+    Each such write joins the lane instead of taking a thread of its own; one pool thread at a
+    time drains it, running every write waiting in one :meth:`SessionStore.transaction`: one
+    commit (and one sync to disk) for all of them, where separate threads would each wait
+    for the write lock and commit alone. A write still returns only once it is committed.
+    If any write of a group fails (or the commit does), the group is rolled back whole and
+    each of its writes runs again on its own, so a bad row fails its own call and no other.
+    A write alone in the lane runs as it would without it.
+    """
+
+    MAX_GROUP = 256
+    """Writes one commit takes at most (a bound on a group's retry after a failure)."""
+
+    def __init__(self, pool: _Pool, store: SessionStore) -> None:
+        self._pool = pool
+        self._store = store
+        self._lock = threading.Lock()
+        self._waiting: collections.deque[_Job] = collections.deque()
+        self._draining = False  # a pool thread is draining (or about to)
+
+    def put(self, job: _Job) -> None:
+        with self._lock:
+            self._waiting.append(job)
+            if self._draining:
+                return
+            self._draining = True
+        self._pool.put(_Job(self._drain, lambda: None))
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                group = [self._waiting.popleft()
+                         for _ in range(min(len(self._waiting), self.MAX_GROUP))]
+                if not group:
+                    self._draining = False
+                    return
+            claimed = [job for job in group if job.claim.acquire(blocking=False)]
+            if len(claimed) > 1:
+                self._commit_together(claimed)
+            else:
+                for job in claimed:
+                    job.execute()
+            for job in claimed:
+                job.notify()
+
+    def _commit_together(self, group: list[_Job]) -> None:
+        try:
+            with self._store.transaction():
+                for job in group:
+                    job.execute()
+                    ok, error = job.outcome  # type: ignore[misc]
+                    if not ok:
+                        raise error
+        except BaseException:
+            for job in group:  # rolled back whole: each again, alone
+                job.execute()
+
+
 def _wake_future(future: asyncio.Future[None]) -> None:
     if not future.done():  # a cancelled waiter's future is done already
         future.set_result(None)
 
 
-async def _hand_over(jobs: _Jobs | _Pool, call: Callable[[], T]) -> T:
+async def _hand_over(jobs: _Jobs | _Pool | _WriteLane, call: Callable[[], T]) -> T:
     """Run ``call()`` on a thread serving ``jobs`` and return (or raise) what it did.
 
     A task cancelled before a thread picked the call up raises at once and the call never
@@ -431,6 +495,7 @@ class AsyncSessionStore(AsyncSurface):
             f"perspt-store-owes-{id(self):x}", default=False
         )
         self._jobs = _Pool(max_threads)
+        self._lane = _WriteLane(self._jobs, store)
         self._stopped = False  # closed, and the workers told to end
         self._yielded = 0.0  # when a buffered write last let the loop run (time.monotonic)
         with contextlib.suppress(Exception):  # import AnyIO's backend now, not mid-run
@@ -520,6 +585,8 @@ class AsyncSessionStore(AsyncSurface):
                 result = await _hand_over(self._jobs, call)
                 self._owes.set(False)  # not if cancelled first: then it catches up later
                 return result
+        elif name in _BUFFERED_RECORDS:  # immediate: an append that may share a commit
+            return await _hand_over(self._lane, call)
         return await _hand_over(self._jobs, call)
 
     async def _buffered(self, call: Callable[[], T]) -> T:
