@@ -344,16 +344,18 @@ class _WriteLane:
                 job.notify()
 
     def _commit_together(self, group: list[_Job]) -> None:
+        results: list[Any] = []
         try:
             with self._store.transaction():
                 for job in group:
-                    job.execute()
-                    ok, error = job.outcome  # type: ignore[misc]
-                    if not ok:
-                        raise error
+                    assert job.function is not None
+                    results.append(job.function())
         except BaseException:
             for job in group:  # rolled back whole: each again, alone
                 job.execute()
+        else:  # outcomes only once committed: a cancelled waiter waits for the commit
+            for job, result in zip(group, results, strict=True):
+                job.outcome = (True, result)
 
 
 def _wake_future(future: asyncio.Future[None]) -> None:
