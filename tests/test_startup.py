@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pydantic
 import pytest
@@ -64,6 +65,31 @@ def test_import_builds_no_row_model_and_loads_no_optional_module() -> None:
         """
     )
     assert out.split() == ["[]", "[]"]
+
+
+def test_a_listing_command_imports_only_its_own_command_module(tmp_path: Path) -> None:
+    db = tmp_path / "list.db"
+    with ps.SessionStore.open(db, publish_interval=None) as store:
+        store.create_session(ps.SessionRecord(session_id="s1", task="t", working_dir="/w"))
+    out = _run(
+        f"""
+        import contextlib, io, sys
+        from perspt_store.cli import main
+        with contextlib.redirect_stdout(io.StringIO()) as shown:
+            try:
+                main(["--db", {str(db)!r}, "sessions", "--json"])
+            except SystemExit as exc:
+                assert not exc.code, exc.code
+        assert '"s1"' in shown.getvalue(), shown.getvalue()
+        print(sorted(m for m in sys.modules if m.startswith("perspt_store.cli.")
+                     or m in ("perspt_store.lake", "perspt_store.delta", "perspt_store.plots",
+                              "perspt_store.web", "perspt_store.aio")))
+        """
+    )
+    assert out.strip() == str(
+        ["perspt_store.cli._app", "perspt_store.cli._common", "perspt_store.cli._output",
+         "perspt_store.cli._sessions"]
+    )
 
 
 def test_import_loads_only_the_errors() -> None:
