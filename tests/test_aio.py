@@ -446,6 +446,32 @@ async def test_a_bad_row_in_a_shared_commit_fails_only_its_own_call() -> None:
         assert await store.get_session_energy_history("nope") == []
 
 
+async def test_a_stream_of_shared_commits_never_starves_other_calls() -> None:
+    writers = 30
+    async with await ps.AsyncSessionStore.in_memory(max_threads=1) as store:
+        await store.create_session(session_record())
+        stop = anyio.Event()
+        acked = 0
+
+        async def writer(n: int) -> None:
+            nonlocal acked
+            while not stop.is_set():
+                await store.record_energy(energy("s1", f"n{n}", 1.0))
+                acked += 1
+
+        async with anyio.create_task_group() as tg:
+            for n in range(writers):
+                tg.start_soon(writer, n)
+            with anyio.fail_after(20):
+                while acked < 10 * writers:  # the lane is busy from now on
+                    await anyio.sleep(0.01)
+                for _ in range(5):  # the one thread serves these between two commits
+                    before = acked
+                    ran_at = await store.run_sync(lambda s: acked)
+                    assert ran_at - before <= 2 * writers  # the group in progress, at most
+            stop.set()
+
+
 async def test_close_ends_every_worker_thread() -> None:
     before = {t.ident for t in threading.enumerate() if t.name.startswith("perspt-store-worker")}
     store = await ps.AsyncSessionStore.in_memory(max_threads=3)

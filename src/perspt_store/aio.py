@@ -327,21 +327,25 @@ class _WriteLane:
         self._pool.put(_Job(self._drain, lambda: None))
 
     def _drain(self) -> None:
-        while True:
-            with self._lock:
-                group = [self._waiting.popleft()
-                         for _ in range(min(len(self._waiting), self.MAX_GROUP))]
-                if not group:
-                    self._draining = False
-                    return
-            claimed = [job for job in group if job.claim.acquire(blocking=False)]
-            if len(claimed) > 1:
-                self._commit_together(claimed)
-            else:
-                for job in claimed:
-                    job.execute()
+        """Commit one group (every write waiting, up to :attr:`MAX_GROUP`); if more arrived
+        meanwhile, queue the next drain behind the pool's other calls, so a steady stream of
+        writes never keeps a thread (or, with one thread, the reads) waiting."""
+        with self._lock:
+            group = [self._waiting.popleft()
+                     for _ in range(min(len(self._waiting), self.MAX_GROUP))]
+        claimed = [job for job in group if job.claim.acquire(blocking=False)]
+        if len(claimed) > 1:
+            self._commit_together(claimed)
+        else:
             for job in claimed:
-                job.notify()
+                job.execute()
+        for job in claimed:
+            job.notify()
+        with self._lock:
+            self._draining = bool(self._waiting)
+            again = self._draining
+        if again:
+            self._pool.put(_Job(self._drain, lambda: None))
 
     def _commit_together(self, group: list[_Job]) -> None:
         results: list[Any] = []
