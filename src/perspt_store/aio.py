@@ -15,6 +15,11 @@ holds one write lock), so more threads only help reads, which run in parallel on
 cursors; a few threads are enough, and each is one more DuckDB cursor and one more thread
 competing with the event loop for the GIL.
 
+Shared commits. In immediate durability a ``record_*`` append awaited by several tasks at
+once joins a lane (:class:`_WriteLane`) that commits every write waiting in one transaction;
+each call still returns once its row is committed, and a failing group is retried write by
+write, so a bad row fails only its own call.
+
 Buffered writes run on the loop. In batched durability a ``record_*`` of an append-only table
 only appends the row to the write buffer (about a microsecond), so it runs on the event loop's
 thread with I/O refused: if it would touch DuckDB after all (its session not seen yet), the
