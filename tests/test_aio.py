@@ -446,6 +446,24 @@ async def test_a_bad_row_in_a_shared_commit_fails_only_its_own_call() -> None:
         assert await store.get_session_energy_history("nope") == []
 
 
+async def test_concurrent_node_state_commits_share_commits_and_each_gets_its_own() -> None:
+    async with await ps.AsyncSessionStore.in_memory() as store:
+        await store.create_session(session_record())
+        writes = [functools.partial(store.record_node_state, ps.NodeStateRecord(
+            session_id="s1", node_id=f"n{n % 7}", state=f"k{n}")) for n in range(30)]
+        writes[11] = functools.partial(store.record_node_state, ps.NodeStateRecord(
+            session_id="nope", node_id="n", state="k"))
+        outcomes = await held_write_lock(store, writes)
+        assert isinstance(outcomes[11], ps.SessionNotFoundError)
+        commits = [o for n, o in enumerate(outcomes) if n != 11]
+        assert all(isinstance(c, ps.NodeCommit) for c in commits)
+        assert sorted(c.seq for c in commits) == list(range(29))  # one seq each, none lost
+        report = await store.verify_session("s1")
+        assert report.ok and report.log_size == 29
+        last = max(commits, key=lambda c: c.seq)
+        assert (await store.get_session("s1")).merkle_root == last.state_root  # type: ignore[union-attr]
+
+
 async def test_a_stream_of_shared_commits_never_starves_other_calls() -> None:
     writers = 30
     async with await ps.AsyncSessionStore.in_memory(max_threads=1) as store:

@@ -15,10 +15,10 @@ holds one write lock), so more threads only help reads, which run in parallel on
 cursors; a few threads are enough, and each is one more DuckDB cursor and one more thread
 competing with the event loop for the GIL.
 
-Shared commits. In immediate durability a ``record_*`` append awaited by several tasks at
-once joins a lane (:class:`_WriteLane`) that commits every write waiting in one transaction;
-each call still returns once its row is committed, and a failing group is retried write by
-write, so a bad row fails only its own call.
+Shared commits. In immediate durability a ``record_*`` append or ``record_node_state``
+awaited by several tasks at once joins a lane (:class:`_WriteLane`) that commits every write
+waiting in one transaction; each call still returns once its row is committed, and a failing
+group is retried write by write, so a bad row fails only its own call.
 
 Buffered writes run on the loop. In batched durability a ``record_*`` of an append-only table
 only appends the row to the write buffer (about a microsecond), so it runs on the event loop's
@@ -129,6 +129,11 @@ _ASYNC_RETURNS = {"sql": "SqlResult | None"}
 
 _BUFFERED_RECORDS = _buffered_records(SessionStore)
 """Methods run on the event loop's thread in batched mode (they append to the buffer)."""
+
+_SHARED_COMMITS = _BUFFERED_RECORDS | {"record_node_state"}
+"""Methods whose concurrent calls share a commit in immediate durability (:class:`_WriteLane`):
+appends, and node-state commits (each computes its Merkle commit inside the group's
+transaction; a group rolled back is retried call by call, recomputing them)."""
 
 
 class _Abandoned(BaseException):
@@ -301,8 +306,8 @@ class _Pool:
 
 
 class _WriteLane:
-    """Immediate durability: ``record_*`` appends awaited by several tasks at once share one
-    durable commit.
+    """Immediate durability: ``record_*`` appends and node-state commits awaited by several
+    tasks at once share one durable commit.
 
     Each such write joins the lane instead of taking a thread of its own; one pool thread at a
     time drains it, running every write waiting in one :meth:`SessionStore.transaction`: one
@@ -596,7 +601,7 @@ class AsyncSessionStore(AsyncSurface):
                 result = await _hand_over(self._jobs, call)
                 self._owes.set(False)  # not if cancelled first: then it catches up later
                 return result
-        elif name in _BUFFERED_RECORDS:  # immediate: an append that may share a commit
+        elif name in _SHARED_COMMITS:  # immediate: a write that may share a commit
             return await _hand_over(self._lane, call)
         return await _hand_over(self._jobs, call)
 
