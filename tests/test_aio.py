@@ -485,6 +485,38 @@ async def test_close_ends_every_worker_thread() -> None:
             await anyio.sleep(0.01)
 
 
+async def test_close_returns_once_every_worker_thread_has_ended() -> None:
+    # A worker thread still ending (dropping its DuckDB cursor) when the interpreter exits
+    # aborted the process ("terminate called ... FATAL: exception not rethrown").
+    store = await ps.AsyncSessionStore.in_memory(max_threads=2)
+    await store.create_session(session_record())
+    async with store.consistent_read():  # a block's thread, ended with the block
+        await store.get_session("s1")
+    started, gate = threading.Event(), threading.Event()
+    closed = anyio.Event()
+
+    def busy(_: ps.SessionStore) -> None:
+        started.set()
+        gate.wait()
+
+    async def close() -> None:
+        await store.close()
+        closed.set()
+
+    with anyio.fail_after(60):  # a guard against a deadlock, not a timing assertion
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.run_sync, busy)
+            while not started.is_set():
+                await anyio.sleep(0.001)
+            tg.start_soon(close)
+            await anyio.sleep(0.05)  # close() is waiting for the busy worker, or returned
+            returned_early = closed.is_set()
+            gate.set()
+    assert not returned_early
+    assert not [t for t in [*store._jobs.threads, *(b.thread for b in store._blocks)]
+                if t.is_alive()]
+
+
 # --- batched durability -------------------------------------------------------------------------
 
 
