@@ -490,6 +490,34 @@ async def test_a_stream_of_shared_commits_never_starves_other_calls() -> None:
             stop.set()
 
 
+async def test_close_while_writes_wait_in_the_lane_keeps_every_acknowledged_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "perspt.db"
+    store = await ps.AsyncSessionStore.open(path, publish_interval=None)
+    await store.create_session(session_record())
+    writes: list[Any] = [functools.partial(store.record_energy, energy("s1", f"n{n}", float(n)))
+                         for n in range(30)]
+    writes[5] = functools.partial(store.record_energy, energy("nope", "n5", 5.0))
+    writes.append(store.close)  # waits for the lock too, among the writes
+    writes += [functools.partial(store.record_energy, energy("s1", f"late{n}", 0.0))
+               for n in range(10)]
+    with anyio.fail_after(60):  # a guard against a deadlock, not a timing assertion
+        outcomes = await held_write_lock(store, writes)
+        with pytest.raises(ps.StoreClosedError):
+            await store.record_energy(energy("s1", "after", 0.0))
+    # The close and the writes race for the lock as sync threads do: a write fails only
+    # with StoreClosedError (or its own error), and whatever it acknowledged is kept.
+    assert isinstance(outcomes[5], ps.SessionNotFoundError | ps.StoreClosedError)
+    assert all(o is None or isinstance(o, ps.StoreClosedError)
+               for n, o in enumerate(outcomes) if n != 5)
+    acknowledged = {f"n{n}" for n, o in enumerate(outcomes[:30]) if o is None}
+    acknowledged |= {f"late{n}" for n, o in enumerate(outcomes[31:]) if o is None}
+    with ps.SessionStore.open(path) as reopened:
+        stored = [e.node_id for e in reopened.get_session_energy_history("s1")]
+    assert sorted(stored) == sorted(acknowledged | {"holder"})  # each once, nothing failed
+
+
 async def test_close_ends_every_worker_thread() -> None:
     before = {t.ident for t in threading.enumerate() if t.name.startswith("perspt-store-worker")}
     store = await ps.AsyncSessionStore.in_memory(max_threads=3)
@@ -499,6 +527,38 @@ async def test_close_ends_every_worker_thread() -> None:
         while any(t.name.startswith("perspt-store-worker") and t.ident not in before
                   for t in threading.enumerate()):
             await anyio.sleep(0.01)
+
+
+async def test_close_returns_once_every_worker_thread_has_ended() -> None:
+    # A worker thread still ending (dropping its DuckDB cursor) when the interpreter exits
+    # aborted the process ("terminate called ... FATAL: exception not rethrown").
+    store = await ps.AsyncSessionStore.in_memory(max_threads=2)
+    await store.create_session(session_record())
+    async with store.consistent_read():  # a block's thread, ended with the block
+        await store.get_session("s1")
+    started, gate = threading.Event(), threading.Event()
+    closed = anyio.Event()
+
+    def busy(_: ps.SessionStore) -> None:
+        started.set()
+        gate.wait()
+
+    async def close() -> None:
+        await store.close()
+        closed.set()
+
+    with anyio.fail_after(60):  # a guard against a deadlock, not a timing assertion
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.run_sync, busy)
+            while not started.is_set():
+                await anyio.sleep(0.001)
+            tg.start_soon(close)
+            await anyio.sleep(0.05)  # close() is waiting for the busy worker, or returned
+            returned_early = closed.is_set()
+            gate.set()
+    assert not returned_early
+    assert not [t for t in [*store._jobs.threads, *(b.thread for b in store._blocks)]
+                if t.is_alive()]
 
 
 # --- batched durability -------------------------------------------------------------------------

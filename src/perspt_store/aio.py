@@ -262,9 +262,13 @@ class _Pool:
         self._idle: list[_Jobs] = []  # the inboxes of idle threads, the last idle last
         self._backlog: collections.deque[_Job | None] = collections.deque()
         self.size = size
-        for n in range(size):  # started now rather than on the event loop's first call
+        self.threads = [
             threading.Thread(target=self._serve, args=(queue.SimpleQueue(),),
-                             name=f"perspt-store-worker-{n}", daemon=True).start()
+                             name=f"perspt-store-worker-{n}", daemon=True)
+            for n in range(size)
+        ]
+        for thread in self.threads:  # started now rather than on the event loop's first call
+            thread.start()
 
     def put(self, job: _Job | None) -> None:
         """Hand ``job`` to a thread (``None`` ends one, after the jobs handed before it)."""
@@ -432,6 +436,12 @@ async def _on_a_thread_of_its_own(call: Callable[[], T]) -> T:
         jobs.put(None)  # the thread ends after the call (or at once, if it never started)
 
 
+def _join(threads: list[threading.Thread]) -> None:
+    """Wait for ``threads`` to end (none of them is the calling thread)."""
+    for thread in threads:
+        thread.join()
+
+
 _YIELD_EVERY = 0.0005
 """Seconds of buffered writes on the loop's thread between two yields to the event loop."""
 
@@ -452,10 +462,10 @@ class _BlockThread:
         self._jobs: _Jobs = queue.SimpleQueue()
         self.transactions = 0  # transaction() blocks open on it (for in_transaction)
         self.alive = True
-        thread = threading.Thread(
+        self.thread = threading.Thread(
             target=_serve, args=(self._jobs,), name="perspt-store-block", daemon=True
         )
-        thread.start()
+        self.thread.start()
 
     async def call(self, function: Callable[[], T]) -> T:
         """Run ``function`` on this thread; a cancelled caller waits until it has finished."""
@@ -511,6 +521,7 @@ class AsyncSessionStore(AsyncSurface):
             f"perspt-store-owes-{id(self):x}", default=False
         )
         self._jobs = _Pool(max_threads)
+        self._blocks: list[_BlockThread] = []  # threads of blocks, joined by close() once ended
         self._lane = _WriteLane(self._jobs, store)
         self._stopped = False  # closed, and the workers told to end
         self._yielded = 0.0  # when a buffered write last let the loop run (time.monotonic)
@@ -661,6 +672,8 @@ class AsyncSessionStore(AsyncSurface):
         owned = thread is None
         if thread is None:
             thread = _BlockThread()
+            self._blocks = [b for b in self._blocks if b.thread.is_alive()]
+            self._blocks.append(thread)
         catch_up = owned and self._owes.get() and bool(self.sync.pending_writes)
         entered: list[AbstractContextManager[None]] = []
 
@@ -708,7 +721,9 @@ class AsyncSessionStore(AsyncSurface):
 
     async def close(self) -> None:
         """:meth:`SessionStore.close` on a worker thread; it finishes even if cancelled. The
-        worker threads end once the calls handed to them have run."""
+        worker threads end once the calls handed to them have run, and ``close()`` returns
+        once they have ended (off the loop): a thread still ending (dropping its DuckDB
+        cursor) while the interpreter exits would abort the process."""
         with anyio.CancelScope(shield=True):
             try:
                 await self._run(self.sync.close, name="close")
@@ -716,6 +731,12 @@ class AsyncSessionStore(AsyncSurface):
                 if self.sync.closed and not self._stopped:
                     self._stopped = True
                     self._jobs.stop()
+                if self._stopped:  # closed, even if it raised (a FlushError, say)
+                    # Not the threads of blocks still open (close() may be called in one).
+                    threads = [*self._jobs.threads,
+                               *(b.thread for b in self._blocks if not b.alive)]
+                    if any(thread.is_alive() for thread in threads):
+                        await _on_a_thread_of_its_own(functools.partial(_join, threads))
 
     async def __aenter__(self) -> Self:
         return self
