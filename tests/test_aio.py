@@ -381,6 +381,7 @@ async def held_write_lock(store: ps.AsyncSessionStore, writes: list[Any]) -> lis
     or raised, in order."""
     inside, release = anyio.Event(), anyio.Event()
     outcomes: list[Any] = [None] * len(writes)
+    handed = 0  # writes handed over: a call hands over before it first waits
 
     async def holder() -> None:
         async with store.transaction():
@@ -389,8 +390,11 @@ async def held_write_lock(store: ps.AsyncSessionStore, writes: list[Any]) -> lis
             await release.wait()
 
     async def write(n: int) -> None:
+        nonlocal handed
         try:
-            outcomes[n] = await writes[n]()
+            call = writes[n]()
+            handed += 1  # nothing awaits between this and the hand-over
+            outcomes[n] = await call
         except Exception as exc:
             outcomes[n] = exc
 
@@ -399,7 +403,9 @@ async def held_write_lock(store: ps.AsyncSessionStore, writes: list[Any]) -> lis
         await inside.wait()
         for n in range(len(writes)):
             tg.start_soon(write, n)
-        await anyio.sleep(0.05)  # let every write reach the lane (they wait for the lock)
+        with anyio.fail_after(30):  # every write waits in the lane (for the lock) first
+            while handed < len(writes):
+                await anyio.sleep(0.001)
         release.set()
     return outcomes
 
