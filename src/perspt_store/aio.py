@@ -261,6 +261,7 @@ class _Pool:
         self._lock = threading.Lock()
         self._idle: list[_Jobs] = []  # the inboxes of idle threads, the last idle last
         self._backlog: collections.deque[_Job | None] = collections.deque()
+        self._stopped = False
         self.size = size
         self.threads = [
             threading.Thread(target=self._serve, args=(queue.SimpleQueue(),),
@@ -271,18 +272,34 @@ class _Pool:
             thread.start()
 
     def put(self, job: _Job | None) -> None:
-        """Hand ``job`` to a thread (``None`` ends one, after the jobs handed before it)."""
+        """Hand ``job`` to a thread (``None`` ends one, after the jobs handed before it).
+
+        A job handed over once the pool is stopping (the write lane's next group, queued as
+        ``close()`` ran) gets a thread of its own: no job is left without a thread.
+        """
         with self._lock:
-            if not self._idle:
-                self._backlog.append(job)
-                return
-            inbox = self._idle.pop()
+            late = self._stopped and job is not None
+            if not late:
+                if not self._idle:
+                    self._backlog.append(job)
+                    return
+                inbox = self._idle.pop()
+        if late:
+            inbox = queue.SimpleQueue()
+            for item in (job, None):  # the job, then the thread ends
+                inbox.put(item)
+            threading.Thread(target=_serve, args=(inbox,), name="perspt-store-late",
+                             daemon=True).start()
+            return
         inbox.put(job)
 
     def stop(self) -> None:
         """End every thread once the jobs handed to the pool so far have run."""
+        with self._lock:
+            self._stopped = True
         for _ in range(self.size):
             self.put(None)
+
 
     def _serve(self, inbox: _Jobs) -> None:
         waited, job = self._backlogged(inbox)
