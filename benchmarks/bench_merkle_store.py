@@ -1,11 +1,11 @@
 """The Merkle commit log inside the store.
 
-* ``record_node_state`` (row + commit-log entry + state root, one statement) in a session
-  of N nodes, vs a bare parameterised INSERT of the same node row (autocommit) into a
-  database of the same size: the difference is the commit log's overhead. The floor is the
-  store's statement in raw SQL with precomputed hashes (the node row, the log entry and the
-  ``UPDATE sessions`` in one statement with data-modifying CTEs): DuckDB's own cost for the
-  same work;
+* ``record_node_state`` (the row carrying its commit-log entry, and the state root, in one
+  statement) in a session of N nodes, vs a bare parameterised INSERT of the same node row
+  (autocommit) into a database of the same size: the difference is the commit log's
+  overhead. The floor is the store's statement in raw SQL with precomputed hashes (the node
+  row with its packed entry and the ``UPDATE sessions`` in one statement, a data-modifying
+  CTE): DuckDB's own cost for the same work;
 * ``verify_session`` of a session with C commits (every leaf and root recomputed from the
   stored rows).
 
@@ -38,7 +38,20 @@ from _common import (
 
 import perspt_store as ps
 from perspt_store._mapping import table_map
+from perspt_store.schema import MERKLE_LOG_SQL
 from perspt_store.store.commits import _COMMIT_ONE_SQL as COMMIT_ONE_SQL
+
+# Schema 4's statement (three tables: the node row, a merkle_log row, the root), kept here
+# to compare against: the store wrote it until the log moved onto the rows.
+_MAPPING = table_map(ps.NodeStateRecord)
+THREE_TABLES_SQL = (
+    f"WITH node AS ({_MAPPING.insert_sql} RETURNING id), "
+    "entry AS (INSERT INTO merkle_log (session_id, seq, node_state_id, node_id, kind, "
+    "leaf_hash, state_root, log_root) SELECT ?, ?, node.id, ?, ?, ?, ?, ? FROM node "
+    "RETURNING seq) "
+    "UPDATE sessions SET merkle_root = ?, updated_at = now() WHERE session_id = ?"
+)
+ENTRY = bytes(105)  # a packed log entry's size (commits.pack_commit)
 
 
 def bench_commit(root: Path, nodes: int, calls: int) -> dict[str, Any]:
@@ -63,13 +76,11 @@ def bench_commit(root: Path, nodes: int, calls: int) -> dict[str, Any]:
         updates = [node_state(i % nodes, 1 + i // nodes % 4) for i in range(calls + 50)]
         params = [mapping.encode(row) for row in updates]
         ours_it, bare_it, floor_it = iter(updates), iter(params), iter(params)
-        seq = iter(range(10**9))
         digest = bytes(32)
 
         def floor_commit() -> None:  # the store's statement, without hashing or Python layers
-            floor_conn.execute(COMMIT_ONE_SQL, [*next(floor_it), SESSION, next(seq), "node",
-                                                "commit", digest, digest, digest, digest,
-                                                SESSION]).fetchall()
+            floor_conn.execute(COMMIT_ONE_SQL, [*next(floor_it), ENTRY, digest, SESSION])
+            floor_conn.fetchall()
 
         for _ in range(25):  # warm up
             store.record_node_state(next(ours_it))
@@ -105,7 +116,7 @@ def bench_commit(root: Path, nodes: int, calls: int) -> dict[str, Any]:
 
 _CARRY_COLUMNS = ("log_seq INTEGER", "log_kind VARCHAR", "leaf_hash BLOB", "state_root BLOB",
                   "log_root BLOB")
-_PACKED_COLUMN = ("log_entry BLOB",)
+_LOG_TABLE = ("merkle_log table",)
 
 
 def bench_layouts(root: Path, nodes: int, rounds: int) -> dict[str, Any]:
@@ -120,15 +131,16 @@ def bench_layouts(root: Path, nodes: int, rounds: int) -> dict[str, Any]:
     * ``bare INSERT + root UPDATE``: the node row and ``UPDATE sessions SET merkle_root,
       updated_at = now()`` in one statement, nothing else: the floor of any layout that
       keeps ``sessions.merkle_root`` equal to the state root after every commit;
-    * ``three tables``: today's statement (node row, log entry, the root);
+    * ``three tables (schema 4)``: the store's statement until schema 5 (node row, a
+      ``merkle_log`` row, the root);
     * ``three tables, root only``: the same, the UPDATE setting only ``merkle_root``;
     * ``row carries its commit``: nullable log columns on ``node_states`` (one INSERT) and
       the root UPDATE, in one statement (two tables);
     * ``row carries its commit, root only``: the same, the UPDATE setting only the root;
     * ``row carries its commit, no root``: the INSERT alone (one table; does not keep
       ``sessions.merkle_root``, shown for the floor of the layout);
-    * ``row carries a packed commit``: the same two, the log entry packed into one BLOB
-      column (104 bytes) instead of five.
+    * ``row carries a packed commit (schema 5)``: the same two, the log entry packed into
+      one BLOB column (105 bytes) instead of five: the store's statement since schema 5.
     """
     mapping = table_map(ps.NodeStateRecord)
     seed = mapping.encode_columns([node_state(n, 0) for n in range(nodes)])
@@ -136,19 +148,23 @@ def bench_layouts(root: Path, nodes: int, rounds: int) -> dict[str, Any]:
     marks = ", ".join("?" for _ in mapping.columns)
     carry = f"INSERT INTO node_states ({insert_cols}, log_seq, log_kind, leaf_hash, " \
         f"state_root, log_root) VALUES ({marks}, ?, ?, ?, ?, ?)"
-    packed = f"INSERT INTO node_states ({insert_cols}, log_entry) VALUES ({marks}, ?)"
+    packed = f"INSERT INTO node_states ({insert_cols}, merkle_commit) VALUES ({marks}, ?)"
     update = "UPDATE sessions SET merkle_root = ?, updated_at = now() WHERE session_id = ?"
     root_only = "UPDATE sessions SET merkle_root = ? WHERE session_id = ?"
-    cte_root_only = COMMIT_ONE_SQL.replace(", updated_at = now()", "")
-    assert cte_root_only != COMMIT_ONE_SQL
-    digest, entry = bytes(32), bytes(104)
+    cte_root_only = THREE_TABLES_SQL.replace(", updated_at = now()", "")
+    assert cte_root_only != THREE_TABLES_SQL
+    digest, entry = bytes(32), ENTRY
     seq = iter(range(10**9))
 
     def conn_for(name: str, extra: tuple[str, ...]) -> duckdb.DuckDBPyConnection:
         conn = duckdb.connect(str(fresh_path(root, f"layout_{name}_{nodes}.db")))
         ps.init_schema(conn)
-        for column in extra:
-            conn.execute(f"ALTER TABLE node_states ADD COLUMN {column}")
+        if extra == _LOG_TABLE:  # schema 4's merkle_log table in place of the view
+            conn.execute("DROP VIEW merkle_log")
+            conn.execute(MERKLE_LOG_SQL)
+        else:
+            for column in extra:
+                conn.execute(f"ALTER TABLE node_states ADD COLUMN {column}")
         conn.execute("INSERT INTO sessions (session_id, task, working_dir) VALUES (?, 't', '/')",
                      [SESSION])
         conn.execute(mapping.bulk_insert_sql, seed)
@@ -166,16 +182,18 @@ def bench_layouts(root: Path, nodes: int, rounds: int) -> dict[str, Any]:
         ("bare INSERT", (), lambda p: (mapping.insert_sql, p)),
         ("bare INSERT + root UPDATE", (), lambda p: (
             f"WITH node AS ({mapping.insert_sql} RETURNING id) {update}", [*p, digest, SESSION])),
-        ("three tables (today)", (), lambda p: (COMMIT_ONE_SQL, [*log(p), digest, SESSION])),
-        ("three tables, root only", (), lambda p: (cte_root_only, [*log(p), digest, SESSION])),
+        ("three tables (schema 4)", _LOG_TABLE, lambda p: (
+            THREE_TABLES_SQL, [*log(p), digest, SESSION])),
+        ("three tables, root only", _LOG_TABLE, lambda p: (
+            cte_root_only, [*log(p), digest, SESSION])),
         ("row carries its commit", _CARRY_COLUMNS, lambda p: (
             f"WITH node AS ({carry} RETURNING id) {update}", [*carried(p), digest, SESSION])),
         ("row carries its commit, root only", _CARRY_COLUMNS, lambda p: (
             f"WITH node AS ({carry} RETURNING id) {root_only}", [*carried(p), digest, SESSION])),
         ("row carries its commit, no root", _CARRY_COLUMNS, lambda p: (carry, carried(p))),
-        ("row carries a packed commit", _PACKED_COLUMN, lambda p: (
-            f"WITH node AS ({packed} RETURNING id) {update}", [*p, entry, digest, SESSION])),
-        ("row carries a packed commit, no root", _PACKED_COLUMN, lambda p: (packed, [*p, entry])),
+        ("row carries a packed commit (schema 5)", (), lambda p: (
+            COMMIT_ONE_SQL, [*p, entry, digest, SESSION])),
+        ("row carries a packed commit, no root", (), lambda p: (packed, [*p, entry])),
     ]):
         variants[name] = (conn_for(str(number), extra), make)
     params = [mapping.encode(node_state(i % nodes, 1 + i // nodes % 4))

@@ -4,7 +4,8 @@ Every fact on that page comes from the package: the tables, column types, nullab
 defaults, keys and indexes are read from a fresh in-memory database built by
 :func:`perspt_store.init_schema`; the Python types and the descriptions come from the row
 models in :data:`perspt_store.rows.ROW_MODELS` (one field docstring per column). Only the
-three tables the port adds (which have no row model) are described here, in ``OWN_TABLES``.
+tables and the view the port adds (which have no row model) are described here, in
+``OWN_TABLES``.
 
 Usage::
 
@@ -73,7 +74,7 @@ FAMILIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "Commit log and metadata tables",
         "api/commits.md",
-        ("merkle_log", "merkle_root_overrides", "perspt_store_meta"),
+        ("merkle_log", "merkle_log_detached", "merkle_root_overrides", "perspt_store_meta"),
     ),
 )
 """(heading, API page, tables) per family, in the order of the API pages; every table must be
@@ -81,9 +82,12 @@ in exactly one. Headings never equal a table name, so each table's anchor is its
 
 OWN_TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "merkle_log": (
-        "One row per commit of a session's Merkle log (see [The Merkle log](merkle.md)). "
-        "Written by `record_node_state` and `rollback` in the same transaction as the "
-        "node state they commit; never updated or deleted.",
+        "A view: one row per commit of a session's Merkle log (see [The Merkle log]"
+        "(merkle.md)). Since schema 5 each node-state row the store writes carries its own "
+        "commit in `node_states.merkle_commit` (one table written per commit, not two), "
+        "and this view decodes those entries, then adds `merkle_log_detached`'s. Written by "
+        "`record_node_state` and `rollback` with the node state they commit; never updated "
+        "or deleted.",
         {
             "session_id": "The session (FK).",
             "seq": "The commit's 0-based position in the session's log (its leaf index).",
@@ -94,7 +98,26 @@ OWN_TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "leaf_hash": "`hash_node_state` of the row (32 bytes).",
             "state_root": "The session's state root after this commit (32 bytes).",
             "log_root": "The root of the session's log after this commit (32 bytes).",
-            "created_at": "When the commit was written (naive UTC).",
+            "created_at": "When the commit was written (naive UTC): its row's `created_at`, "
+            "unless the entry keeps a time of its own (a backfilled one).",
+        },
+    ),
+    "merkle_log_detached": (
+        "Log entries that no node-state row can carry (their row was deleted or changed "
+        "behind the store's back, or two entries name one row), kept as they were so "
+        "`verify_session` still reports them: schema 4's `merkle_log` table, renamed when "
+        "a file is migrated, and the entries of a lake import that no imported row can "
+        "carry. Commits never go here.",
+        {
+            "session_id": "As in `merkle_log`.",
+            "seq": "As in `merkle_log`.",
+            "node_state_id": "As in `merkle_log`.",
+            "node_id": "As in `merkle_log`.",
+            "kind": "As in `merkle_log`.",
+            "leaf_hash": "As in `merkle_log`.",
+            "state_root": "As in `merkle_log`.",
+            "log_root": "As in `merkle_log`.",
+            "created_at": "As in `merkle_log`.",
         },
     ),
     "merkle_root_overrides": (
@@ -197,6 +220,12 @@ def _description(model: type[Row], column: str) -> tuple[str, str, str]:
     if isinstance(attribute, property) and column in model.__db_columns__:
         doc = (attribute.__doc__ or "").strip()
         return f"{_DB_COLUMN_TYPES[column]} | None", "read-only", doc
+    if column == "merkle_commit":  # ours, and no model's: the row's log entry
+        return "—", "not in the model", (
+            "The commit of a row the store wrote, packed (kind, seq, leaf hash, state root, "
+            "log root; perspt-store, schema 5); read it as a row of the `merkle_log` view. "
+            "`NULL` for rows written by upstream's SQL."
+        )
     if column == "row_order":  # ours, and no model's: the store orders by it
         return "—", "not in the model", (
             "Insertion order, drawn from `seq_<table>_row_order` (perspt-store; DuckDB gives "
@@ -274,7 +303,8 @@ def _table_section(table: str, catalog: dict[str, Any], out: list[str]) -> None:
     if f"seq_{table}_id" in catalog["sequences"]:
         facts.append(f"`id` from sequence `seq_{table}_id` (insertion order)")
     facts += [f"index {index}" for index in catalog["indexes"].get(table, [])]
-    out.append("Keys and indexes: " + "; ".join(facts) + ".")
+    out.append(("Keys and indexes: " + "; ".join(facts) if facts else "No keys or indexes")
+               + ".")
     out.append("")
 
 
@@ -301,7 +331,7 @@ def render() -> str:
         " Do not edit: run `python docs/gen_schema.py`. tests/test_docs.py checks it. -->",
         "",
         f"Schema version {version}: upstream perspt-store 0.6.2's 23 tables, with the same "
-        "names, columns, defaults and constraints, plus three tables of our own. Each "
+        "names, columns, defaults and constraints, plus three tables and a view of our own. Each "
         "upstream table has one row model; the **Python** column is the type of the model's "
         "field (and its default when the field is optional), and the description is the "
         "field's docstring.",

@@ -19,6 +19,7 @@ from click.testing import CliRunner, Result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import log_tamper
 import perspt_store as ps
 from perspt_store.cli import cli
 from perspt_store.cli._output import emit_rows
@@ -293,7 +294,7 @@ def test_history_seqs_are_empty_when_the_log_was_edited_behind_the_stores_back(
     import duckdb
 
     with duckdb.connect(str(rolled_back_db)) as con:  # a forger deletes one log entry
-        con.execute("DELETE FROM merkle_log WHERE session_id = ? AND seq = 4", [SID])
+        log_tamper.delete_entry(con.execute, SID, 4)
     rows = json.loads(output(rolled_back_db, "nodes", SID, "--history", "--json"))
     assert len(rows) == len(NODE_IDS) and all(r["seq"] is None for r in rows)
     log = json.loads(output(rolled_back_db, "log", SID, "--json"))

@@ -66,12 +66,13 @@ _UPSTREAM_SCRIPT = """
 import json, sys
 import duckdb
 assert duckdb.__version__ == sys.argv[1], duckdb.__version__
-db, snapshot, tables = sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+db, snapshot, tables, LOG = sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), sys.argv[5]
 out = {}
 for path in (db, snapshot):
     conn = duckdb.connect(path, read_only=True)
     out[path] = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
     out[path + ":block"] = conn.execute("PRAGMA database_size").fetchone()[2]
+    out[path + ":log"] = conn.execute(LOG).fetchall()  # the view's decoding, on 1.5.4
     conn.close()
 # Upstream's statements name their columns: our extra columns take their defaults.
 conn = duckdb.connect(db)
@@ -90,6 +91,13 @@ print(json.dumps(out))
 """
 
 
+# The commit log as the merkle_log view decodes it from the node-state rows (schema 5).
+_LOG_ROWS = (
+    "SELECT session_id, seq, node_state_id, node_id, kind, hex(leaf_hash), hex(state_root), "
+    "hex(log_root), CAST(created_at AS VARCHAR) FROM merkle_log ORDER BY session_id, seq"
+)
+
+
 def test_upstreams_engine_reads_and_writes_a_new_file_and_its_snapshot(
     tmp_path: Path, upstream_python: Path
 ) -> None:
@@ -100,10 +108,12 @@ def test_upstreams_engine_reads_and_writes_a_new_file_and_its_snapshot(
     with ps.SessionStore.open(path) as store:  # publishes the snapshot on close
         tables = [*TABLES, "merkle_log", "merkle_root_overrides"]
         counts = {t: store.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in tables}
+        log = [list(row) for row in store.sql(_LOG_ROWS).fetchall()]
+        assert len(log) == counts["merkle_log"] > 0
     snapshot = path.with_name(path.name + ".snapshot")
     result = subprocess.run(
         [str(upstream_python), "-c", _UPSTREAM_SCRIPT, UPSTREAM_DUCKDB, str(path),
-         str(snapshot), json.dumps(tables)],
+         str(snapshot), json.dumps(tables), _LOG_ROWS],
         capture_output=True, text=True, check=False, timeout=300,
     )
     assert result.returncode == 0, result.stderr
@@ -111,6 +121,7 @@ def test_upstreams_engine_reads_and_writes_a_new_file_and_its_snapshot(
     assert seen[str(path)] == counts
     assert seen[str(snapshot)] == counts
     assert seen[str(path) + ":block"] == seen[str(snapshot) + ":block"] == 16384
+    assert seen[str(path) + ":log"] == seen[str(snapshot) + ":log"] == log
     with ps.SessionStore.open(path) as store:  # upstream's rows read back, in order
         assert [s.session_id for s in store.list_recent_sessions(1)] == ["up"]
         assert store.get_session("up").status == "COMPLETED"  # type: ignore[union-attr]

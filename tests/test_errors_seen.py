@@ -301,39 +301,6 @@ def test_a_duplicate_key_is_named_in_words_alone_and_within_one_batch(
         mem.record_many([twice, twice])
 
 
-def _constraint_error(ddl: str, *inserts: str) -> duckdb.Error:
-    """The real error DuckDB raises for the last insert."""
-    with duckdb.connect() as conn:
-        conn.execute(ddl)
-        for insert in inserts[:-1]:
-            conn.execute(insert)
-        try:
-            conn.execute(inserts[-1])
-        except duckdb.Error as exc:
-            return exc
-    raise AssertionError("no error")
-
-
-def test_a_duplicate_of_a_two_column_key_names_both_columns() -> None:
-    ddl = "CREATE TABLE merkle_log (session_id VARCHAR, seq INTEGER, PRIMARY KEY (session_id, seq))"
-    existing = _constraint_error(
-        ddl,
-        "INSERT INTO merkle_log VALUES ('a, b', 3)",
-        "INSERT INTO merkle_log VALUES ('a, b', 3)",
-    )
-    error = translate_error(existing, table="merkle_log", operation="insert")
-    assert str(error) == (
-        "writing merkle_log failed: a row with session_id 'a, b' and seq 3 already exists; "
-        "nothing was written"
-    )
-    batch = _constraint_error(ddl, "INSERT INTO merkle_log VALUES ('a, b', 3), ('a, b', 3)")
-    error = translate_error(batch, table="merkle_log", operation="insert")
-    assert str(error) == (
-        "writing merkle_log failed: session_id 'a, b' and seq 3 is given twice in this batch "
-        "or transaction; nothing was written"
-    )
-
-
 def test_the_key_columns_translate_error_names_are_the_schemas(tmp_path: Path) -> None:
     from perspt_store.store._base import _KEY_COLUMNS
 

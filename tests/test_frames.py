@@ -60,7 +60,8 @@ def test_frame_has_every_column_and_row_of_the_session_in_insertion_order(
     relation = store.frame(table, demo)
     columns = [c for (c,) in store.sql(
         "SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index",
-        [table]).fetchall()]
+        [table]).fetchall()
+        if (table, c) != ("node_states", "merkle_commit")]  # shown as merkle_log's rows
     assert relation.columns == columns
     rows = dicts(relation)
     assert len(rows) == store.sql(f"SELECT count(*) FROM {table} WHERE session_id = ?",

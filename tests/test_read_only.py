@@ -261,7 +261,8 @@ def test_read_only_runs_no_schema_ddl_on_an_older_file(template: Path, tmp_path:
 
     with duckdb.connect(str(path)) as conn:  # make it look like schema version 2
         conn.execute("DROP TABLE merkle_root_overrides")
-        conn.execute("DROP TABLE merkle_log")
+        conn.execute("DROP VIEW merkle_log")
+        conn.execute("DROP TABLE merkle_log_detached")
         conn.execute("UPDATE perspt_store_meta SET value = '2' WHERE key = 'schema_version'")
     before = tree(tmp_path)
     with ps.SessionStore.open_read_only(path) as store:

@@ -280,8 +280,11 @@ OUR_COLUMNS = {
     ("branch_lineage", "session_id"): ("VARCHAR", True, None),
     # Stored insertion order of the tables without an id (an UPDATE changes a rowid).
     **{(t, "row_order"): ("BIGINT", True, f"nextval('seq_{t}_row_order')") for t in _ORDERED},
+    # The log entry of each row the store wrote (read through the merkle_log view).
+    ("node_states", "merkle_commit"): ("BLOB", True, None),
 }
-OUR_TABLES = {"perspt_store_meta", "merkle_log", "merkle_root_overrides"}
+OUR_TABLES = {"perspt_store_meta", "merkle_log_detached", "merkle_root_overrides"}
+OUR_VIEWS = {"merkle_log"}
 OUR_INDEXES = {"idx_branch_lineage_session": ("branch_lineage", "session_id")}
 OUR_SEQUENCES = {"seq_merkle_root_overrides_id", *(f"seq_{t}_row_order" for t in _ORDERED)}
 
@@ -385,13 +388,14 @@ def test_init_schema_creates_exactly_the_upstream_tables_and_our_documented_ones
     assert ps.init_schema(conn) == ps.SCHEMA_VERSION
     tables = {t for (t,) in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     assert tables == set(SPEC) | OUR_TABLES
-    assert conn.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchall() == [
-        (0,)]
+    views = {v for (v,) in conn.execute(
+        "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert views == OUR_VIEWS
 
 
 def test_every_object_we_add_is_documented_in_the_schema_module() -> None:
     doc = schema.__doc__ or ""
-    for name in sorted(OUR_TABLES | set(OUR_INDEXES) | {c for _, c in OUR_COLUMNS}):
+    for name in sorted(OUR_TABLES | OUR_VIEWS | set(OUR_INDEXES) | {c for _, c in OUR_COLUMNS}):
         if name.startswith("idx_"):
             continue  # an index on a documented column needs no note of its own
         assert f"``{name}``" in doc, f"{name} is not described in schema.py's docstring"
@@ -706,7 +710,9 @@ def test_each_models_fields_and_database_columns_are_the_tables_columns_in_order
     fresh: Any, table: str
 ) -> None:
     model = ps.ROW_MODELS[table]
-    table_columns = [c[0] for c in columns(fresh)[table] if c[0] != "row_order"]
+    # Not the row's own: its insertion order, and the log entry it carries.
+    table_columns = [c[0] for c in columns(fresh)[table]
+                     if c[0] not in ("row_order", "merkle_commit")]
     db_columns = list(model.__db_columns__)
     assert sorted([*model.model_fields, *db_columns]) == sorted(table_columns)
     assert [c for c in table_columns if c not in db_columns] == list(model.model_fields)

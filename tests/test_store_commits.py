@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import log_tamper
 import perspt_store as ps
 from conftest import add_session, spy_statements
 from perspt_store import merkle
@@ -69,7 +70,8 @@ def test_a_commit_that_fails_half_way_writes_nothing_and_the_next_one_works(
     # the next commit collides with it after its node row was inserted, and the reloaded
     # log holds a leaf no commit could have written.
     store.sql(
-        "INSERT INTO merkle_log (session_id, seq, node_state_id, node_id, kind, leaf_hash, "
+        "INSERT INTO merkle_log_detached (session_id, seq, node_state_id, node_id, kind, "
+        "leaf_hash, "
         "state_root, log_root) VALUES (?, 1, 0, 'x', 'commit', ?, ?, ?)",
         params=[session, b"x", b"x", b"x"],
     ).fetchall()
@@ -79,7 +81,9 @@ def test_a_commit_that_fails_half_way_writes_nothing_and_the_next_one_works(
     session_row = store.get_session(session)
     assert session_row is not None and session_row.merkle_root == first.state_root
 
-    store.sql("DELETE FROM merkle_log WHERE session_id = ? AND seq = 1", [session]).fetchall()
+    store.sql(
+        "DELETE FROM merkle_log_detached WHERE session_id = ? AND seq = 1", [session]
+    ).fetchall()
     second = store.record_node_state(node(session, "b"))
     assert second.seq == 1
     assert store.verify_session(session).ok
@@ -308,27 +312,20 @@ def test_an_inserted_node_state_is_reported(store: ps.SessionStore, session: str
 
 def test_reordered_node_states_are_reported(store: ps.SessionStore, session: str) -> None:
     commit_some(store, session)
-    # Swap which rows the log entries 1 and 2 point at.
-    store.sql(
-        "UPDATE merkle_log SET node_state_id = CASE seq WHEN 1 THEN 3 ELSE 2 END "
-        "WHERE session_id = ? AND seq IN (1, 2)",
-        [session],
-    ).fetchall()
+    log_tamper.swap_entries(store.sql, session, 1, 2)  # which rows entries 1 and 2 ride on
     assert "reordered" in kinds(store, session)
 
 
 def test_a_forged_log_entry_is_reported(store: ps.SessionStore, session: str) -> None:
     commit_some(store, session)
-    store.sql(
-        "UPDATE merkle_log SET log_root = ? WHERE session_id = ? AND seq = 4", [bytes(32), session]
-    ).fetchall()
+    log_tamper.set_field(store.sql, session, 4, "log_root", bytes(32))
     report = store.verify_session(session)
     assert [(p.kind, p.seq) for p in report.problems] == [("forged", 4)]
 
 
 def test_a_deleted_log_entry_is_reported(store: ps.SessionStore, session: str) -> None:
     commit_some(store, session)
-    store.sql("DELETE FROM merkle_log WHERE session_id = ? AND seq = 2", [session]).fetchall()
+    log_tamper.delete_entry(store.sql, session, 2)
     assert {"deleted", "inserted"} <= kinds(store, session)
 
 

@@ -238,10 +238,11 @@ def test_migration_keeps_every_upstream_column_and_only_adds_nullable_ones(
     assert in_upstream_tables == {
         ("branch_lineage", "session_id"): (7, "VARCHAR", True),
         **{(t, "row_order"): (last[t] + 1, "BIGINT", True) for t in ordered},
+        ("node_states", "merkle_commit"): (16, "BLOB", True),  # a row's own log entry
     }
     node_columns = sorted((i, c) for (t, c), (i, _, _) in after.items() if t == "node_states")
-    assert [c for _, c in node_columns][-7:] == [c for c, _ in NODE_STATES_LATER_COLUMNS]
-    assert len(node_columns) == 15
+    assert [c for _, c in node_columns][-8:-1] == [c for c, _ in NODE_STATES_LATER_COLUMNS]
+    assert len(node_columns) == 16
 
 
 def test_migration_records_schema_version_and_legacy_high_water_marks(

@@ -61,7 +61,40 @@ def connect(
     settings: dict[str, str | bool | int | float | list[str]] = {**NO_AUTO_EXTENSIONS, **config}
     if new_file:
         settings.update(NEW_FILE_CONFIG)
-    return duckdb.connect(target, read_only=read_only, config=settings)
+    try:
+        return duckdb.connect(target, read_only=read_only, config=settings)
+    except duckdb.CatalogException as exc:
+        if read_only or not needs_core_functions(exc):
+            raise
+        replay_wal_with_core_functions(target)
+        return duckdb.connect(target, read_only=read_only, config=settings)
+
+
+def needs_core_functions(exc: duckdb.Error) -> bool:
+    """True if opening a file failed because replaying its WAL needs ``core_functions``."""
+    message = str(exc)
+    return "replaying WAL" in message and "core_functions" in message
+
+
+def replay_wal_with_core_functions(path: str) -> None:
+    """Replay ``path``'s write-ahead log into the file with DuckDB's ``core_functions``
+    loaded, then checkpoint it.
+
+    Replaying some DDL (a dropped table with a foreign key rebinds the table it references,
+    defaults such as ``CURRENT_TIMESTAMP`` included) needs functions of that extension, and
+    with auto-loading off nothing has loaded it yet when a file is opened, so a process
+    killed between such a commit and its checkpoint leaves a file DuckDB will not open.
+    ``core_functions`` is built into DuckDB (nothing is downloaded): load it explicitly on
+    an in-memory connection, attach the file there (the replay), and checkpoint.
+    """
+    conn = duckdb.connect(":memory:", config=dict(NO_AUTO_EXTENSIONS))
+    try:
+        conn.execute("LOAD core_functions")
+        conn.execute("ATTACH ? AS perspt_replay", [path])
+        conn.execute("CHECKPOINT perspt_replay")
+        conn.execute("DETACH perspt_replay")
+    finally:
+        conn.close()
 
 
 def not_duckdb(header: bytes) -> str | None:

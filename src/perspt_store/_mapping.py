@@ -554,6 +554,27 @@ def legacy_replacements(
     return [f"{expr} AS {name}" for name, expr in table_map(model).legacy_sql(key, mark)]
 
 
+COMMITS_ON_ROWS_VERSION = 5
+"""The schema version from which ``node_states`` carries each store-written row's log
+entry in ``merkle_commit`` (read through the ``merkle_log`` view, never as a column)."""
+
+
+def star(table: str, marks: Mapping[str, int], schema_version: int | None = None) -> str:
+    """``*`` for ``SELECT`` over ``table`` as exports and frames show it: upstream's rows
+    decoded (:func:`legacy_replacements`), and without ``node_states.merkle_commit`` (the
+    log entries are ``merkle_log``'s rows). ``schema_version``: the file's (default:
+    current)."""
+    exclude = (
+        " EXCLUDE (merkle_commit)"
+        if table == "node_states"
+        and (schema_version is None or schema_version >= COMMITS_ON_ROWS_VERSION)
+        else ""
+    )
+    replacements = legacy_replacements(table, marks, schema_version)
+    replace = f" REPLACE ({', '.join(replacements)})" if replacements else ""
+    return f"*{exclude}{replace}"
+
+
 def table_map(model: type[R]) -> TableMap[R]:
     """The (cached) mapping of a row model to its table."""
     return cast(TableMap[R], _table_map(model))

@@ -169,6 +169,18 @@ def _copy_tables(
     for table in tables:
         # Insertion order travels in the columns (id, row_order), not in the copy's rowids.
         cursor.execute(f"CREATE TABLE {alias}.{table} AS SELECT * FROM main.{table}").fetchall()
+    views = cursor.execute(
+        "SELECT sql FROM duckdb_views() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND NOT internal AND NOT temporary ORDER BY view_name"
+    ).fetchall()
+    if views:  # merkle_log, among others: created in the copy, over the copy's tables
+        ((home,),) = cursor.execute("SELECT current_database()").fetchall()
+        cursor.execute(f"USE {alias}").fetchall()
+        try:
+            for (sql,) in views:
+                cursor.execute(sql).fetchall()
+        finally:
+            cursor.execute(f'USE "{home.replace(chr(34), chr(34) * 2)}"').fetchall()
     if _META_TABLE not in tables:
         cursor.execute(
             f"CREATE TABLE {alias}.{_META_TABLE} (key VARCHAR, value VARCHAR)"

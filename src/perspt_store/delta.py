@@ -311,17 +311,16 @@ class _Snapshot:
 
 def _digests_sql(store: SessionStore, columns: dict[str, list[str]]) -> str:
     """Per table and session: a digest of the exported rows in order (lake.py's digest)."""
-    from ._mapping import legacy_replacements
+    from ._mapping import star
 
     parts = []
     for table in LAKE_TABLES:
-        replacements = legacy_replacements(table, internals(store).legacy_marks)
-        replace = f" REPLACE ({', '.join(replacements)})" if replacements else ""
         key = "seq" if table == "merkle_log" else order_key(table)
         digest = _digest_sql([c for c in columns[table] if c != "session_id"])
         parts.append(
             f"SELECT '{table}', session_id, {digest.format(order='_order')}.digest FROM "
-            f"(SELECT *{replace}, {key} AS _order FROM {table} "
+            f"(SELECT {star(table, internals(store).legacy_marks)}, {key} AS _order "
+            f"FROM {table} "
             "WHERE session_id IN (SELECT unnest($1))) GROUP BY session_id"
         )
     return " UNION ALL ".join(parts)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 
-from ._mapping import legacy_replacements
+from ._mapping import star
 from .commitlog import REMOVED_STATE
 from .rows import ROW_MODELS
 from .schema import TABLES
@@ -127,9 +127,8 @@ class FramesMixin(_StoreBase):
         from .store.internals import internals  # store/ imports this module: not at the top
 
         inside = internals(self)
-        replacements = legacy_replacements(table, inside.legacy_marks, self.schema_version)
-        replace = f" REPLACE ({', '.join(replacements)})" if replacements else ""
-        source = f"(SELECT *{replace}, {inside.order_column(table)} AS _order FROM {table})"
+        selected = star(table, inside.legacy_marks, self.schema_version)
+        source = f"(SELECT {selected}, {inside.order_column(table)} AS _order FROM {table})"
         where: list[str] = []
         params: list[Any] = []
         if session_id is not None:

@@ -66,9 +66,10 @@ from urllib.parse import quote
 import duckdb
 
 from ._displayable import Displayable
-from ._mapping import legacy_replacements
+from ._mapping import star
 from .errors import (
     DuplicateRecordError,
+    IntegrityError,
     ReadOnlyStoreError,
     RecordNotFoundError,
     SchemaVersionError,
@@ -80,6 +81,7 @@ from .schema import SCHEMA_VERSION, SEQUENCED_TABLES, TABLES, order_key
 from .store import SessionStore
 from .store._arguments import require_store
 from .store._base import PathLike, translate_error
+from .store.commits import LOG_COLUMNS_SQL, carry_entries_sql
 from .store.internals import internals
 
 __all__ = [
@@ -644,9 +646,7 @@ def _check_exportable(store: SessionStore) -> None:
 
 def _select_sql(table: str, marks: Mapping[str, int], where: str) -> str:
     """Every column of ``table`` (upstream's rows decoded), filtered, in insertion order."""
-    replacements = legacy_replacements(table, marks)
-    replace = f" REPLACE ({', '.join(replacements)})" if replacements else ""
-    return f"SELECT *{replace} FROM {table} WHERE {where} ORDER BY {order_key(table)}"
+    return f"SELECT {star(table, marks)} FROM {table} WHERE {where} ORDER BY {order_key(table)}"
 
 
 def _named(
@@ -708,6 +708,12 @@ def _session_facts(
         "(SELECT unnest(?)) ORDER BY session_id, seq", [ids],
         table="merkle_log", operation="export",
     ):
+        if leaf is None:  # bytes the store did not write (the view decodes them to NULL)
+            raise IntegrityError(
+                f"the commit log of session {sid!r} holds an entry the store did not write; "
+                "nothing was exported: run verify_session",
+                table="merkle_log", operation="export",
+            )
         facts.leaves[sid].append(bytes(leaf))
     for sid, at in _run(
         cursor, "SELECT session_id, created_at FROM sessions WHERE session_id IN "
@@ -941,10 +947,8 @@ def _export_table(
             partition = staging / partition_dir(table, sid)
             shutil.rmtree(partition, ignore_errors=True)
             partition.mkdir(parents=True)
-            replacements = legacy_replacements(table, marks)
-            replace = f" REPLACE ({', '.join(replacements)})" if replacements else ""
             query = (
-                f"SELECT * EXCLUDE (session_id, _order) FROM (SELECT *{replace}, "
+                f"SELECT * EXCLUDE (session_id, _order) FROM (SELECT {star(table, marks)}, "
                 f"{order_key(table)} AS _order FROM {table} WHERE session_id = ?) ORDER BY _order"
             )
             _run(
@@ -1235,13 +1239,25 @@ def _insert_session(store: SessionStore, session_id: str, files: dict[str, str])
             if table == "node_states":
                 old_ids, new_ids = sorted(old for old, _ in pairs), ids
         elif table == "merkle_log":
+            # The entries ride on the node-state rows just imported (merkle_log is a view).
             result = internals(store).import_rows(
-                "INSERT INTO merkle_log BY NAME SELECT m.* REPLACE (r.new_id AS node_state_id), "
-                "$1 AS session_id FROM read_parquet($2, hive_partitioning=false) m "
+                "CREATE TEMP TABLE perspt_entries AS SELECT $1 AS session_id, "
+                "m.* REPLACE (r.new_id AS node_state_id), "
+                "row_number() OVER (ORDER BY m.seq) AS entry_no "
+                "FROM read_parquet($2, hive_partitioning=false) m "
                 "JOIN (SELECT unnest($3) AS old_id, unnest($4) AS new_id) r "
-                "ON m.node_state_id = r.old_id ORDER BY m.seq",
+                "ON m.node_state_id = r.old_id",
                 [session_id, glob, old_ids, new_ids], table=table, session_id=session_id,
             )
+            for statement in [
+                *carry_entries_sql("perspt_entries"),
+                # What no imported row can carry stays visible to verify_session.
+                f"INSERT INTO merkle_log_detached SELECT {LOG_COLUMNS_SQL} FROM perspt_entries "
+                "WHERE entry_no NOT IN (SELECT entry_no FROM perspt_placed) ORDER BY seq",
+                "DROP TABLE perspt_placed",
+                "DROP TABLE perspt_entries",
+            ]:
+                internals(store).import_rows(statement, None, table=table, session_id=session_id)
         else:
             # Rows keep the lake's order (the files are written in it); row_order, like an
             # id, is drawn anew from the target's sequence.
@@ -1303,8 +1319,7 @@ def _compare(
     params: list[Any] = []
     columns = _table_columns(cursor)
     for table in LAKE_TABLES:
-        replacements = legacy_replacements(table, internals(store).legacy_marks)
-        replace = f" REPLACE ({', '.join(replacements)})" if replacements else ""
+        selected = star(table, internals(store).legacy_marks)
         key = "seq" if table == "merkle_log" else order_key(table)
         # Ids and row_order are the store's own numbering; the order they give is compared.
         skip = {"id", "session_id", "row_order"} | (
@@ -1312,7 +1327,7 @@ def _compare(
         )
         digest = _digest_sql([c for c in columns[table] if c not in skip])
         ours = (
-            f"(SELECT {digest.format(order='_order')} FROM (SELECT *{replace}, {key} AS _order "
+            f"(SELECT {digest.format(order='_order')} FROM (SELECT {selected}, {key} AS _order "
             f"FROM {table} WHERE session_id = ?))"
         )
         params.append(session_id)
@@ -1362,8 +1377,8 @@ def _table_columns(cursor: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
         "current_database() AND schema_name = 'main' ORDER BY table_name, column_index",
         None, table=None, operation="import",
     ):
-        if table in found:
-            found[table].append(column)
+        if table in found and (table, column) != ("node_states", "merkle_commit"):
+            found[table].append(column)  # a row's log entry is exported as merkle_log's
     return found
 
 

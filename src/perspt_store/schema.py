@@ -8,7 +8,10 @@ so a file stays readable by the Rust crate) with purely additive changes:
 * the float energy columns are ``DOUBLE`` instead of ``REAL``, so a float reads back exactly
   as written (upstream reads them as f64 either way);
 * ``branch_lineage`` gains a nullable ``session_id`` so lineage can be scoped per session;
-* ``merkle_log`` holds each session's append-only commit log (see :mod:`perspt_store.merkle`).
+* ``merkle_log`` is each session's append-only commit log (see :mod:`perspt_store.merkle`):
+  since schema 5 a view over ``merkle_commit``, the ``node_states`` column in which each row
+  the store wrote carries its log entry (``merkle_log_detached``, schema 4's table renamed,
+  keeps the entries that no row can carry);
 * ``merkle_root_overrides`` records ``sessions.merkle_root`` values that are not a state root
   (set through ``update_merkle_root``, or carried over from an upstream file), each with the
   ``log_size`` it was set at: a commit since then ends its excuse;
@@ -23,6 +26,7 @@ one transaction, so a failed migration leaves the file as it was.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -406,6 +410,9 @@ CREATE TABLE IF NOT EXISTS budget_envelopes (
 
 # One row per commit: seq is the 0-based leaf index of the session's log, node_state_id the
 # node_states row it commits, and the roots are the session's after it (perspt_store.merkle).
+# Schema 3 and 4's table; migration 5 moves its entries onto the node-state rows and drops it.
+# Files created before schema 5 have a foreign key to sessions here; it is left out now: a
+# dropped table with a foreign key replays from the WAL only with an extension loaded.
 MERKLE_LOG_SQL = """
 CREATE TABLE IF NOT EXISTS merkle_log (
     session_id VARCHAR NOT NULL,
@@ -417,8 +424,7 @@ CREATE TABLE IF NOT EXISTS merkle_log (
     state_root BLOB NOT NULL,
     log_root BLOB NOT NULL,
     created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    PRIMARY KEY (session_id, seq),
-    FOREIGN KEY (session_id) REFERENCES sessions(session_id)
+    PRIMARY KEY (session_id, seq)
 )"""
 
 # sessions.merkle_root values that are not a state root: set through update_merkle_root, or
@@ -691,8 +697,10 @@ def order_key(table: str, schema_version: int | None = None) -> str:
     is only ever read: DuckDB gives an updated row a new rowid)."""
     if table in SEQUENCED_TABLES or table == "merkle_root_overrides":
         return "id"
+    if table == "merkle_log":
+        return "seq"  # within a session (a view since schema 5: it has no rowid)
     if table not in _NATURAL_KEY_TABLES:
-        return "rowid"  # merkle_log orders by (session_id, seq); the meta table by key
+        return "rowid"  # the meta table (ordered by key)
     if schema_version is not None and schema_version < ROW_ORDER_VERSION:
         return "rowid"
     return "row_order"
@@ -732,11 +740,20 @@ def _migrate_4_stored_order(conn: Connection, *, legacy: bool) -> None:
     )
 
 
+def _migrate_5_commits_on_rows(conn: Connection, *, legacy: bool) -> None:
+    """Each node-state row the store wrote carries its own log entry (``merkle_commit``);
+    ``merkle_log`` becomes a view over them, so a commit writes one table, not two."""
+    from .store.commits import move_log_onto_rows  # the commit code owns the layout
+
+    move_log_onto_rows(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _migrate_1_upstream_layout,
     _migrate_2_python_port,
     _migrate_3_commit_log,
     _migrate_4_stored_order,
+    _migrate_5_commits_on_rows,
 )
 """Append-only: the position of a migration (1-based) is the schema version it produces."""
 
@@ -786,6 +803,13 @@ def init_schema(conn: Connection) -> int:
             migration(conn, legacy=legacy)
             _set_meta(conn, "schema_version", str(number))
         conn.execute("COMMIT")
+        if start in (3, 4):
+            # Migration 5 dropped a table with a foreign key: checkpoint now, so the WAL
+            # need not replay that (see _engine.replay_wal_with_core_functions).
+            import duckdb  # only here: importing this module stays light
+
+            with contextlib.suppress(duckdb.Error):
+                conn.execute("CHECKPOINT")
     except Exception as exc:
         conn.execute("ROLLBACK")
         raise SchemaVersionError(

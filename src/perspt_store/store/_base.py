@@ -77,13 +77,11 @@ def default_data_dir() -> Path:
 _KEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "budget_envelopes": ("session_id",),
     "feature_charters": ("charter_id",),
-    "merkle_log": ("session_id", "seq"),
     META_TABLE: ("key",),
     "plan_revisions": ("revision_id",),
     "repair_footprints": ("footprint_id",),
     "sessions": ("session_id",),
 }
-_NUMERIC_KEY_COLUMNS = frozenset({"seq"})
 
 # What an operation was doing, in words: (with a table, without one).
 _DOING: dict[str, tuple[str, str]] = {
@@ -115,18 +113,16 @@ def _doing(operation: str, table: str | None) -> str:
 
 
 def _key_in_words(table: str | None, text: str, *, named: bool) -> str:
-    """The key DuckDB quotes in a duplicate-key message, in words: ``charter_id 'ch-1'``,
-    ``session_id 's' and seq 3``. ``named``: the text names its columns (``"a: x, b: 2"``),
-    else it is the bare values (``"x, 2"``)."""
+    """The key DuckDB quotes in a duplicate-key message, in words: ``charter_id 'ch-1'``.
+    ``named``: the text names its columns (``"a: x"``), else it is the bare values (``"x"``).
+    """
     columns = _KEY_COLUMNS.get(table or "")
     if columns:
-        # Only the last column may be numeric, so a greedy match splits the values right.
         pattern = ", ".join(f"{re.escape(c)}: (.*)" if named else "(.*)" for c in columns)
         found = re.fullmatch(pattern, text, re.DOTALL)
         if found:
             return " and ".join(
-                f"{column} {value if column in _NUMERIC_KEY_COLUMNS else repr(value)}"
-                for column, value in zip(columns, found.groups(), strict=True)
+                f"{column} {value!r}" for column, value in zip(columns, found.groups(), strict=True)
             )
     return f"the key {text!r}"
 
@@ -204,14 +200,20 @@ RACE_ATTEMPTS = 100
 same engine) wrote the same rows first; each retry means that handle made progress."""
 
 
+class CommitRaceError(StoreError):
+    """Commits computed against a session's log that another store handle on the file has
+    extended since (found before anything was written)."""
+
+
 def lost_a_race(exc: StoreError) -> bool:
-    """True if a write failed only because another handle on the file wrote first: a commit
-    whose log ``seq`` now exists, or DuckDB's write-write conflict on a row."""
+    """True if a write failed only because another handle on the file wrote first: commits
+    to a log that has moved on (:class:`CommitRaceError`), or DuckDB's write-write conflict
+    on a row."""
+    if isinstance(exc, CommitRaceError):
+        return True
     cause = exc.__cause__
     if isinstance(cause, StoreError):  # already said inside a transaction: still a race
         return lost_a_race(cause)
-    if isinstance(cause, duckdb.ConstraintException):
-        return re.search(r'Duplicate key "session_id: .*, seq: \d+"', str(cause)) is not None
     return isinstance(cause, duckdb.TransactionException) and "Conflict" in str(cause)
 
 
@@ -483,6 +485,14 @@ class StoreBase:
                 raise StoreError(_damaged(path, message), operation="open") from exc
             if "not a valid DuckDB database" in message:
                 raise StoreError(f"{path} is not a DuckDB database", operation="open") from exc
+            if read_only and _engine.needs_core_functions(exc):
+                raise StoreError(
+                    f"cannot open {path} read-only: its write-ahead log holds a schema change "
+                    "(a process stopped before its checkpoint) that DuckDB replays only with "
+                    "its built-in core_functions loaded; open it read-write once "
+                    "(SessionStore.open) to replay it",
+                    operation="open",
+                ) from exc
             if "xtension" in message:
                 raise StoreError(
                     f"cannot open {path}: DuckDB would need an extension to read it, and the "
@@ -737,9 +747,15 @@ class StoreBase:
             relation = cursor.sql(query, params=params)
         except duckdb.Error as exc:
             raise translate_error(exc, table=None, operation="sql") from exc
-        if self._publisher is not None and _MAY_WRITE.search(query):
+        if _MAY_WRITE.search(query):
+            self._logs_may_have_changed()
             self._changed()
         return relation
+
+    def _logs_may_have_changed(self) -> None:
+        """A statement the store did not write may have changed commit logs: the cached
+        ones are checked against the database before the next commit."""
+        self._commit_logs.clear()
 
     def _functions_called(self, cursor: duckdb.DuckDBPyConnection, query: str) -> set[str]:
         """Every function a SELECT calls, from DuckDB's own parse tree."""

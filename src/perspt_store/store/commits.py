@@ -1,7 +1,9 @@
 """The store's commit code: the Merkle commit log of each session, written, read, verified and
-rolled back, and the ``merkle_log`` SQL (with the migration that backfills it).
+rolled back, and the ``merkle_log`` SQL (the migrations that backfill it and that move it
+onto the node-state rows).
 
-Every node-state write appends one leaf to its session's log in the same transaction, and
+Every node-state write appends one leaf to its session's log in the same statement (the row
+carries its log entry, and ``merkle_log`` is a view that decodes them), and
 sets ``sessions.merkle_root`` to the new *state root* (the tree over the latest state of every
 node, in ``node_id`` order). Nothing is ever deleted: a rollback appends commits that restore
 the target's states (and tombstones for nodes the target did not have). The types handed out
@@ -11,8 +13,11 @@ live in :mod:`perspt_store.commitlog`; the trees in :mod:`perspt_store.merkle`.
 from __future__ import annotations
 
 import datetime as _dt
+import os
+import threading
+import weakref
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import duckdb
 
@@ -32,7 +37,7 @@ from ..commitlog import (
 )
 from ..errors import IntegrityError, RecordNotFoundError, SessionNotFoundError
 from ..rows import NodeStateRecord
-from ._base import StoreBase, consistent, translate_error
+from ._base import CommitRaceError, StoreBase, consistent, translate_error
 from ._groupcommit import BufferedCommit, GroupCommit
 
 
@@ -55,10 +60,11 @@ class LogEntry(NamedTuple):
         )
 
 
-# --- the merkle_log SQL ---------------------------------------------------------------------
+# --- schema 3 and 4's merkle_log table (migration 3 backfills it; migration 5 moves it) ----
 
 MERKLE_LOG_COLUMNS = ("session_id", *LogEntry._fields)
-"""The columns of ``merkle_log`` the store writes (``created_at`` takes its default)."""
+"""The columns of the ``merkle_log`` table the backfill writes (``created_at`` takes its
+default)."""
 
 INSERT_LOG_INTO = f"INSERT INTO merkle_log ({', '.join(MERKLE_LOG_COLUMNS)})"
 """The head of every statement that appends log entries, columns in that order."""
@@ -81,21 +87,188 @@ def log_rows(commits: Sequence[NodeCommit], node_state_ids: Sequence[int]) -> li
     ]
 
 
-# One node state, its log entry and the session's new root in one statement (DuckDB 2.0 runs
-# data-modifying CTEs exactly once, atomically with the statement): a third of the cost of
-# BEGIN, three statements and COMMIT. The UPDATE must be the main statement: DuckDB rejects
-# UPDATE ... RETURNING on a table that foreign keys reference.
+# --- the commit a node-state row carries (schema 5) -------------------------------------
+#
+# A store-written node-state row carries its own log entry in one BLOB column: one INSERT
+# (and the session's root) per commit instead of three tables, the cost that decided it
+# (docs/performance.md, "The Merkle commit log in the store"). ``merkle_log`` is a view that
+# decodes those entries, so every reader, the lake and upstream's SQL see the table they
+# always saw. The layout, big-endian:
+#
+#   kind (1 byte, index in COMMIT_KINDS) | seq (8) | leaf hash (32) | state root (32) |
+#   log root (32) [| created_at, microseconds since the epoch (8)]
+#
+# The optional time is the log entry's own, kept only where it differs from the row's
+# ``created_at`` (entries backfilled when a file was migrated, or imported with them).
+
+COMMIT_COLUMN = "merkle_commit"
+"""The ``node_states`` column holding the log entry of a store-written row."""
+
+ENTRY_SIZE = 105
+"""Bytes of a packed log entry without its own time."""
+
+_ENTRY_SIZES = f"({ENTRY_SIZE}, {ENTRY_SIZE + 8})"  # without and with the entry's own time
+
+_KIND_CODES = {kind: code for code, kind in enumerate(COMMIT_KINDS)}
+
+
+def pack_commit(commit: NodeCommit) -> bytes:
+    """The log entry of ``commit``, as its node-state row carries it."""
+    return b"".join((
+        bytes((_KIND_CODES[commit.kind],)),
+        commit.seq.to_bytes(8, "big"),
+        commit.leaf_hash,
+        commit.state_root,
+        commit.log_root,
+    ))
+
+
+def _field(offset: int, size: int) -> str:
+    """Bytes ``offset .. offset + size`` of the packed entry, as hex (DuckDB 2 has no
+    substring of a BLOB; hex digits work on 1.5.4 and 2 alike)."""
+    return f"substring(hex({COMMIT_COLUMN}), {2 * offset + 1}, {2 * size})"
+
+
+def _hash_field(offset: int) -> str:
+    """A 32-byte field of the packed entry; NULL if the entry has no valid length."""
+    whole = f"octet_length({COMMIT_COLUMN}) IN {_ENTRY_SIZES}"
+    return f"CASE WHEN {whole} THEN unhex({_field(offset, 32)}) END"
+
+
+LOG_COLUMNS_SQL = (  # merkle_log's, in order
+    "session_id, seq, node_state_id, node_id, kind, leaf_hash, state_root, log_root, created_at"
+)
+
+# An entry of another length (written by hand) decodes to NULLs: verify_session reports it.
+MERKLE_LOG_VIEW_SQL = f"""
+CREATE VIEW merkle_log AS
+SELECT
+    session_id,
+    TRY_CAST(TRY_CAST('0x' || {_field(1, 8)} AS BIGINT) AS INTEGER) AS seq,
+    id AS node_state_id,
+    node_id,
+    CASE WHEN octet_length({COMMIT_COLUMN}) IN {_ENTRY_SIZES} THEN CASE {_field(0, 1)}
+        {" ".join(f"WHEN '{code:02X}' THEN '{kind}'" for kind, code in _KIND_CODES.items())}
+    END END AS kind,
+    {_hash_field(9)} AS leaf_hash,
+    {_hash_field(41)} AS state_root,
+    {_hash_field(73)} AS log_root,
+    CASE WHEN octet_length({COMMIT_COLUMN}) = {ENTRY_SIZE + 8}
+        THEN make_timestamp(TRY_CAST('0x' || {_field(ENTRY_SIZE, 8)} AS BIGINT))
+        ELSE created_at END AS created_at
+FROM node_states WHERE {COMMIT_COLUMN} IS NOT NULL
+UNION ALL
+SELECT {LOG_COLUMNS_SQL} FROM merkle_log_detached"""
+"""The commit log, decoded from the rows that carry it (and the detached entries)."""
+
+
+def pack_sql(log: str, row: str) -> str:
+    """SQL packing a ``merkle_log``-shaped row ``log`` onto node-state row ``row`` (the
+    entry's own time kept where it differs from the row's)."""
+    kinds = " ".join(f"WHEN '{kind}' THEN {code}" for kind, code in _KIND_CODES.items())
+    return (
+        f"unhex(format('{{:02x}}{{:016x}}', CASE {log}.kind {kinds} END, {log}.seq)) "
+        f"|| {log}.leaf_hash || {log}.state_root || {log}.log_root || CASE WHEN "
+        f"{log}.created_at = {row}.created_at THEN ''::BLOB "
+        f"ELSE unhex(format('{{:016x}}', epoch_us({log}.created_at))) END"
+    )
+
+
+def placeable_sql(log: str, row: str) -> str:
+    """The condition under which log entry ``log`` can be carried by row ``row``."""
+    kinds = ", ".join(f"'{kind}'" for kind in COMMIT_KINDS)
+    return (
+        f"{row}.id = {log}.node_state_id AND {row}.session_id = {log}.session_id "
+        f"AND {row}.node_id = {log}.node_id AND {log}.kind IN ({kinds}) AND {log}.seq >= 0 "
+        f"AND octet_length({log}.leaf_hash) = 32 AND octet_length({log}.state_root) = 32 "
+        f"AND octet_length({log}.log_root) = 32 AND {log}.created_at IS NOT NULL "
+        f"AND epoch_us({log}.created_at) >= 0 AND {row}.{COMMIT_COLUMN} IS NULL"
+    )
+
+
+def carry_entries_sql(source: str) -> list[str]:
+    """Statements that put the log entries of relation ``source`` (``merkle_log``'s columns
+    and a unique ``entry_no``) on the node-state rows they commit, where a row can carry
+    them (:func:`placeable_sql`). They leave the temporary table ``perspt_placed`` (the
+    ``entry_no`` and row ``id`` of each entry carried) for the caller to use and drop: run
+    them in one transaction, on one connection."""
+    return [
+        f"CREATE TEMP TABLE perspt_placed AS SELECT l.entry_no, n.id, {pack_sql('l', 'n')} "
+        f"AS entry FROM {source} l JOIN node_states n ON {placeable_sql('l', 'n')} "
+        "QUALIFY row_number() OVER (PARTITION BY n.id ORDER BY l.seq) = 1",
+        f"UPDATE node_states SET {COMMIT_COLUMN} = p.entry FROM perspt_placed p "
+        "WHERE node_states.id = p.id",
+    ]
+
+
+MERKLE_LOG_DETACHED_SQL = """
+CREATE TABLE merkle_log_detached (
+    session_id VARCHAR,
+    seq INTEGER,
+    node_state_id INTEGER,
+    node_id VARCHAR,
+    kind VARCHAR,
+    leaf_hash BLOB,
+    state_root BLOB,
+    log_root BLOB,
+    created_at TIMESTAMP
+)"""
+"""Log entries that no node-state row can carry, kept as they were so ``verify_session``
+still reports them: from a migrated file (the row was deleted or changed behind the store's
+back, or two entries name one row) or from a lake import. Commits never go here."""
+
+
+def move_log_onto_rows(conn: Any) -> None:
+    """Migration 5: each ``merkle_log`` entry moves onto the node-state row it commits, what
+    no row can carry to ``merkle_log_detached``; the table makes way for the view.
+
+    (Not renamed: DuckDB keeps the old name in the foreign key that files older than schema
+    5 have from the log to ``sessions``, and a ``DELETE FROM sessions`` then fails.)
+    """
+    conn.execute(f"ALTER TABLE node_states ADD COLUMN IF NOT EXISTS {COMMIT_COLUMN} BLOB")
+    conn.execute(MERKLE_LOG_DETACHED_SQL)
+    for statement in carry_entries_sql("(SELECT *, rowid AS entry_no FROM merkle_log)"):
+        conn.execute(statement)
+    conn.execute(
+        f"INSERT INTO merkle_log_detached SELECT {LOG_COLUMNS_SQL} FROM merkle_log "
+        "WHERE rowid NOT IN (SELECT entry_no FROM perspt_placed) ORDER BY session_id, seq"
+    )
+    conn.execute("DROP TABLE perspt_placed")
+    conn.execute("DROP TABLE merkle_log")
+    conn.execute(MERKLE_LOG_VIEW_SQL)
+
+
+# One node state carrying its commit, and the session's new root, in one statement (DuckDB
+# 2.0 runs data-modifying CTEs exactly once, atomically with the statement). The UPDATE must
+# be the main statement: DuckDB rejects UPDATE ... RETURNING on a table that foreign keys
+# reference. It also guards the log: two handles committing to one session at once both
+# update its row, and DuckDB fails the later one (a write-write conflict).
+_NODE_MAP = table_map(NodeStateRecord)
+_INSERT_CARRYING = (
+    f"INSERT INTO node_states ({', '.join(_NODE_MAP.columns)}, {COMMIT_COLUMN})"
+)
 _COMMIT_ONE_SQL = (
-    f"WITH node AS ({table_map(NodeStateRecord).insert_sql} RETURNING id), "
-    f"entry AS ({INSERT_LOG_INTO} "
-    "SELECT ?, ?, node.id, ?, ?, ?, ?, ? FROM node RETURNING seq) "
+    f"WITH node AS ({_INSERT_CARRYING} VALUES ({', '.join('?' for _ in _NODE_MAP.columns)}, ?) "
+    "RETURNING id) "
     "UPDATE sessions SET merkle_root = ?, updated_at = now() WHERE session_id = ?"
+)
+_COMMIT_MANY_SQL = (
+    f"{_INSERT_CARRYING} SELECT {', '.join('unnest(?)' for _ in _NODE_MAP.columns)}, unnest(?)"
 )
 
 _LOG_ENTRIES_SQL = (
     f"SELECT {', '.join(LogEntry._fields)} FROM merkle_log WHERE session_id = ? ORDER BY seq"
 )
 """A session's log, as :class:`LogEntry` values, in ``seq`` order."""
+
+
+def _readable(entry: LogEntry) -> bool:
+    """True if every field of the entry decoded (the view gives NULLs for bytes the store
+    did not write)."""
+    return None not in entry and entry.kind in COMMIT_KINDS and all(
+        len(digest) == merkle.BLAKE3.digest_size
+        for digest in (entry.leaf_hash, entry.state_root, entry.log_root)
+    )
 
 
 class SessionLog:
@@ -110,6 +283,8 @@ class SessionLog:
         """Rebuild from stored ``(node_id, kind, leaf_hash)`` rows in ``seq`` order."""
         built = cls()
         for node_id, kind, leaf in entries:
+            if kind not in COMMIT_KINDS:
+                raise ValueError(f"a log entry of kind {kind!r}")
             built.log.append(leaf)
             built.state.set(node_id, None if kind == "remove" else leaf)
         return built
@@ -185,6 +360,42 @@ def backfill(conn: Any, legacy_mark: int | None) -> None:
 
 
 
+class LogSizes:
+    """Each session's log size as this process's store handles on one database last wrote or
+    loaded it, shared by those handles (DuckDB lets one process, and so one set of handles,
+    write a file). A handle whose cached log has another size checks the stored log in the
+    transaction of its commit: the guard that ``merkle_log``'s primary key gave before the
+    log moved onto the node-state rows. Commits that overlap are caught by DuckDB itself:
+    each updates the session's row, and the later one fails with a write-write conflict."""
+
+    _by_database: ClassVar[weakref.WeakValueDictionary[str, LogSizes]] = (
+        weakref.WeakValueDictionary()
+    )
+    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, *, trust_cache: bool = True) -> None:
+        self.trust_cache = trust_cache
+        """False where other handles may write without sharing these sizes (an in-memory
+        database on a borrowed connection): every commit then checks the stored log."""
+        self.lock = threading.RLock()
+        """Held from a commit's check of its cached log until it is written (committed, if
+        the check needed a transaction)."""
+        self.sizes: dict[str, int] = {}
+
+    @classmethod
+    def of(cls, database: str | None, *, borrowed: bool) -> LogSizes:
+        """The sizes shared by the handles on ``database`` (a file's real path); a new,
+        unshared one for an in-memory database (not to be trusted if its connection was
+        ``borrowed``: another handle may hold a cursor of it)."""
+        if database is None:
+            return cls(trust_cache=not borrowed)
+        with cls._registry_lock:
+            sizes = cls._by_database.get(database)
+            if sizes is None:
+                sizes = cls._by_database[database] = cls()
+            return sizes
+
+
 class CommitLogMixin(StoreBase):
     """Commits, Merkle roots, proofs, checkpoints, verification and rollback."""
 
@@ -207,13 +418,32 @@ class CommitLogMixin(StoreBase):
         return self._commit_node_states([(record, "commit")])[0]
 
 
-    def _session_log(self, session_id: str, *, check: bool = False) -> SessionLog:
-        """The session's trees as of the last commit (cached; call under the write lock).
+    _log_sizes: LogSizes | None = None
 
-        With ``check``, a cached log is first compared with the database's (another store
-        handle on the same file may have committed since): one count, reloaded if it differs.
+    def _shared_log_sizes(self) -> LogSizes:
+        """The :class:`LogSizes` of this store's database (looked up once)."""
+        if self._log_sizes is None:
+            try:  # on this thread's cursor: it commits no buffered rows
+                ((path,),) = self._cursor().execute(
+                    "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+                ).fetchall()
+            except duckdb.Error as exc:
+                raise translate_error(exc, table=None, operation="select") from exc
+            self._log_sizes = LogSizes.of(
+                os.path.realpath(path) if path else None, borrowed=not self._owns_conn
+            )
+        return self._log_sizes
+
+    def _session_log(self, session_id: str, *, check: bool) -> SessionLog:
+        """The session's trees as of the last commit (cached; call under the write lock and
+        the shared :class:`LogSizes` lock).
+
+        With ``check``, a cached log is first compared with the database's (one count,
+        reloaded if it differs): call it in the transaction of the write it prepares.
+        Without, the cache is taken as it is (batched mode: it holds the buffered commits).
         """
         log = self._commit_logs.get(session_id)
+        sizes = self._shared_log_sizes().sizes
         if log is not None and check:
             stored = self._scalar(
                 "SELECT count(*) FROM merkle_log WHERE session_id = ?",
@@ -224,14 +454,19 @@ class CommitLogMixin(StoreBase):
                 log = None
         if log is None:
             entries = self._execute(
-                "SELECT node_id, kind, leaf_hash FROM merkle_log WHERE session_id = ? ORDER BY seq",
+                "SELECT seq, node_id, kind, leaf_hash FROM merkle_log WHERE session_id = ? "
+                "ORDER BY seq",
                 [session_id],
                 table="merkle_log",
                 operation="select",
             )
             try:
-                log = SessionLog.from_entries(entries)
-            except ValueError as exc:  # a leaf that is no blake3 digest: not our writing
+                # A gap or a repeated seq: the next commit's seq would be ambiguous.
+                for position, (seq, *_) in enumerate(entries):
+                    if seq != position:
+                        raise ValueError(f"seq {seq} where {position} belongs")
+                log = SessionLog.from_entries(entry[1:] for entry in entries)
+            except (ValueError, TypeError) as exc:  # an entry the store did not write
                 raise IntegrityError(
                     f"the commit log of session {session_id!r} holds an entry the store did "
                     f"not write ({exc}); nothing was written: run verify_session",
@@ -239,7 +474,24 @@ class CommitLogMixin(StoreBase):
                     operation="commit",
                 ) from exc
             self._commit_logs[session_id] = log
+            # Never lowered from a load (this read may be older than another handle's
+            # commit): only commits set it (_note_commits).
+            sizes.setdefault(session_id, log.log.size)
         return log
+
+    def _logs_may_have_changed(self) -> None:
+        with self._lock, self._shared_log_sizes().lock:
+            super()._logs_may_have_changed()
+            sizes = self._shared_log_sizes().sizes
+            for session_id in sizes:  # other handles' cached logs are checked too
+                sizes[session_id] = -1
+
+    def _note_commits(self, commits: Iterable[NodeCommit]) -> None:
+        """Tell the other handles on this database the sessions' new log sizes."""
+        shared = self._shared_log_sizes()
+        with shared.lock:
+            for commit in commits:
+                shared.sizes[commit.session_id] = commit.log_size
 
     def _commit_node_states(self, items: Sequence[tuple[NodeStateRecord, str]]) -> list[NodeCommit]:
         """Append node-state rows and their commits atomically; one statement per table.
@@ -251,12 +503,15 @@ class CommitLogMixin(StoreBase):
             return []
         if len(items) == 1:
             return [self._commit_one(*items[0])]
-        with self.transaction():
+        # Locks in the order every commit takes them; the shared one until the COMMIT.
+        with self._lock, self._shared_log_sizes().lock, self.transaction():
             records = [record for record, _ in items]
-            for session_id in {record.session_id for record in records}:
-                self._session_log(session_id, check=True)
+            logs = {
+                session_id: self._session_log(session_id, check=True)
+                for session_id in {record.session_id for record in records}
+            }
             commits = [
-                self._session_log(record.session_id).append(
+                logs[record.session_id].append(
                     record.session_id, record.node_id, kind, merkle.hash_node_state(record)
                 )
                 for record, kind in items
@@ -265,11 +520,37 @@ class CommitLogMixin(StoreBase):
         return commits
 
     def _persist_commits(self, items: Sequence[tuple[NodeStateRecord, NodeCommit]]) -> None:
-        """Write node-state rows with the commits computed for them, in order: one statement
-        per table (inside the caller's transaction: a batch, a rollback or a group flush)."""
-        ids = self._insert_rows([record for record, _ in items], returning_ids=True)
+        """Write node-state rows carrying the commits computed for them, in order, and each
+        session's new root (inside the caller's transaction: a batch, a rollback or a group
+        flush).
+
+        Raises:
+            CommitRaceError: A session's stored log is not the one the commits extend
+                (another handle on the file committed to it first); nothing was written.
+        """
+        records = [record for record, _ in items]
         commits = [commit for _, commit in items]
-        self._write(INSERT_LOG_SQL, log_rows(commits, ids), table="merkle_log")
+        first: dict[str, int] = {}
+        for commit in commits:
+            first.setdefault(commit.session_id, commit.seq)
+        stored = dict(self._execute(
+            "SELECT session_id, count(*) FROM merkle_log WHERE session_id IN (SELECT unnest(?)) "
+            "GROUP BY session_id",
+            [list(first)], table="merkle_log", operation="select",
+        ))
+        moved = [sid for sid, seq in first.items() if stored.get(sid, 0) != seq]
+        if moved:
+            raise CommitRaceError(
+                f"another store handle on this file committed to session {moved[0]!r} first "
+                "(its log has moved on); nothing of these commits was written",
+                table="merkle_log", operation="commit",
+            )
+        self._write(
+            _COMMIT_MANY_SQL,
+            [*_NODE_MAP.encode_columns(records), [pack_commit(c) for c in commits]],
+            table="node_states",
+            session_id=next(iter(first)) if len(first) == 1 else None,
+        )
         roots = {c.session_id: c.state_root for c in commits}  # the last one wins
         for session_id, root in roots.items():
             self._write(
@@ -278,6 +559,7 @@ class CommitLogMixin(StoreBase):
                 table="sessions",
                 operation="update",
             )
+        self._note_commits(commits)
 
     def _commit_one(self, record: NodeStateRecord, kind: str) -> NodeCommit:
         """:meth:`_commit_node_states` of one record, in one statement."""
@@ -289,18 +571,13 @@ class CommitLogMixin(StoreBase):
             group.drain_pending()  # buffered rows commit first, as before a transaction
         session_id = record.session_id
         leaf = merkle.hash_node_state(record)
-        row = table_map(NodeStateRecord).encode(record)
+        row = _NODE_MAP.encode(record)
         with self._lock:
 
-            def commit_once() -> NodeCommit:
-                # Inside a caller's transaction a stale log would doom it: check it first.
-                log = self._session_log(session_id, check=self.in_transaction)
+            def write(check: bool) -> NodeCommit:
+                log = self._session_log(session_id, check=check)
                 commit = log.append(session_id, record.node_id, kind, leaf)
-                params = [
-                    *row,
-                    *(session_id, commit.seq, commit.node_id, kind, commit.leaf_hash),
-                    *(commit.state_root, commit.log_root, commit.state_root, session_id),
-                ]
+                params = [*row, pack_commit(commit), commit.state_root, session_id]
                 try:
                     self._execute(
                         _COMMIT_ONE_SQL, params, table="node_states", operation="insert",
@@ -309,7 +586,26 @@ class CommitLogMixin(StoreBase):
                 except BaseException:
                     self._commit_logs.pop(session_id, None)  # it holds the failed commit
                     raise
+                self._note_commits((commit,))
                 return commit
+
+            def commit_once() -> NodeCommit:
+                sizes = self._shared_log_sizes()
+                with sizes.lock:
+                    if self.in_transaction:  # a stale log would doom the caller's: check it
+                        return write(check=True)
+                    cached = self._commit_logs.get(session_id)
+                    if (
+                        cached is not None
+                        and sizes.trust_cache
+                        and sizes.sizes.get(session_id) == cached.log.size
+                    ):
+                        return write(check=False)  # no handle has committed since
+                    # Loaded or checked, the log must be the one the write extends: both in
+                    # one transaction (a commit another handle makes after its start fails
+                    # ours with a write-write conflict on the session's row; we run again).
+                    with self.transaction():
+                        return write(check=True)
 
             # Another handle on this file may commit to the session first: reload, retry.
             commit = self._retrying(commit_once, commits=True)
@@ -331,7 +627,7 @@ class CommitLogMixin(StoreBase):
                 # Nothing buffered: the stored log is the whole truth. Another handle on the
                 # file may have committed since; a stale cache would hand out a taken seq.
                 self._drop_stale_log(session_id)
-            log = self._session_log(session_id)
+            log = self._session_log(session_id, check=False)
             commit = log.append(session_id, record.node_id, kind, leaf)
             try:
                 group.add(BufferedCommit(record, commit))
@@ -356,11 +652,29 @@ class CommitLogMixin(StoreBase):
 
     # --- reading ------------------------------------------------------------------------
 
-    def _log_entries(self, session_id: str) -> list[LogEntry]:
+    def _log_entries(self, session_id: str, *, readable: bool = True) -> list[LogEntry]:
+        """The session's log entries in ``seq`` order.
+
+        Raises:
+            SessionNotFoundError: No such session.
+            IntegrityError: With ``readable`` (every caller but ``verify_session``, which
+                reports it): an entry cannot be read (written by hand, not by the store).
+        """
         if not self._session_exists(session_id):
             raise SessionNotFoundError(session_id, table="merkle_log")
         rows = self._execute(_LOG_ENTRIES_SQL, [session_id], table="merkle_log", operation="select")
-        return [LogEntry._make(row) for row in rows]
+        entries = [LogEntry._make(row) for row in rows]
+        if readable:
+            for entry in entries:
+                if not _readable(entry):
+                    raise IntegrityError(
+                        f"the commit log of session {session_id!r} holds an entry the store "
+                        f"did not write (carried by node state {entry.node_state_id}); run "
+                        "verify_session",
+                        table="merkle_log",
+                        operation="select",
+                    )
+        return entries
 
     def _log_tree(self, session_id: str) -> merkle.MerkleTree:
         return merkle.MerkleTree(entry.leaf_hash for entry in self._log_entries(session_id))
@@ -465,7 +779,7 @@ class CommitLogMixin(StoreBase):
         """
         if key is not None and len(key) != 32:
             raise ValueError(f"a checkpoint key must be 32 bytes, not {len(key)}")
-        entries = self._log_entries(session_id)
+        entries = self._log_entries(session_id, readable=False)
         rows = {
             row.id: row
             for row in self._select(NodeStateRecord, "session_id = ?", [session_id], order_by="id")
@@ -479,9 +793,21 @@ class CommitLogMixin(StoreBase):
         stored = merkle.MerkleTree()
         stored_state = merkle.StateTree()
         last_row_id = -1
-        for expected_seq, entry in enumerate(entries):
+        expected_seq = 0  # the seq that follows the entries seen so far
+        for entry in entries:
             seq, row_id, node_id, kind, leaf, state_root, log_root = entry
-            if seq != expected_seq:
+            if not _readable(entry):
+                problems.append(
+                    Problem(
+                        kind="forged",
+                        node_id=node_id,
+                        detail=f"node state {row_id} carries a log entry the store did not "
+                        "write (it cannot be read)",
+                    )
+                )
+                rows.pop(row_id, None)
+                continue
+            if seq > expected_seq:
                 problems.append(
                     Problem(
                         kind="deleted",
@@ -489,6 +815,16 @@ class CommitLogMixin(StoreBase):
                         detail=f"log entries {expected_seq}..{seq - 1} are missing",
                     )
                 )
+            elif seq < expected_seq:
+                problems.append(
+                    Problem(
+                        kind="forged",
+                        seq=seq,
+                        node_id=node_id,
+                        detail=f"log entry {seq} appears more than once",
+                    )
+                )
+            expected_seq = max(expected_seq, seq + 1)
             row = rows.pop(row_id, None)
             if row_id <= last_row_id:
                 problems.append(

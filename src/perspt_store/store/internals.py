@@ -113,8 +113,10 @@ class StoreInternals:
 
     def drop_cached_log(self, session_id: str) -> None:
         """Forget the session's cached commit log (rows were written behind the store's
-        commit code): the next commit reloads it from ``merkle_log``."""
+        commit code): the next commit, by this handle or another on the file, checks the
+        stored log first."""
         self._store._commit_logs.pop(session_id, None)
+        self._store._logs_may_have_changed()
 
 
 def internals(store: StoreBase) -> StoreInternals:
