@@ -105,9 +105,9 @@ OWN_TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "merkle_log_detached": (
         "Log entries that no node-state row can carry (their row was deleted or changed "
         "behind the store's back, or two entries name one row), kept as they were so "
-        "`verify_session` still reports them: schema 4's `merkle_log` table, renamed when "
-        "a file is migrated, and the entries of a lake import that no imported row can "
-        "carry. Commits never go here.",
+        "`verify_session` still reports them: entries of a schema-4 file's `merkle_log` "
+        "table that no row could carry when the file was migrated, and entries of a lake "
+        "import that no imported row can carry. Commits never go here.",
         {
             "session_id": "As in `merkle_log`.",
             "seq": "As in `merkle_log`.",

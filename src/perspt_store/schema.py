@@ -10,8 +10,8 @@ so a file stays readable by the Rust crate) with purely additive changes:
 * ``branch_lineage`` gains a nullable ``session_id`` so lineage can be scoped per session;
 * ``merkle_log`` is each session's append-only commit log (see :mod:`perspt_store.merkle`):
   since schema 5 a view over ``merkle_commit``, the ``node_states`` column in which each row
-  the store wrote carries its log entry (``merkle_log_detached``, schema 4's table renamed,
-  keeps the entries that no row can carry);
+  the store wrote carries its log entry (``merkle_log_detached`` keeps the entries that no
+  row can carry);
 * ``merkle_root_overrides`` records ``sessions.merkle_root`` values that are not a state root
   (set through ``update_merkle_root``, or carried over from an upstream file), each with the
   ``log_size`` it was set at: a commit since then ends its excuse;
