@@ -81,7 +81,7 @@ from .schema import SCHEMA_VERSION, SEQUENCED_TABLES, TABLES, order_key
 from .store import SessionStore
 from .store._arguments import require_store
 from .store._base import PathLike, translate_error
-from .store.commits import LOG_COLUMNS_SQL, carry_entries_sql
+from .store.commits import carry_entries_sql
 from .store.internals import internals
 
 __all__ = [
@@ -1249,14 +1249,7 @@ def _insert_session(store: SessionStore, session_id: str, files: dict[str, str])
                 "ON m.node_state_id = r.old_id",
                 [session_id, glob, old_ids, new_ids], table=table, session_id=session_id,
             )
-            for statement in [
-                *carry_entries_sql("perspt_entries"),
-                # What no imported row can carry stays visible to verify_session.
-                f"INSERT INTO merkle_log_detached SELECT {LOG_COLUMNS_SQL} FROM perspt_entries "
-                "WHERE entry_no NOT IN (SELECT entry_no FROM perspt_placed) ORDER BY seq",
-                "DROP TABLE perspt_placed",
-                "DROP TABLE perspt_entries",
-            ]:
+            for statement in [*carry_entries_sql("perspt_entries"), "DROP TABLE perspt_entries"]:
                 internals(store).import_rows(statement, None, table=table, session_id=session_id)
         else:
             # Rows keep the lake's order (the files are written in it); row_order, like an

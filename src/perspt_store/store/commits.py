@@ -135,7 +135,7 @@ def _hash_field(offset: int) -> str:
     return f"CASE WHEN {whole} THEN unhex({_field(offset, 32)}) END"
 
 
-LOG_COLUMNS_SQL = (  # merkle_log's, in order
+_LOG_COLUMNS_SQL = (  # merkle_log's, in order
     "session_id, seq, node_state_id, node_id, kind, leaf_hash, state_root, log_root, created_at"
 )
 
@@ -158,7 +158,7 @@ SELECT
         ELSE created_at END AS created_at
 FROM node_states WHERE {COMMIT_COLUMN} IS NOT NULL
 UNION ALL
-SELECT {LOG_COLUMNS_SQL} FROM merkle_log_detached"""
+SELECT {_LOG_COLUMNS_SQL} FROM merkle_log_detached"""
 """The commit log, decoded from the rows that carry it (and the detached entries)."""
 
 
@@ -189,15 +189,17 @@ def placeable_sql(log: str, row: str) -> str:
 def carry_entries_sql(source: str) -> list[str]:
     """Statements that put the log entries of relation ``source`` (``merkle_log``'s columns
     and a unique ``entry_no``) on the node-state rows they commit, where a row can carry
-    them (:func:`placeable_sql`). They leave the temporary table ``perspt_placed`` (the
-    ``entry_no`` and row ``id`` of each entry carried) for the caller to use and drop: run
-    them in one transaction, on one connection."""
+    them (:func:`placeable_sql`), and the others in ``merkle_log_detached``. Run them in
+    order, in one transaction, on one connection (they share a temporary table)."""
     return [
         f"CREATE TEMP TABLE perspt_placed AS SELECT l.entry_no, n.id, {pack_sql('l', 'n')} "
         f"AS entry FROM {source} l JOIN node_states n ON {placeable_sql('l', 'n')} "
         "QUALIFY row_number() OVER (PARTITION BY n.id ORDER BY l.seq) = 1",
         f"UPDATE node_states SET {COMMIT_COLUMN} = p.entry FROM perspt_placed p "
         "WHERE node_states.id = p.id",
+        f"INSERT INTO merkle_log_detached SELECT {_LOG_COLUMNS_SQL} FROM {source} "
+        "WHERE entry_no NOT IN (SELECT entry_no FROM perspt_placed) ORDER BY session_id, seq",
+        "DROP TABLE perspt_placed",
     ]
 
 
@@ -229,11 +231,6 @@ def move_log_onto_rows(conn: Any) -> None:
     conn.execute(MERKLE_LOG_DETACHED_SQL)
     for statement in carry_entries_sql("(SELECT *, rowid AS entry_no FROM merkle_log)"):
         conn.execute(statement)
-    conn.execute(
-        f"INSERT INTO merkle_log_detached SELECT {LOG_COLUMNS_SQL} FROM merkle_log "
-        "WHERE rowid NOT IN (SELECT entry_no FROM perspt_placed) ORDER BY session_id, seq"
-    )
-    conn.execute("DROP TABLE perspt_placed")
     conn.execute("DROP TABLE merkle_log")
     conn.execute(MERKLE_LOG_VIEW_SQL)
 
