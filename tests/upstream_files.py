@@ -1035,7 +1035,7 @@ def write_row(store: ps.SessionStore, row: ps.Row) -> None:
 def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
-    return list(value) if isinstance(value, list) else [value]
+    return list(value) if isinstance(value, list | ps.RowList) else [value]
 
 
 # Table -> (scope, reader). scope "session": reader(store, session_id) gives the session's

@@ -45,6 +45,7 @@ if typing.TYPE_CHECKING:
         export_parquet,
         import_lake,
     )
+    from .rowlist import RowList
     from .rows import (
         ROW_MODELS,
         ArtifactBundleRow,
@@ -139,6 +140,7 @@ _LAZY: dict[str, str] = {
         ),
         "commitlog",
     ),
+    "RowList": "rowlist",
     "AsyncSessionStore": "aio",  # needs the ``async`` extra (anyio)
     "export_delta": "delta",  # needs the ``lake`` extra (deltalake)
     **dict.fromkeys(
@@ -229,6 +231,7 @@ __all__ = [
     "RewriteRecordRow",
     "RollbackChange",
     "Row",
+    "RowList",
     "SchemaVersionError",
     "SessionImport",
     "SessionNotFoundError",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
+import importlib.util
 import json
 import os
 import re
@@ -33,6 +34,7 @@ from ..errors import (
     StoreError,
     StoreLockedError,
 )
+from ..rowlist import RowList, decodable
 from ..rows import Row
 from ..schema import (
     META_TABLE,
@@ -54,6 +56,8 @@ from ._groupcommit import (
 R = TypeVar("R", bound=Row)
 T = TypeVar("T")
 P = ParamSpec("P")
+
+_HAS_ARROW = importlib.util.find_spec("pyarrow") is not None
 PathLike = str | os.PathLike[str]
 
 if TYPE_CHECKING:
@@ -1074,6 +1078,38 @@ class StoreBase:
         )
         rows = self._execute(sql, values, table=mapping.table, operation="select")
         return mapping.read(rows, checked=bool(check))
+
+    def _select_rows(
+        self, model: type[R], where: str, params: Sequence[Any], *, order_by: str,
+        latest_per: str | None = None,
+    ) -> RowList[R]:
+        """:meth:`_select` as a :class:`RowList` whose models are built on first touch.
+
+        The rows are fetched as Arrow in one statement. Files and rows the lazy build cannot
+        take (no pyarrow, another schema version, rows upstream wrote, a row that fails the
+        model's check, a timestamp outside Python's range) are read eagerly by
+        :meth:`_select`, which reports a rejected row now rather than on first touch.
+        """
+        mapping = table_map(model)
+        check = self._check_column(mapping, self._legacy(mapping.table))
+        if check and _HAS_ARROW:
+            import pyarrow.compute as pc
+
+            sql, values = mapping.select(
+                where, params, order_by=order_by, latest_per=latest_per, extra=check
+            )
+            table = self._execute(
+                sql, values, table=mapping.table, operation="select", arrow=True
+            )
+            passed = table[CHECK_COLUMN]
+            table = table.drop_columns([CHECK_COLUMN])
+            if not table.num_rows or (
+                pc.all(pc.fill_null(passed, False)).as_py() and decodable(table)
+            ):
+                return RowList.from_arrow(mapping, table)
+        return RowList(
+            self._select(model, where, params, order_by=order_by, latest_per=latest_per)
+        )
 
     def _check_column(
         self, mapping: TableMap[Any], legacy: tuple[str, int] | None

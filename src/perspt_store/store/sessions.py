@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..commitlog import REMOVED_STATE
 from ..errors import SessionNotFoundError
+from ..rowlist import RowList
 from ..rows import EnergyRecord, NodeStateRecord, SessionRecord, TaskGraphEdgeRow
 from ._base import StoreBase
 
@@ -167,9 +168,14 @@ class SessionsMixin(StoreBase):
             EnergyRecord, "session_id = ? AND node_id = ?", [session_id, node_id], order_by="id"
         )
 
-    def get_session_energy_history(self, session_id: str) -> list[EnergyRecord]:
-        """Every node's measurements in insertion order."""
-        return self._select(EnergyRecord, "session_id = ?", [session_id], order_by="id")
+    def get_session_energy_history(self, session_id: str) -> RowList[EnergyRecord]:
+        """Every node's measurements in insertion order.
+
+        A session's history can run to hundreds of thousands of rows, so they come back as
+        a :class:`~perspt_store.RowList`: a list whose models are built as they are first
+        read (``len()`` and the last few rows cost only what they touch).
+        """
+        return self._select_rows(EnergyRecord, "session_id = ?", [session_id], order_by="id")
 
     # --- task_graph_edges -----------------------------------------------------------------
 

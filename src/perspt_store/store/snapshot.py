@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from .._displayable import Displayable
-from .._mapping import CHECK_COLUMN, TableMap, gc_paused, table_map
+from .._mapping import CHECK_COLUMN, gc_paused, table_map
 from ..commitlog import REMOVED_STATE
 from ..errors import SessionNotFoundError
+from ..rowlist import RowList, decodable
 from ..rows import (
     ArtifactBundleRow,
     BranchFlushRow,
@@ -60,7 +61,6 @@ COMPLETED_STATES = frozenset({"completed", "stable", "verified"})
 SEAL_HASH_SIZE = 32
 
 _HAS_ARROW = importlib.util.find_spec("pyarrow") is not None
-_HAS_NUMPY = importlib.util.find_spec("numpy") is not None
 
 # The per-node tables of a snapshot, by the NodeSnapshotDetail field they fill.
 _NODE_TABLES: dict[str, type[Row]] = {
@@ -151,62 +151,23 @@ class NodeSnapshotDetail:
 _DETAIL_FIELDS = tuple(f.name for f in dataclasses.fields(NodeSnapshotDetail))
 
 
-class _Columns:
-    """One table's rows for a whole session, ordered by node then insertion, as fetched
-    (Arrow); all turned into models at once on the first access to any node (in bulk, as
-    the eager path would), then handed out a node at a time."""
-
-    def __init__(self, mapping: TableMap[Any], table: Any) -> None:
-        self.mapping = mapping
-        self._arrow: Any = table
-        self._models: list[Any] | None = None
-
-    def models(self, start: int, stop: int) -> list[Any]:
-        """The models of rows ``start:stop`` (call with the snapshot's lock held)."""
-        if self._models is None:
-            arrow = self._arrow
-            with gc_paused():
-                self._models = self.mapping.read_columns({
-                    name: _python_values(column)
-                    for name, column in zip(arrow.column_names, arrow.columns, strict=True)
-                })
-            self._arrow = None  # the models hold the rows now
-        return self._models[start:stop]
-
-
-def _python_values(column: Any) -> list[Any]:
-    """An Arrow column's values as Python objects, as DuckDB's ``fetchall`` gives them.
-    Naive timestamps go through NumPy (``datetime64[us]`` → ``datetime``): Arrow's own
-    conversion of them is about 100 times slower than of the other types (NaT reads as None)."""
-    import pyarrow as pa
-
-    kind = column.type
-    if (
-        _HAS_NUMPY
-        and pa.types.is_timestamp(kind)
-        and kind.tz is None
-        and kind.unit == "us"
-    ):
-        values: list[Any] = column.to_numpy(zero_copy_only=False).tolist()
-        return values
-    values = column.to_pylist()
-    return values
-
-
 class _NodeRows:
-    """The fetched rows of a snapshot's per-node tables, shared by its lazy details."""
+    """The fetched rows of a snapshot's per-node tables, shared by its lazy details: each
+    table ordered by node then insertion, with each node's span of rows."""
 
     def __init__(
-        self, states: _Columns, grouped: dict[str, tuple[_Columns, dict[str, tuple[int, int]]]]
+        self,
+        states: RowList[NodeStateRecord],
+        grouped: dict[str, tuple[RowList[Any], dict[str, tuple[int, int]]]],
     ) -> None:
         self.lock = threading.Lock()
         self.states = states
         self.grouped = grouped
 
     def rows(self, field: str, node_id: str) -> list[Any]:
-        columns, ranges = self.grouped[field]
+        rows, ranges = self.grouped[field]
         span = ranges.get(node_id)
-        return [] if span is None else columns.models(*span)
+        return [] if span is None else rows._span(*span)
 
 
 class _LazyNodeDetail(NodeSnapshotDetail):
@@ -227,7 +188,7 @@ class _LazyNodeDetail(NodeSnapshotDetail):
         node_id, index, rows = self.__dict__["_lazy"]
         with rows.lock:
             if "record" not in self.__dict__:  # another thread may have built them meanwhile
-                (record,) = rows.states.models(index, index + 1)
+                (record,) = rows.states._span(index, index + 1)
                 values = {
                     "record": record,
                     "energy_history": rows.rows("energy_history", node_id),
@@ -415,9 +376,10 @@ class SnapshotMixin(StoreBase):
 
     def _fetch_by_node(
         self, model: type[Row], session_id: str, *, latest: bool, order: str = "node_id, id"
-    ) -> _Columns | None:
-        """The session's rows of one table as Arrow, for lazy details; None if a row fails
-        the model's check (then the eager path reports it)."""
+    ) -> Any:
+        """The session's rows of one table as an Arrow table, for lazy details; None if a
+        row fails the model's check (then the eager path reports it) or the table is not
+        :func:`~perspt_store.rowlist.decodable`."""
         import pyarrow.compute as pc
 
         mapping = table_map(model)
@@ -430,7 +392,8 @@ class SnapshotMixin(StoreBase):
         )
         if table.num_rows and not pc.all(pc.fill_null(table[CHECK_COLUMN], False)).as_py():
             return None
-        return _Columns(mapping, table.drop_columns([CHECK_COLUMN]))
+        table = table.drop_columns([CHECK_COLUMN])
+        return table if decodable(table) else None
 
     def _lazy_details(self, session_id: str) -> list[NodeSnapshotDetail] | None:
         """The node details, built lazily from columns fetched once per table; None when
@@ -448,17 +411,14 @@ class SnapshotMixin(StoreBase):
         states = self._fetch_by_node(NodeStateRecord, session_id, latest=True, order="id")
         if states is None:
             return None
-        grouped: dict[str, tuple[_Columns, dict[str, tuple[int, int]]]] = {}
+        grouped: dict[str, tuple[RowList[Any], dict[str, tuple[int, int]]]] = {}
         for field, model in _NODE_TABLES.items():
-            columns = self._fetch_by_node(
-                model, session_id, latest=field in _LATEST_FIELDS
-            )
-            if columns is None:
+            table = self._fetch_by_node(model, session_id, latest=field in _LATEST_FIELDS)
+            if table is None:
                 return None
-            arrow = columns._arrow
             ranges: dict[str, tuple[int, int]] = {}
-            if arrow.num_rows:
-                counts = pc.value_counts(arrow["node_id"])  # in order of appearance
+            if table.num_rows:
+                counts = pc.value_counts(table["node_id"])  # in order of appearance
                 start = 0
                 for node_id, count in zip(
                     counts.field("values").to_pylist(), counts.field("counts").to_pylist(),
@@ -466,13 +426,12 @@ class SnapshotMixin(StoreBase):
                 ):
                     ranges[node_id] = (start, start + count)
                     start += count
-            grouped[field] = (columns, ranges)
-        arrow = states._arrow
-        rows = _NodeRows(states, grouped)
+            grouped[field] = (RowList.from_arrow(table_map(model), table), ranges)
+        rows = _NodeRows(RowList.from_arrow(table_map(NodeStateRecord), states), grouped)
         return [
             _LazyNodeDetail(node_id, index, rows)
             for index, (node_id, state) in enumerate(
-                zip(arrow["node_id"].to_pylist(), arrow["state"].to_pylist(), strict=True)
+                zip(states["node_id"].to_pylist(), states["state"].to_pylist(), strict=True)
             )
             if state != REMOVED_STATE
         ]
