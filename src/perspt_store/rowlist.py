@@ -33,7 +33,7 @@ R = TypeVar("R", bound="Row")
 
 _HAS_NUMPY = importlib.util.find_spec("numpy") is not None
 
-CHUNK_ROWS = 1024
+CHUNK_ROWS = 2048
 """Rows built together on first touch: large enough for bulk decoding to pay off, small
 enough that reading one row costs well under a millisecond."""
 
