@@ -34,8 +34,9 @@ R = TypeVar("R", bound="Row")
 _HAS_NUMPY = importlib.util.find_spec("numpy") is not None
 
 CHUNK_ROWS = 2048
-"""Rows built together on first touch: large enough for bulk decoding to pay off, small
-enough that reading one row costs well under a millisecond."""
+"""Rows built together on first touch: large enough that a walk over every row costs no
+more than building them all at once, small enough that a first read holds the reading
+thread (an event loop's, say) for a few milliseconds (``benchmarks/bench_chunks.py``)."""
 
 
 class RowList(UserList[R]):
@@ -120,14 +121,20 @@ class RowList(UserList[R]):
         return models
 
     def _span(self, start: int, stop: int) -> list[R]:
-        """The models of rows ``start:stop`` (``0 <= start``, ``stop <= len``) of an unbuilt
-        list, building only the chunks they lie in (call with the lock held)."""
+        """The models of rows ``start:stop`` (``0 <= start``, ``stop <= len``), building
+        only the chunks they lie in."""
+        with self._lock:
+            return self._span_locked(start, stop)
+
+    def _span_locked(self, start: int, stop: int) -> list[R]:
         out: list[R] = []
         while start < stop:
             if self._data is not None:  # its last chunk was just built: the same rows
                 return out + self._data[start:stop]
             number, offset = divmod(start, CHUNK_ROWS)
             part = self._chunk(number)[offset : stop - number * CHUNK_ROWS]
+            if not part:  # past the end: callers keep ``stop <= len``
+                break
             out += part
             start += len(part)
         return out
