@@ -1085,31 +1085,45 @@ class StoreBase:
     ) -> RowList[R]:
         """:meth:`_select` as a :class:`RowList` whose models are built on first touch.
 
-        The rows are fetched as Arrow in one statement. Files and rows the lazy build cannot
-        take (no pyarrow, another schema version, rows upstream wrote, a row that fails the
-        model's check, a timestamp outside Python's range) are read eagerly by
-        :meth:`_select`, which reports a rejected row now rather than on first touch.
+        Rows the lazy build cannot take (see :meth:`_fetch_arrow`) are read eagerly by
+        :meth:`_select`, which reports a rejected row now rather than on first touch; both
+        reads in one snapshot.
         """
+        with self.consistent_read():
+            table = self._fetch_arrow(
+                model, where, params, order_by=order_by, latest_per=latest_per
+            )
+            if table is not None:
+                return RowList.from_arrow(table_map(model), table)
+            return RowList(
+                self._select(model, where, params, order_by=order_by, latest_per=latest_per)
+            )
+
+    def _fetch_arrow(
+        self, model: type[Row], where: str, params: Sequence[Any], *, order_by: str,
+        latest_per: str | None = None,
+    ) -> Any:
+        """The rows :meth:`_select` would read, as an Arrow table for
+        :meth:`RowList.from_arrow`, in one statement; None when the lazy build cannot take
+        them (no pyarrow, another schema version, rows upstream wrote, a row that fails the
+        model's check, a timestamp outside Python's range)."""
         mapping = table_map(model)
         check = self._check_column(mapping, self._legacy(mapping.table))
-        if check and _HAS_ARROW:
-            import pyarrow.compute as pc
+        if not check or not _HAS_ARROW:
+            return None
+        import pyarrow.compute as pc
 
-            sql, values = mapping.select(
-                where, params, order_by=order_by, latest_per=latest_per, extra=check
-            )
-            table = self._execute(
-                sql, values, table=mapping.table, operation="select", arrow=True
-            )
-            passed = table[CHECK_COLUMN]
-            table = table.drop_columns([CHECK_COLUMN])
-            if not table.num_rows or (
-                pc.all(pc.fill_null(passed, False)).as_py() and decodable(table)
-            ):
-                return RowList.from_arrow(mapping, table)
-        return RowList(
-            self._select(model, where, params, order_by=order_by, latest_per=latest_per)
+        sql, values = mapping.select(
+            where, params, order_by=order_by, latest_per=latest_per, extra=check
         )
+        table = self._execute(sql, values, table=mapping.table, operation="select", arrow=True)
+        passed = table[CHECK_COLUMN]
+        table = table.drop_columns([CHECK_COLUMN])
+        if table.num_rows and not (
+            pc.all(pc.fill_null(passed, False)).as_py() and decodable(table)
+        ):
+            return None
+        return table
 
     def _check_column(
         self, mapping: TableMap[Any], legacy: tuple[str, int] | None

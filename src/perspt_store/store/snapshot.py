@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from .._displayable import Displayable
-from .._mapping import CHECK_COLUMN, gc_paused, table_map
+from .._mapping import gc_paused, table_map
 from ..commitlog import REMOVED_STATE
 from ..errors import SessionNotFoundError
-from ..rowlist import RowList, decodable
+from ..rowlist import RowList
 from ..rows import (
     ArtifactBundleRow,
     BranchFlushRow,
@@ -37,7 +37,6 @@ from ..rows import (
     TaskGraphEdgeRow,
     VerificationResultRow,
 )
-from ..schema import SCHEMA_VERSION
 from ._base import StoreBase, consistent
 from .overview import counts_sql
 
@@ -374,46 +373,26 @@ class SnapshotMixin(StoreBase):
             order_by="id DESC" if newest_first else "id", limit=limit,
         )
 
-    def _fetch_by_node(
-        self, model: type[Row], session_id: str, *, latest: bool, order: str = "node_id, id"
-    ) -> Any:
-        """The session's rows of one table as an Arrow table, for lazy details; None if a
-        row fails the model's check (then the eager path reports it) or the table is not
-        :func:`~perspt_store.rowlist.decodable`."""
-        import pyarrow.compute as pc
-
-        mapping = table_map(model)
-        sql, params = mapping.select(
-            "session_id = ?", [session_id], latest_per="node_id" if latest else None,
-            order_by=order, extra=(f"({mapping.check_sql}) AS {CHECK_COLUMN}",),
-        )
-        table = self._execute(
-            sql, params, table=mapping.table, operation="select", arrow=True
-        )
-        if table.num_rows and not pc.all(pc.fill_null(table[CHECK_COLUMN], False)).as_py():
-            return None
-        table = table.drop_columns([CHECK_COLUMN])
-        return table if decodable(table) else None
-
     def _lazy_details(self, session_id: str) -> list[NodeSnapshotDetail] | None:
         """The node details, built lazily from columns fetched once per table; None when
         this file or these rows need the eager path (no pyarrow, another schema version,
         rows upstream wrote, a row its model rejects)."""
-        if not _HAS_ARROW or self.schema_version != SCHEMA_VERSION:
-            return None
-        if any(
-            self._legacy(m.__table__) is not None or table_map(m).check_sql is None
-            for m in _NODE_TABLES.values()
-        ):
+        if not _HAS_ARROW:
             return None
         import pyarrow.compute as pc
 
-        states = self._fetch_by_node(NodeStateRecord, session_id, latest=True, order="id")
+        where, params = "session_id = ?", [session_id]
+        states = self._fetch_arrow(
+            NodeStateRecord, where, params, order_by="id", latest_per="node_id"
+        )
         if states is None:
             return None
         grouped: dict[str, tuple[RowList[Any], dict[str, tuple[int, int]]]] = {}
         for field, model in _NODE_TABLES.items():
-            table = self._fetch_by_node(model, session_id, latest=field in _LATEST_FIELDS)
+            table = self._fetch_arrow(
+                model, where, params, order_by="node_id, id",
+                latest_per="node_id" if field in _LATEST_FIELDS else None,
+            )
             if table is None:
                 return None
             ranges: dict[str, tuple[int, int]] = {}
