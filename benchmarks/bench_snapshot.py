@@ -306,15 +306,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100 and 1,000 nodes only")
     parser.add_argument("--nodes", help="comma-separated sizes, e.g. 100,1000")
-    parser.add_argument("--energy", type=int, default=0,
-                        help="also time get_session_energy_history of this many rows")
+    parser.add_argument("--energy", default="",
+                        help="also time get_session_energy_history of this many rows "
+                             "(comma-separated sizes, e.g. 200,2000,100000)")
     args = parser.parse_args()
     sizes = [int(n) for n in args.nodes.split(",")] if args.nodes else None
     with tempfile.TemporaryDirectory() as tmp:
         if sizes != [0]:
             run(args.quick, Path(tmp), sizes)
-        if args.energy:
-            bench_energy(Path(tmp), args.energy, 3 if args.quick else 7)
+        for rows in (int(n) for n in args.energy.split(",") if n):
+            bench_energy(Path(tmp), rows, (3 if args.quick else 7) * max(1, 20_000 // rows))
 
 
 if __name__ == "__main__":

@@ -300,7 +300,6 @@ class _Pool:
         for _ in range(self.size):
             self.put(None)
 
-
     def _serve(self, inbox: _Jobs) -> None:
         waited, job = self._backlogged(inbox)
         while True:
