@@ -683,6 +683,57 @@ async def test_a_buffer_far_behind_is_committed_off_the_loop() -> None:
         assert len(await store.get_energy_history("s1", "block")) == 1
 
 
+async def test_once_the_loops_turn_is_over_every_buffered_write_yields_until_it_polls() -> None:
+    turns = aio._Turns()
+    assert not turns.over()  # a turn has just begun
+    turns.began -= 3600.0  # its time is used up
+    assert turns.over()  # the write that notices ends it...
+    assert all(turns.over() for _ in range(50))  # ...and every write after it yields too
+    with anyio.fail_after(10):  # a guard, not a timing assertion
+        while turns.over():  # until the loop has looked at its timers and I/O
+            await anyio.sleep(0)
+    assert not turns.over()  # then a new turn begins
+
+
+async def test_a_turn_ended_on_a_loop_that_is_gone_does_not_hold_up_this_one() -> None:
+    turns = aio._Turns()
+    turns.ended_on = object()  # a loop that ended before its turn did (asyncio.run again)
+    assert not turns.over()
+    assert turns.ended_on is None
+
+
+async def test_buffered_writes_of_many_tasks_all_land_in_order_while_the_loop_turns() -> None:
+    # Many tasks writing with a tiny turn: they yield constantly, in any order; each task's
+    # rows still land whole and in its order, and other tasks keep running meanwhile.
+    options = {"durability": "batched", "flush_interval": 60.0, "flush_rows": 1_000_000}
+    async with await ps.AsyncSessionStore.in_memory(**options) as store:
+        await store.create_session(session_record())
+        await store.record_energy(energy("s1", "first", 0.0))  # the session is checked once
+        ticks = 0
+        writing = True
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while writing:
+                ticks += 1
+                await anyio.sleep(0)
+
+        async def writer(task: int) -> None:
+            for k in range(50):
+                await store.record_energy(energy("s1", f"n{task}", float(k)))
+
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(ticker)
+            async with anyio.create_task_group() as tg:
+                for task in range(40):
+                    tg.start_soon(writer, task)
+            writing = False
+        assert ticks > 1
+        for task in range(40):
+            history = await store.get_energy_history("s1", f"n{task}")
+            assert [e.v_total for e in history] == [float(k) for k in range(50)]
+
+
 # --- static types ---------------------------------------------------------------------------
 
 CALLS = [
