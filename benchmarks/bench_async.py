@@ -3,13 +3,24 @@
 * Event-loop lag: TASKS tasks, each doing OPS durable ``record_node_state`` calls plus a read
   (``get_energy_history``) after each, while a ticker task asks to wake every 1 ms and records
   how late it wakes. Once through ``AsyncSessionStore``, once calling a ``SessionStore``
-  directly from the same tasks (which blocks the loop). p50 / p99 / max of the lag. Beside
-  it, the same ticker in a separate process (no GIL shared, no DuckDB): how late the OS
-  alone wakes a thread on this machine meanwhile, the floor under any in-process figure.
+  directly from the same tasks (which blocks the loop). p50 / p99 / max of the lag, and the
+  longest full (generation 2) garbage collection meanwhile, which stops every thread. The
+  async store runs once more after ``gc.freeze()`` (the start-up step docs/async.md
+  suggests), and once with the tasks making only buffered writes in batched durability (20
+  ``record_energy`` per durable call of the other runs), which run on the loop's own thread.
+  Beside each async run, the same ticker in a separate process (no GIL shared, no DuckDB):
+  how late the OS alone wakes a thread on this machine meanwhile, the floor under any
+  in-process figure.
 * Throughput: durable ``record_energy`` calls per second with 1, 8 and 200 tasks through the
   async store, against the sync store called in a loop from one thread; both durability
   modes (batched includes the final ``flush()``). And reads (``get_energy_history``) the same
-  way, where concurrency can help.
+  way, where concurrency can help. Beside one task, the same calls handed to
+  ``asyncio.to_thread`` (the standard library's way off the loop): what one hop costs in any
+  design that keeps DuckDB off the event loop.
+* One task, call by call: the same call through the sync store, the async store and
+  ``asyncio.to_thread``, in a random order each round (three stores, three files), so the
+  machine's drift falls on all three alike; the median time of each. The steadiest figure
+  for what one task awaiting one call at a time pays for the hop.
 
 Every run uses a fresh file store. Run alone: ``python benchmarks/bench_async.py [--quick]``.
 """
@@ -18,19 +29,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
+import gc
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 from _common import SESSION, energy_row, node_state, print_table, session_record
 
 import perspt_store as ps
+from perspt_store.store.bulk import ARROW_MIN_ROWS
 
 TICK = 0.001
 
@@ -89,16 +104,64 @@ class OsTicker:
                 "max lag": f"{worst * 1e3:.1f} ms", "ticks": int(n)}
 
 
+@contextlib.contextmanager
+def full_collections() -> Iterator[list[float]]:
+    """The seconds each full (generation 2) garbage collection takes inside the block."""
+    pauses: list[float] = []
+    started = [0.0]
+
+    def note(phase: str, info: dict[str, Any]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append(time.perf_counter() - started[0])
+
+    gc.callbacks.append(note)
+    try:
+        yield pauses
+    finally:
+        gc.callbacks.remove(note)
+
+
+@contextlib.contextmanager
+def frozen(freeze: bool) -> Iterator[None]:
+    """With ``freeze``, every object alive now is left out of garbage collections in the
+    block (``gc.freeze()``, as an application would do once started)."""
+    if freeze:
+        gc.collect()
+        gc.freeze()
+    try:
+        yield
+    finally:
+        if freeze:
+            gc.unfreeze()
+
+
+BATCHED_WRITES = 20
+"""In the batched lag run, buffered ``record_energy`` calls per durable call of the others."""
+
+
 async def lag_run(
-    path: Path, tasks: int, ops: int, *, blocking: bool, max_threads: int
+    path: Path, tasks: int, ops: int, *, blocking: bool, max_threads: int, freeze: bool = False,
+    batched: bool = False,
 ) -> list[dict[str, Any]]:
     """The ticker's lag while ``tasks`` tasks write and read (blocking: the sync store), and
-    (not blocking) the OS ticker's beside it."""
-    sync = ps.SessionStore.open(path, publish_interval=None)
+    (not blocking) the OS ticker's beside it; with ``freeze``, after ``gc.freeze()``. With
+    ``batched``, the tasks only make buffered writes (``record_energy``, batched durability),
+    which run on the loop's own thread."""
+    sync = ps.SessionStore.open(
+        path, publish_interval=None, durability="batched" if batched else "immediate"
+    )
     sync.create_session(session_record())
     store = ps.AsyncSessionStore(sync, max_threads=max_threads)
 
     async def node(task: int) -> None:
+        if batched:
+            for i in range(ops * BATCHED_WRITES):
+                await store.record_energy(energy_row(task * ops * BATCHED_WRITES + i))
+            return
         for i in range(ops):
             row = node_state(task, i % 5)
             if blocking:
@@ -111,29 +174,34 @@ async def lag_run(
 
     lags: list[float] = []
     done = asyncio.Event()
-    tick = asyncio.create_task(ticker(lags, done))
-    os_ticker = None if blocking else OsTicker()
-    os_tick = None if os_ticker is None else asyncio.create_task(os_ticker.run(done))
-    await asyncio.sleep(0.05)  # the ticker is running before the load starts
-    start = time.perf_counter()
-    await asyncio.gather(*(node(t) for t in range(tasks)))
-    elapsed = time.perf_counter() - start
-    done.set()
-    await tick
-    await store.close()
+    with frozen(freeze), full_collections() as pauses:
+        tick = asyncio.create_task(ticker(lags, done))
+        os_ticker = None if blocking else OsTicker()
+        os_tick = None if os_ticker is None else asyncio.create_task(os_ticker.run(done))
+        await asyncio.sleep(0.05)  # the ticker is running before the load starts
+        start = time.perf_counter()
+        await asyncio.gather(*(node(t) for t in range(tasks)))
+        elapsed = time.perf_counter() - start
+        done.set()
+        await tick
+        await store.close()
+    name = ("SessionStore, called from the tasks" if blocking
+            else f"AsyncSessionStore, max_threads={max_threads}")
+    if batched:
+        name += ", batched record_energy only"
     rows = [{
-        "calls": f"{tasks} x {ops}",
-        "store": "SessionStore, called from the tasks" if blocking
-        else f"AsyncSessionStore, max_threads={max_threads}",
+        "calls": f"{tasks} x {ops * BATCHED_WRITES if batched else ops}",
+        "store": name + (", after gc.freeze()" if freeze else ""),
         "p50 lag": f"{percentile(lags, 0.5) * 1e3:.2f} ms",
         "p99 lag": f"{percentile(lags, 0.99) * 1e3:.2f} ms",
         "max lag": f"{max(lags) * 1e3:.1f} ms",
+        "longest full GC": f"{max(pauses) * 1e3:.1f} ms" if pauses else "none",
         "ticks": len(lags),
         "wall": f"{elapsed:.1f} s",
     }]
     if os_tick is not None:
         rows.append({"calls": "", "store": "  the OS meanwhile (a ticker in its own process)",
-                     **await os_tick, "wall": ""})
+                     **await os_tick, "longest full GC": "", "wall": ""})
     return rows
 
 
@@ -175,6 +243,62 @@ async def async_rate(path: Path, calls: int, tasks: int, durability: str, read: 
         return calls / (time.perf_counter() - start)
 
 
+async def to_thread_rate(path: Path, calls: int, durability: str, read: bool) -> float:
+    """Calls per second from one task handing each sync call to ``asyncio.to_thread``."""
+    with ps.SessionStore.open(path, publish_interval=None, durability=durability) as store:
+        store.create_session(session_record())
+        if read:
+            store.record_many(energy_row(i, nodes=50) for i in range(5_000))
+        start = time.perf_counter()
+        for i in range(calls):
+            if read:
+                await asyncio.to_thread(store.get_energy_history, SESSION, f"node-{i % 50:05d}")
+            else:
+                await asyncio.to_thread(store.record_energy, energy_row(i))
+        await asyncio.to_thread(store.flush)
+        return calls / (time.perf_counter() - start)
+
+
+async def call_by_call(folder: Path, calls: int, read: bool) -> dict[str, Any]:
+    """One task: each round makes the same call through the sync store, the async store and
+    ``asyncio.to_thread``, in a random order; the median seconds of each."""
+    stores = []
+    for name in ("sync", "async", "to_thread"):
+        store = ps.SessionStore.open(folder / f"{name}.db", publish_interval=None)
+        store.create_session(session_record())
+        store.record_many(energy_row(i, nodes=50) for i in range(5_000))
+        stores.append(store)
+    sync, to_thread = stores[0], stores[2]
+    async with ps.AsyncSessionStore(stores[1]) as store:
+        times: dict[str, list[float]] = {"sync": [], "async": [], "to_thread": []}
+        order = list(times)
+        for i in range(calls):
+            node, row = f"node-{i % 50:05d}", energy_row(i)
+            random.shuffle(order)
+            for way in order:
+                start = time.perf_counter()
+                if way == "sync":
+                    sync.get_energy_history(SESSION, node) if read else sync.record_energy(row)
+                elif way == "async":
+                    await (store.get_energy_history(SESSION, node) if read
+                           else store.record_energy(row))
+                elif read:
+                    await asyncio.to_thread(to_thread.get_energy_history, SESSION, node)
+                else:
+                    await asyncio.to_thread(to_thread.record_energy, row)
+                times[way].append(time.perf_counter() - start)
+    sync.close()
+    to_thread.close()
+    base = statistics.median(times["sync"])
+    row_out: dict[str, Any] = {"call": "get_energy_history" if read else "record_energy",
+                               "durability": "immediate", "rounds": calls}
+    for way, label in (("sync", "sync"), ("async", "AsyncSessionStore"),
+                       ("to_thread", "asyncio.to_thread")):
+        median = statistics.median(times[way])
+        row_out[label] = f"{median * 1e3:.3f} ms ({base / median:.2f}x)"
+    return row_out
+
+
 def table(title: str, rows: list[dict[str, Any]]) -> None:
     header = list(rows[0])
     print_table(title, header, [[str(row[h]) for h in header] for row in rows])
@@ -208,12 +332,24 @@ def main() -> None:
         def async_rate_fresh(n: int, tasks: int, durability: str, read: bool) -> float:
             return float(run(async_rate(fresh(), n, tasks, durability, read)))
 
+        def to_thread_rate_fresh(n: int, durability: str, read: bool) -> float:
+            return float(run(to_thread_rate(fresh(), n, durability, read)))
+
         lag_rows = [
             *run(lag_run(fresh(), tasks, ops, blocking=False, max_threads=4)),
+            *run(lag_run(fresh(), tasks, ops, blocking=False, max_threads=4, freeze=True)),
             *run(lag_run(fresh(), tasks, ops, blocking=False, max_threads=2)),
+            *run(lag_run(fresh(), tasks, ops, blocking=False, max_threads=4, batched=True)),
             *run(lag_run(fresh(), tasks, ops, blocking=True, max_threads=1)),
         ]
         table(f"Event-loop lag (ticker every {TICK * 1e3:.0f} ms, durable writes)", lag_rows)
+
+        # One-time costs of the process (the first Arrow bulk insert imports pyarrow, and
+        # pyarrow imports pandas if it is installed: about half a second) are paid here, so
+        # they land on neither side of the comparison.
+        for durability in ("immediate", "batched"):
+            sync_rate_fresh(2 * ARROW_MIN_ROWS, durability, False)
+            async_rate_fresh(2 * ARROW_MIN_ROWS, 1, durability, False)
 
         rows = []
         for what, durability, n, read in (
@@ -230,8 +366,21 @@ def main() -> None:
                 )
                 label = f"async, {t} task{'s' if t > 1 else ''}"
                 row[label] = f"{rate:,.0f}/s ({rate / base:.2f}x)"
+                if t == 1:
+                    rate = median_of(
+                        repeats, functools.partial(to_thread_rate_fresh, n, durability, read)
+                    )
+                    row["to_thread, 1 task"] = f"{rate:,.0f}/s ({rate / base:.2f}x)"
             rows.append(row)
         table("Throughput (calls per second; x: against the sync store)", rows)
+
+        rounds = 300 if args.quick else 1_000
+        rows = []
+        for read in (False, True):
+            folder = Path(tmp) / f"call-by-call-{read}"
+            folder.mkdir()
+            rows.append(run(call_by_call(folder, rounds, read)))
+        table("One task, call by call (median per call; x: sync time / this time)", rows)
 
 
 if __name__ == "__main__":
