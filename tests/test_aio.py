@@ -702,9 +702,13 @@ async def test_a_turn_ended_on_a_loop_that_is_gone_does_not_hold_up_this_one() -
     assert turns.ended_on is None
 
 
-async def test_buffered_writes_of_many_tasks_all_land_in_order_while_the_loop_turns() -> None:
-    # Many tasks writing with a tiny turn: they yield constantly, in any order; each task's
-    # rows still land whole and in its order, and other tasks keep running meanwhile.
+async def test_buffered_writes_of_many_tasks_all_land_in_order_while_the_loop_turns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Many tasks writing with no time to a turn: every write ends the loop's turn and yields,
+    # in any order; each task's rows still land whole and in its order, and other tasks keep
+    # running meanwhile.
+    monkeypatch.setattr(aio, "_TURN", 0.0)
     options = {"durability": "batched", "flush_interval": 60.0, "flush_rows": 1_000_000}
     async with await ps.AsyncSessionStore.in_memory(**options) as store:
         await store.create_session(session_record())

@@ -21,10 +21,11 @@ waiting in one transaction; each call still returns once its row is committed, a
 group is retried write by write, so a bad row fails only its own call.
 
 Buffered writes run on the loop. In batched durability a ``record_*`` of an append-only table
-only appends the row to the write buffer (about a microsecond), so it runs on the event loop's
+only appends the row to the write buffer (a few microseconds), so it runs on the event loop's
 thread with I/O refused: if it would touch DuckDB after all (its session not seen yet), the
 sync store says so before changing anything and the call hops to a worker; if the buffer is
 far behind, the commit the sync store would make on the spot is made on a worker instead.
+Such writes never wait for anything, so they yield by the loop's turn (:class:`_Turns`).
 
 Blocks. ``transaction()`` and ``consistent_read()`` are per-thread in the sync store, so an
 ``async with`` block runs on a thread of its own (:class:`_BlockThread`), started for the
@@ -692,7 +693,7 @@ class AsyncSessionStore(AsyncSurface):
 
     async def _buffered(self, call: Callable[[], T]) -> T:
         """A ``record_*`` that batched mode buffers: run it here, on the event loop's thread,
-        with I/O refused (it appends to the buffer, about a microsecond); on a worker if it
+        with I/O refused (it appends to the buffer, a few microseconds); on a worker if it
         needs DuckDB after all (a session not seen yet), and the commit on a worker if the
         buffer is far behind."""
         try:
