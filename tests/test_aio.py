@@ -6,10 +6,13 @@ never leaves half of anything. Every test runs under asyncio and trio (AnyIO's p
 from __future__ import annotations
 
 import ast
+import asyncio
 import contextlib
 import functools
 import inspect
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -736,6 +739,79 @@ async def test_buffered_writes_of_many_tasks_all_land_in_order_while_the_loop_tu
         for task in range(40):
             history = await store.get_energy_history("s1", f"n{task}")
             assert [e.v_total for e in history] == [float(k) for k in range(50)]
+
+
+SUBCLASS_ROW_WHILE_A_BLOCK_IS_OPEN = """
+import sys, anyio
+import perspt_store as ps
+
+class MyEnergy(ps.EnergyRecord):  # the sync store takes it, but does not buffer it
+    pass
+
+async def main():
+    options = {"durability": "batched", "flush_interval": 60.0, "flush_rows": 1_000_000}
+    async with await ps.AsyncSessionStore.in_memory(**options) as store:
+        await store.create_session(ps.SessionRecord(
+            session_id="s1", task="t", working_dir="/w", status="RUNNING"))
+        await store.record_energy(ps.EnergyRecord(session_id="s1", node_id="n"))  # seen
+        entered = anyio.Event()
+
+        async def hold_a_transaction():
+            async with store.transaction():
+                entered.set()
+                await anyio.sleep(0.2)  # a timer: it fires only if the loop runs
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hold_a_transaction)
+            await entered.wait()
+            await store.record_energy(MyEnergy(session_id="s1", node_id="n", v_total=1.0))
+        assert len(await store.get_energy_history("s1", "n")) == 2
+    print("ok")
+
+anyio.run(main, backend=sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_record_that_batched_mode_does_not_buffer_never_blocks_the_loop_on_the_write_lock(
+    backend: str, tmp_path: Path
+) -> None:
+    # A subclass of a buffered model is written at once by the sync store, which takes the
+    # write lock. On the loop's thread that used to wait there for another task's open
+    # transaction block, whose task could then never run: the loop hung. A subprocess, so a
+    # hang fails the test instead of the suite.
+    script = tmp_path / "subclass_row.py"
+    script.write_text(SUBCLASS_ROW_WHILE_A_BLOCK_IS_OPEN, encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script), backend], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("durability", ["immediate", "batched"])
+def test_trio_in_guest_mode_on_an_asyncio_host(durability: str) -> None:
+    # In trio's guest mode asyncio reports its host loop as running inside trio's tasks: the
+    # store must still wait the trio way there.
+    trio = pytest.importorskip("trio")
+
+    async def in_trio() -> list[float]:
+        async with await ps.AsyncSessionStore.in_memory(durability=durability) as store:
+            await store.create_session(session_record())
+            for k in range(2_000):  # enough buffered writes for the loop's turns to end
+                await store.record_energy(energy("s1", "n", float(k)))
+            return [e.v_total for e in await store.get_energy_history("s1", "n")]
+
+    async def host() -> list[float]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        trio.lowlevel.start_guest_run(
+            in_trio, run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+            done_callback=done.set_result, host_uses_signal_set_wakeup_fd=True,
+        )
+        outcome = await asyncio.wait_for(done, 120)
+        return outcome.unwrap()  # type: ignore[no-any-return]
+
+    assert asyncio.run(host()) == [float(k) for k in range(2_000)]
 
 
 # --- static types ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ only appends the row to the write buffer (a few microseconds), so it runs on the
 thread with I/O refused: if it would touch DuckDB after all (its session not seen yet), the
 sync store says so before changing anything and the call hops to a worker; if the buffer is
 far behind, the commit the sync store would make on the spot is made on a worker instead.
-Such writes never wait for anything, so they yield by the loop's turn (:class:`_Turns`).
+Such writes await nothing, so they yield by the loop's turn (:class:`_Turns`).
 
 Blocks. ``transaction()`` and ``consistent_read()`` are per-thread in the sync store, so an
 ``async with`` block runs on a thread of its own (:class:`_BlockThread`), started for the
@@ -195,6 +195,23 @@ class SqlResult:
 
     def __repr__(self) -> str:
         return f"<SqlResult {len(self.rows)} rows of ({', '.join(self.columns)})>"
+
+
+try:
+    from sniffio import current_async_library
+except ImportError:  # trio needs sniffio: without it, a running loop is asyncio's
+
+    def current_async_library() -> str:
+        return "asyncio"
+
+
+def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop; None under trio, including trio in guest mode on an asyncio
+    host loop, which asyncio reports as running in trio's tasks too."""
+    loop = asyncio._get_running_loop()
+    if loop is None or current_async_library() != "asyncio":
+        return None
+    return loop
 
 
 def _fetched(function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -405,7 +422,7 @@ async def _hand_over(jobs: _Jobs | _Pool | _WriteLane, call: Callable[[], T]) ->
     runs; once it has started, the task waits for it to finish, then raises the cancellation
     (the call's result is discarded).
     """
-    loop = asyncio._get_running_loop()  # None under trio
+    loop = _asyncio_loop()  # None under trio
     if loop is not None:
         future: asyncio.Future[None] = loop.create_future()
         job = _Job(call, functools.partial(loop.call_soon_threadsafe, _wake_future, future))
@@ -466,7 +483,7 @@ gets a turn for its timers and I/O."""
 
 async def _yield_to_loop() -> None:
     """A checkpoint, cheaper than AnyIO's: it skips the backend look-up under asyncio."""
-    if asyncio._get_running_loop() is not None:
+    if _asyncio_loop() is not None:
         await asyncio.sleep(0)
     else:
         await anyio.lowlevel.checkpoint()
@@ -474,7 +491,7 @@ async def _yield_to_loop() -> None:
 
 def _running_loop() -> object:
     """The running asyncio loop, or trio's token for the running trio run."""
-    loop = asyncio._get_running_loop()
+    loop = _asyncio_loop()
     if loop is not None:
         return loop
     return anyio.lowlevel.current_token().native_token

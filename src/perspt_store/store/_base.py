@@ -702,6 +702,13 @@ class StoreBase:
             self._local.cursor = cursor
         return cursor
 
+    def _check_may_wait(self) -> None:
+        """Raise :class:`WouldBlock` on a thread whose I/O is refused (the async store's event
+        loop, during a buffered write): before waiting for the write lock, which another
+        thread's transaction may hold for as long as it likes, as before touching DuckDB."""
+        if self._local.io_refused:
+            raise WouldBlock()
+
     def _check_writable(self, table: str | None) -> None:
         if self._closed:
             raise StoreClosedError()
@@ -806,6 +813,7 @@ class StoreBase:
                 went on (nothing was committed).
         """
         self._check_writable(None)
+        self._check_may_wait()
         with self._lock:
             if self._group is not None and not self.in_transaction:
                 # Buffered rows commit first, on their own: under the lock, so no commit
@@ -972,6 +980,7 @@ class StoreBase:
         """Run one write statement under the write lock (autocommitted unless in a
         transaction)."""
         self._check_writable(table)
+        self._check_may_wait()
         with self._lock:
             if self.in_transaction:
                 return self._execute(

@@ -325,6 +325,8 @@ class GroupCommitHost(Protocol):
 
     def _check_writable(self, table: str | None) -> None: ...
 
+    def _check_may_wait(self) -> None: ...
+
     def _cursor(self) -> duckdb.DuckDBPyConnection: ...
 
     def _bulk_insert(self, rows: Sequence[Row]) -> None: ...
@@ -464,6 +466,7 @@ class GroupCommit:
                 "consistent_read() block",
                 operation="flush",
             )
+        store._check_may_wait()
         with store._lock:
             if store._closed or (owed_only and not buffer.owes_current_thread()):
                 return
