@@ -814,6 +814,25 @@ def test_trio_in_guest_mode_on_an_asyncio_host(durability: str) -> None:
     assert asyncio.run(host()) == [float(k) for k in range(2_000)]
 
 
+def test_outside_any_task_the_running_loop_is_asyncios() -> None:
+    # sniffio finds no library outside a task (a loop callback, say): the running asyncio
+    # loop is still the one the store uses there.
+    async def main() -> bool:
+        loop = asyncio.get_running_loop()
+        seen: asyncio.Future[bool] = loop.create_future()
+
+        def callback() -> None:
+            try:
+                seen.set_result(aio._asyncio_loop() is loop)
+            except Exception as exc:
+                seen.set_exception(exc)
+
+        loop.call_soon(callback)
+        return await seen
+
+    assert asyncio.run(main())
+
+
 # --- static types ---------------------------------------------------------------------------
 
 CALLS = [

@@ -209,9 +209,13 @@ def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
     """The running asyncio loop; None under trio, including trio in guest mode on an asyncio
     host loop, which asyncio reports as running in trio's tasks too."""
     loop = asyncio._get_running_loop()
-    if loop is None or current_async_library() != "asyncio":
+    if loop is None:
         return None
-    return loop
+    try:
+        library = current_async_library()
+    except Exception:  # sniffio sees no task: a coroutine driven by hand on the loop
+        return loop
+    return loop if library == "asyncio" else None
 
 
 def _fetched(function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
