@@ -205,12 +205,19 @@ async def lag_run(
     return rows
 
 
+def seeded(path: Path, durability: str = "immediate", *, rows: bool = True) -> ps.SessionStore:
+    """A sync store with the benchmark's session and, with ``rows``, 5,000 energy rows over
+    50 nodes for the reads."""
+    store = ps.SessionStore.open(path, publish_interval=None, durability=durability)
+    store.create_session(session_record())
+    if rows:
+        store.record_many(energy_row(i, nodes=50) for i in range(5_000))
+    return store
+
+
 def sync_rate(path: Path, calls: int, durability: str, read: bool) -> float:
     """Calls per second from one thread, calling the sync store in a loop."""
-    with ps.SessionStore.open(path, publish_interval=None, durability=durability) as store:
-        store.create_session(session_record())
-        if read:
-            store.record_many(energy_row(i, nodes=50) for i in range(5_000))
+    with seeded(path, durability, rows=read) as store:
         start = time.perf_counter()
         for i in range(calls):
             if read:
@@ -245,10 +252,7 @@ async def async_rate(path: Path, calls: int, tasks: int, durability: str, read: 
 
 async def to_thread_rate(path: Path, calls: int, durability: str, read: bool) -> float:
     """Calls per second from one task handing each sync call to ``asyncio.to_thread``."""
-    with ps.SessionStore.open(path, publish_interval=None, durability=durability) as store:
-        store.create_session(session_record())
-        if read:
-            store.record_many(energy_row(i, nodes=50) for i in range(5_000))
+    with seeded(path, durability, rows=read) as store:
         start = time.perf_counter()
         for i in range(calls):
             if read:
@@ -262,12 +266,7 @@ async def to_thread_rate(path: Path, calls: int, durability: str, read: bool) ->
 async def call_by_call(folder: Path, calls: int, read: bool) -> dict[str, Any]:
     """One task: each round makes the same call through the sync store, the async store and
     ``asyncio.to_thread``, in a random order; the median seconds of each."""
-    stores = []
-    for name in ("sync", "async", "to_thread"):
-        store = ps.SessionStore.open(folder / f"{name}.db", publish_interval=None)
-        store.create_session(session_record())
-        store.record_many(energy_row(i, nodes=50) for i in range(5_000))
-        stores.append(store)
+    stores = [seeded(folder / f"{name}.db") for name in ("sync", "async", "to_thread")]
     sync, to_thread = stores[0], stores[2]
     async with ps.AsyncSessionStore(stores[1]) as store:
         times: dict[str, list[float]] = {"sync": [], "async": [], "to_thread": []}
